@@ -1,0 +1,1 @@
+"""Datasets: the Zarr episode store, recording, statistics, inspection."""

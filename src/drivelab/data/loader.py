@@ -1,0 +1,212 @@
+"""Torch datasets over the Zarr store: samples of frames (+ stacked frames, + history windows).
+
+A sample at step ``t`` of an episode is:
+
+- ``frames``: uint8 [3k, H, W] — frames t-k+1 .. t stacked on the channel axis (model_0006),
+  the first frame repeated before the episode start;
+- ``history``: float32 [T, S] — telemetry t-T+1 .. t of the chosen signals. Telemetry at ``t`` is
+  what the car knew *before* acting (the previously executed controls), so a history window can
+  never contain the current label: the Charles bug is ruled out by the data layout itself;
+- ``targets``: {output: float32 [size]} — the expert's action at ``t``.
+
+Frames stay uint8 until the batch reaches the device (`normalize_frames`), which keeps the loader
+cheap and lets the GPU do the float conversion. Episodes are decoded whole, once, into an LRU
+cache bounded in bytes: Zarr chunks hold many frames, and decoding a chunk per random sample
+would cost ~chunk_frames times more than needed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from drivelab.data.store import DatasetError, DatasetStore, EpisodeInfo
+
+NORMALIZATIONS = ("none", "shifted", "scaled")
+
+
+@dataclass
+class _Episode:
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    history: np.ndarray  # float32 [T, S]
+    targets: dict[str, np.ndarray]  # name -> float32 [T, size]
+
+    @property
+    def nbytes(self) -> int:
+        return self.frames.nbytes + self.history.nbytes + sum(v.nbytes for v in self.targets.values())
+
+
+class EpisodeCache:
+    """Whole decoded episodes, least recently used evicted beyond ``max_bytes``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[int, _Episode] = OrderedDict()
+        self._bytes = 0
+        self.misses = 0
+
+    def get(self, key: int) -> _Episode | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: int, item: _Episode) -> None:
+        self.misses += 1
+        self._items[key] = item
+        self._bytes += item.nbytes
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old.nbytes
+
+
+class EpisodeFrameDataset(Dataset):
+    """Samples (frame stack, history window, targets) from one split of a dataset."""
+
+    def __init__(
+        self,
+        store: DatasetStore,
+        split: str,
+        outputs: Sequence[str],
+        frames: int = 1,
+        history_signals: Sequence[str] = (),
+        history_length: int = 0,
+        cache_bytes: int = 4 << 30,
+    ) -> None:
+        self.store = store
+        self.split = split
+        self.outputs = list(outputs)
+        self.k = int(frames)
+        self.history_signals = list(history_signals)
+        self.history_length = int(history_length)
+        self._check()
+        self.episodes: list[EpisodeInfo] = store.split_episodes(split)
+        if not self.episodes:
+            raise DatasetError(
+                f"{store.path} has no committed episodes in the {split!r} split: collect with "
+                f"--{split}-episodes K (or pick another split)"
+            )
+        lengths = np.array([e.length for e in self.episodes], np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(lengths)])
+        self._cache = EpisodeCache(cache_bytes)
+        sizes = {s.name: s.size for s in store.meta.telemetry}
+        self.history_size = sum(sizes[s] for s in self.history_signals)
+
+    def _check(self) -> None:
+        meta = self.store.meta
+        actions = {s.name for s in meta.actions}
+        telemetry = {s.name for s in meta.telemetry}
+        missing = [o for o in self.outputs if o not in actions]
+        if missing:
+            raise DatasetError(
+                f"output(s) {missing} are not actions of {self.store.path} "
+                f"(it has: {sorted(actions)})"
+            )
+        missing = [s for s in self.history_signals if s not in telemetry]
+        if missing:
+            raise DatasetError(
+                f"history signal(s) {missing} are not telemetry of {self.store.path} "
+                f"(it has: {sorted(telemetry)})"
+            )
+        if self.k < 1:
+            raise DatasetError(f"frames must be >= 1 (got {self.k})")
+        if self.history_signals and self.history_length < 1:
+            raise DatasetError("history signals are set but the history length is < 1")
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """Sample index -> (position in self.episodes, step within the episode)."""
+        pos = int(np.searchsorted(self._starts, index, side="right") - 1)
+        return pos, int(index - self._starts[pos])
+
+    def _episode(self, pos: int) -> _Episode:
+        ep = self._cache.get(pos)
+        if ep is None:
+            group = self.store.episode(self.episodes[pos].index)
+            frames = np.asarray(group["frames"][:])
+            t = frames.shape[0]
+            if self.history_signals:
+                history = np.concatenate(
+                    [np.asarray(group[f"telemetry/{s}"][:], np.float32) for s in self.history_signals],
+                    axis=1,
+                )
+            else:
+                history = np.zeros((t, 0), np.float32)
+            targets = {o: np.asarray(group[f"actions/{o}"][:], np.float32) for o in self.outputs}
+            ep = _Episode(frames, history, targets)
+            self._cache.put(pos, ep)
+        return ep
+
+    def _gather(self, pos: int, steps: np.ndarray) -> dict[str, np.ndarray]:
+        ep = self._episode(pos)
+        k = self.k
+        stack_idx = np.clip(steps[:, None] + np.arange(-k + 1, 1)[None, :], 0, None)  # [n, k]
+        frames = ep.frames[stack_idx]  # [n, k, H, W, 3]
+        n, _, h, w, c = frames.shape
+        frames = frames.transpose(0, 1, 4, 2, 3).reshape(n, k * c, h, w)
+        out = {"frames": frames}
+        if self.history_signals:
+            hist_idx = np.clip(steps[:, None] + np.arange(-self.history_length + 1, 1)[None, :], 0, None)
+            out["history"] = ep.history[hist_idx]
+        for o in self.outputs:
+            out[f"target/{o}"] = ep.targets[o][steps]
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        batch = self.__getitems__([index])
+        return {k: v[0] for k, v in batch.items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """A whole batch at once: one vectorised gather per episode touched."""
+        idx = np.asarray(indices, np.int64)
+        pos = np.searchsorted(self._starts, idx, side="right") - 1
+        steps = idx - self._starts[pos]
+        parts: dict[str, list[np.ndarray]] = {}
+        order = np.argsort(pos, kind="stable")
+        for p in np.unique(pos):
+            sel = order[pos[order] == p]
+            for key, value in self._gather(int(p), steps[sel]).items():
+                parts.setdefault(key, []).append(value)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return {
+            key: torch.from_numpy(np.concatenate(chunks)[inverse]) for key, chunks in parts.items()
+        }
+
+
+def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`__getitems__` already returns a batch; the DataLoader's collate must leave it alone."""
+    return batch
+
+
+def normalize_frames(
+    frames: torch.Tensor,
+    mode: str,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """uint8 [B, 3k, H, W] -> float: `none` [0,1], `shifted` [-0.5,0.5], `scaled` (dataset stats).
+
+    kkelchte's three input normalisations; ``mean``/``std`` are per RGB channel in [0,1] units
+    (`data info` reports them) and repeat over the k stacked frames.
+    """
+    x = frames.float().div_(255.0)
+    if mode == "none":
+        return x
+    if mode == "shifted":
+        return x.sub_(0.5)
+    if mode == "scaled":
+        if mean is None or std is None:
+            raise DatasetError("normalization 'scaled' needs the dataset's frame mean/std")
+        reps = x.shape[1] // len(mean)
+        m = torch.tensor(list(mean) * reps, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        s = torch.tensor(list(std) * reps, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return x.sub_(m).div_(s)
+    raise DatasetError(f"unknown normalization {mode!r}: use one of {', '.join(NORMALIZATIONS)}")

@@ -1,0 +1,12 @@
+"""The one error type users see.
+
+Every mistake a user can make (a bad path, a wrong flag, a broken dataset) is raised as a
+`DrivelabError` with a single sentence saying what is wrong and what to do. The command line
+prints that sentence and exits non-zero; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class DrivelabError(ValueError):
+    """A user-facing problem: the message is one line naming the problem and the fix."""
