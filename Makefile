@@ -19,7 +19,7 @@ demo: $(STAMP)
 	SDL_VIDEODRIVER=dummy $(BIN)/drivelab demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	SDL_VIDEODRIVER=dummy $(BIN)/python -m pytest
+	SDL_VIDEODRIVER=dummy $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_store import META, make_record
 
 from drivelab.data.loader import EpisodeFrameDataset, collate_batch, normalize_frames
 from drivelab.data.store import DatasetError, DatasetStore
+from test_store import META, make_record
 
 
 @pytest.fixture()

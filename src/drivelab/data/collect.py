@@ -1,0 +1,297 @@
+"""Expert data collection: worker processes drive, record and commit episodes in parallel.
+
+Episode ``i`` of a dataset always drives track seed ``seed + i`` with noise drawn from
+``rng([seed, i])``, so the data depends only on the seed and the episode index — not on how many
+workers there are or which one drove it. Workers commit their own episodes (see `store`); the
+parent process alone writes the dataset's root attributes, holding a lock so two collectors never
+append to one dataset at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing as mp
+import os
+import queue
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drivelab.data.recorder import ActionNoise, EpisodeRecorder
+from drivelab.data.store import DatasetError, DatasetMeta, DatasetStore, EpisodeRecord
+from drivelab.errors import DrivelabError
+from drivelab.sim import DrivingEnv, make_env, make_expert
+
+LOCK_FILE = ".collect.lock"
+
+
+@dataclass(frozen=True)
+class CollectPlan:
+    """Everything a worker needs to drive an episode; picklable for spawned processes."""
+
+    env: str
+    seed: int
+    noise: float = 0.0
+    noise_hold: int = 10
+    max_steps: int = 1000
+
+
+@dataclass(frozen=True)
+class CollectSummary:
+    path: Path
+    indices: list[int]
+    frames: int
+    seconds: float
+    episode_rows: list[dict[str, Any]]
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def track_seed(plan: CollectPlan, index: int) -> int:
+    return plan.seed + index
+
+
+def drive_episode(
+    env: DrivingEnv,
+    plan: CollectPlan,
+    index: int,
+    expert: Any,
+    on_steps: Callable[[int], None] | None = None,
+) -> EpisodeRecord:
+    """Drive one expert episode on its track and return the `EpisodeRecord`."""
+    rng = np.random.default_rng([plan.seed, index])
+    low = np.array([s.low if s.low is not None else -1.0 for s in env.action_specs], np.float32)
+    high = np.array([s.high if s.high is not None else 1.0 for s in env.action_specs], np.float32)
+    noise = ActionNoise(plan.noise, rng, low, high, sigma=(high - low) * 0.1, hold=plan.noise_hold)
+    recorder = EpisodeRecorder(
+        env.frame_shape, env.telemetry_specs, env.action_specs, capacity=plan.max_steps
+    )
+    seed = track_seed(plan, index)
+    started = time.perf_counter()
+    obs = env.reset(seed=seed)
+    expert.reset()
+    ret, info = 0.0, {}
+    reported = perturbed_steps = 0
+    for _ in range(plan.max_steps):
+        intended = np.asarray(expert.act(env), np.float32)
+        executed, perturbed = noise.apply(intended)
+        result = env.step(executed)
+        recorder.add(obs, intended, perturbed, result.reward)
+        perturbed_steps += perturbed
+        ret += result.reward
+        info = result.info
+        obs = result.observation
+        if on_steps is not None and len(recorder) - reported >= 50:
+            on_steps(len(recorder) - reported)
+            reported = len(recorder)
+        if result.done:
+            break
+    if on_steps is not None and len(recorder) > reported:
+        on_steps(len(recorder) - reported)
+    seconds = time.perf_counter() - started
+    return recorder.finish(
+        {
+            "env_id": env.env_id,
+            "track_seed": seed,
+            "return": round(ret, 4),
+            "noise": plan.noise,
+            "perturbed_steps": perturbed_steps,
+            "seconds": round(seconds, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **{k: _plain(v) for k, v in info.items() if _plain(v) is not None},
+        }
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return None
+
+
+def _worker_main(path: str, plan: CollectPlan, tasks: Any, events: Any) -> None:
+    """Worker process: drive episodes from the task queue until it yields None."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    env = make_env(plan.env, max_steps=plan.max_steps)
+    expert = make_expert(env)
+    store = DatasetStore.open(path)
+    try:
+        while True:
+            index = tasks.get()
+            if index is None:
+                return
+            try:
+                record = drive_episode(
+                    env, plan, index, expert, on_steps=lambda n: events.put(("steps", n))
+                )
+                info = store.write_episode(index, record)
+                events.put(("done", index, info.attrs))
+            except Exception as exc:  # reported by the parent, which stops the run
+                events.put(("error", index, f"{type(exc).__name__}: {exc}"))
+                return
+    finally:
+        env.close()
+
+
+@contextmanager
+def collector_lock(path: Path) -> Iterator[None]:
+    """One collector per dataset: a second one fails at once instead of interleaving."""
+    fd = os.open(path / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise DatasetError(
+                f"another `drivelab collect` is writing to {path}: wait for it to finish"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)
+
+
+def open_for_collection(path: Path, env: DrivingEnv, append: bool, chunk_frames: int) -> DatasetStore:
+    """A new dataset, or an existing one checked to hold the same env and signals."""
+    if not append:
+        meta = DatasetMeta(
+            env_id=env.env_id,
+            fps=env.fps,
+            frame_shape=tuple(env.frame_shape),  # type: ignore[arg-type]
+            telemetry=tuple(env.telemetry_specs),
+            actions=tuple(env.action_specs),
+            chunk_frames=chunk_frames,
+        )
+        return DatasetStore.create(path, meta)
+    if not path.exists():
+        raise DatasetError(f"--append given but {path} does not exist: drop --append to create it")
+    store = DatasetStore.open(path)
+    meta = store.meta
+    if meta.env_id != env.env_id or tuple(meta.frame_shape) != tuple(env.frame_shape):
+        raise DatasetError(
+            f"{path} holds {meta.env_id} frames {list(meta.frame_shape)}, not {env.env_id} "
+            f"{list(env.frame_shape)}: append only the same env, or use a new --out"
+        )
+    if meta.signal_names()["actions"] != [s.name for s in env.action_specs]:
+        raise DatasetError(f"{path} has other action names than {env.env_id}: use a new --out")
+    return store
+
+
+def collect(
+    out: str | Path,
+    plan: CollectPlan,
+    episodes: int,
+    workers: int = 1,
+    val_episodes: int = 0,
+    test_episodes: int = 0,
+    append: bool = False,
+    chunk_frames: int = 32,
+    on_progress: Callable[[int, int, int], None] | None = None,
+) -> CollectSummary:
+    """Record ``episodes`` expert episodes into the dataset at ``out``.
+
+    The last ``test_episodes`` of this call go to the test split and the ``val_episodes`` before
+    them to val (like the seeds' ``--val_len 1 --test_len 1``). ``on_progress(frames_delta,
+    episodes_done, episodes_total)`` drives a progress bar.
+    """
+    if episodes < 1:
+        raise DrivelabError(f"--episodes must be at least 1 (got {episodes})")
+    if workers < 1:
+        raise DrivelabError(f"--workers must be at least 1 (got {workers})")
+    if val_episodes < 0 or test_episodes < 0 or val_episodes + test_episodes > episodes:
+        raise DrivelabError(
+            f"--val-episodes ({val_episodes}) + --test-episodes ({test_episodes}) must be "
+            f"between 0 and --episodes ({episodes})"
+        )
+    if not 0.0 <= plan.noise <= 1.0:
+        raise DrivelabError(f"--noise is a probability in [0, 1] (got {plan.noise})")
+    if plan.max_steps < 1:
+        raise DrivelabError(f"--max-steps must be at least 1 (got {plan.max_steps})")
+    path = Path(out)
+    probe = make_env(plan.env, max_steps=plan.max_steps)  # fails fast on a bad env id
+    try:
+        make_expert(probe)
+        store = open_for_collection(path, probe, append, chunk_frames)
+    finally:
+        probe.close()
+
+    with collector_lock(path):
+        start = store.next_index()
+        indices = list(range(start, start + episodes))
+        n_test = test_episodes
+        test = indices[len(indices) - n_test :] if n_test else []
+        val = indices[len(indices) - n_test - val_episodes : len(indices) - n_test]
+        ctx = mp.get_context("spawn")
+        tasks, events = ctx.Queue(), ctx.Queue()
+        for i in indices:
+            tasks.put(i)
+        n_workers = min(workers, episodes)
+        for _ in range(n_workers):
+            tasks.put(None)
+        procs = [
+            ctx.Process(target=_worker_main, args=(str(path), plan, tasks, events), daemon=True)
+            for _ in range(n_workers)
+        ]
+        started = time.perf_counter()
+        for p in procs:
+            p.start()
+        rows: dict[int, dict[str, Any]] = {}
+        frames = 0
+        try:
+            while len(rows) < episodes:
+                try:
+                    event = events.get(timeout=1.0)
+                except queue.Empty:
+                    if not any(p.is_alive() for p in procs):
+                        raise DrivelabError(
+                            "all collection workers died before finishing; the episodes "
+                            f"committed so far are kept in {path}"
+                        ) from None
+                    continue
+                if event[0] == "steps":
+                    frames += event[1]
+                    if on_progress:
+                        on_progress(event[1], len(rows), episodes)
+                elif event[0] == "done":
+                    index, attrs = event[1], event[2]
+                    rows[index] = attrs
+                    store.assign_splits(
+                        val=[index] if index in val else [], test=[index] if index in test else []
+                    )
+                    if on_progress:
+                        on_progress(0, len(rows), episodes)
+                else:
+                    raise DrivelabError(
+                        f"episode {event[1]} failed in a worker ({event[2]}); the episodes "
+                        f"committed so far are kept in {path}"
+                    )
+        finally:
+            for p in procs:
+                if p.is_alive() and len(rows) < episodes:
+                    p.terminate()
+                p.join(timeout=10)
+        seconds = time.perf_counter() - started
+        _refresh_cached_stats(store)
+    return CollectSummary(
+        path=path,
+        indices=indices,
+        frames=sum(int(r["length"]) for r in rows.values()),
+        seconds=seconds,
+        episode_rows=[{"index": i, **rows[i]} for i in sorted(rows)],
+    )
+
+
+def _refresh_cached_stats(store: DatasetStore) -> None:
+    """Cache the merged statistics in the root attrs, for readers that want them without a scan."""
+    moments = store.moments()
+    store.update_attrs(
+        stats={k: m.summary() for k, m in moments.items()},
+        episodes=len(store.episodes()),
+    )
