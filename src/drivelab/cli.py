@@ -153,15 +153,21 @@ def data_info(
     for name, s in info["splits"].items():
         splits.add_row(name, str(s["episodes"]), str(s["frames"]))
     out.print(splits)
-    sig = Table(title="signals")
-    for col in ("kind", "signal", "unit", "mean", "std", "min", "max"):
-        sig.add_column(col, justify="right")
+    sig = Table(title="signals (mean / std / min / max per value)")
+    sig.add_column("signal", no_wrap=True, min_width=13)
+    sig.add_column("unit", no_wrap=True, min_width=8)
+    for col in ("mean", "std", "min", "max"):
+        sig.add_column(col, justify="right", no_wrap=True)
+
+    def fmt(values: list[float]) -> str:
+        return "\n".join(f"{x:.3f}" for x in values)
+
     for kind, entries in info["signals"].items():
+        sig.add_section()
+        sig.add_row(f"[bold]{kind}[/]", "", "", "", "", "")
         for name, s in entries.items():
-            if "mean" not in s:
-                continue
-            fmt = lambda v: ", ".join(f"{x:.3f}" for x in v)  # noqa: E731
-            sig.add_row(kind, name, s["unit"], fmt(s["mean"]), fmt(s["std"]), fmt(s["min"]), fmt(s["max"]))
+            if "mean" in s:
+                sig.add_row(f"  {name}", s["unit"], fmt(s["mean"]), fmt(s["std"]), fmt(s["min"]), fmt(s["max"]))
     out.print(sig)
     if info["frame_stats"]:
         fs = info["frame_stats"]

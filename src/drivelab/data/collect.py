@@ -96,6 +96,8 @@ def drive_episode(
     if on_steps is not None and len(recorder) > reported:
         on_steps(len(recorder) - reported)
     seconds = time.perf_counter() - started
+    if "progress" in obs.telemetry:  # the track fraction reached, after the last step
+        info = {**info, "progress": float(obs.telemetry["progress"][0])}
     return recorder.finish(
         {
             "env_id": env.env_id,

@@ -84,19 +84,21 @@ def plot_histograms(store: DatasetStore, out: str | Path, bins: int = 41) -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels: list[tuple[str, np.ndarray, str]] = []
+    panels: list[tuple[str, np.ndarray, str, tuple[float, float] | None]] = []
     for spec in store.meta.actions:
         values = read_signal(store, "actions", spec.name)
+        bounds = (spec.low, spec.high) if spec.low is not None and spec.high is not None else None
         for col in range(spec.size):
             label = spec.name if spec.size == 1 else f"{spec.name}[{col}]"
-            panels.append((label, values[:, col], "action (label)"))
+            panels.append((label, values[:, col], "label", bounds))
     if any(s.name == "speed" for s in store.meta.telemetry):
-        panels.append(("speed", read_signal(store, "telemetry", "speed")[:, 0], "telemetry"))
+        panels.append(("speed", read_signal(store, "telemetry", "speed")[:, 0], "telemetry", None))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (label, values, kind) in zip(axes[0], panels, strict=True):
-        ax.hist(values, bins=bins, color="#3a7ca5", edgecolor="white", linewidth=0.4)
+    for ax, (label, values, kind, bounds) in zip(axes[0], panels, strict=True):
+        # over the action's full range, so unused parts of it (empty bins) show as such
+        ax.hist(values, bins=bins, range=bounds, color="#3a7ca5", edgecolor="white", linewidth=0.4)
         ax.set_yscale("log")
-        ax.set_title(f"{label}  ({kind})")
+        ax.set_title(f"{label} ({kind})")
         ax.set_xlabel(label)
         ax.set_ylabel("frames (log)")
         ax.grid(alpha=0.3)
