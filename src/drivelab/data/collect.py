@@ -10,9 +10,7 @@ append to one dataset at once.
 from __future__ import annotations
 
 import fcntl
-import multiprocessing as mp
 import os
-import queue
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +24,7 @@ from drivelab.data.recorder import ActionNoise, EpisodeRecorder
 from drivelab.data.store import DatasetError, DatasetMeta, DatasetStore, EpisodeRecord
 from drivelab.errors import DrivelabError
 from drivelab.sim import DrivingEnv, make_env, make_expert
+from drivelab.workers import WorkersDied, run_jobs
 
 LOCK_FILE = ".collect.lock"
 
@@ -120,28 +119,25 @@ def _plain(value: Any) -> Any:
     return None
 
 
-def _worker_main(path: str, plan: CollectPlan, tasks: Any, events: Any) -> None:
-    """Worker process: drive episodes from the task queue until it yields None."""
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    env = make_env(plan.env, max_steps=plan.max_steps)
-    expert = make_expert(env)
-    store = DatasetStore.open(path)
-    try:
-        while True:
-            index = tasks.get()
-            if index is None:
-                return
-            try:
-                record = drive_episode(
-                    env, plan, index, expert, on_steps=lambda n: events.put(("steps", n))
-                )
-                info = store.write_episode(index, record)
-                events.put(("done", index, info.attrs))
-            except Exception as exc:  # reported by the parent, which stops the run
-                events.put(("error", index, f"{type(exc).__name__}: {exc}"))
-                return
-    finally:
-        env.close()
+@dataclass
+class CollectJob:
+    """The worker side of `collect`: drive the episode numbered ``task`` and commit it."""
+
+    path: str
+    plan: CollectPlan
+
+    def open(self) -> None:
+        self._env = make_env(self.plan.env, max_steps=self.plan.max_steps)
+        self._expert = make_expert(self._env)
+        self._store = DatasetStore.open(self.path)
+
+    def run(self, task: int, report: Callable[[int], None]) -> dict[str, Any]:
+        record = drive_episode(self._env, self.plan, task, self._expert, on_steps=report)
+        return self._store.write_episode(task, record).attrs
+
+    def close(self) -> None:
+        if hasattr(self, "_env"):
+            self._env.close()
 
 
 @contextmanager
@@ -230,55 +226,33 @@ def collect(
         n_test = test_episodes
         test = indices[len(indices) - n_test :] if n_test else []
         val = indices[len(indices) - n_test - val_episodes : len(indices) - n_test]
-        ctx = mp.get_context("spawn")
-        tasks, events = ctx.Queue(), ctx.Queue()
-        for i in indices:
-            tasks.put(i)
-        n_workers = min(workers, episodes)
-        for _ in range(n_workers):
-            tasks.put(None)
-        procs = [
-            ctx.Process(target=_worker_main, args=(str(path), plan, tasks, events), daemon=True)
-            for _ in range(n_workers)
-        ]
-        started = time.perf_counter()
-        for p in procs:
-            p.start()
         rows: dict[int, dict[str, Any]] = {}
-        frames = 0
+
+        def on_steps(n: int) -> None:
+            if on_progress:
+                on_progress(n, len(rows), episodes)
+
+        def on_done(index: int, attrs: dict[str, Any]) -> None:
+            rows[index] = attrs
+            store.assign_splits(val=[index] if index in val else [], test=[index] if index in test else [])
+            if on_progress:
+                on_progress(0, len(rows), episodes)
+
+        failure: list[str] = []
+
+        def on_error(index: int, message: str, _trace: str) -> bool:
+            failure.append(f"episode {index} failed in a worker ({message})" if index >= 0
+                           else f"a collection worker could not start ({message})")
+            return False
+
+        started = time.perf_counter()
         try:
-            while len(rows) < episodes:
-                try:
-                    event = events.get(timeout=1.0)
-                except queue.Empty:
-                    if not any(p.is_alive() for p in procs):
-                        raise DrivelabError(
-                            "all collection workers died before finishing; the episodes "
-                            f"committed so far are kept in {path}"
-                        ) from None
-                    continue
-                if event[0] == "steps":
-                    frames += event[1]
-                    if on_progress:
-                        on_progress(event[1], len(rows), episodes)
-                elif event[0] == "done":
-                    index, attrs = event[1], event[2]
-                    rows[index] = attrs
-                    store.assign_splits(
-                        val=[index] if index in val else [], test=[index] if index in test else []
-                    )
-                    if on_progress:
-                        on_progress(0, len(rows), episodes)
-                else:
-                    raise DrivelabError(
-                        f"episode {event[1]} failed in a worker ({event[2]}); the episodes "
-                        f"committed so far are kept in {path}"
-                    )
-        finally:
-            for p in procs:
-                if p.is_alive() and len(rows) < episodes:
-                    p.terminate()
-                p.join(timeout=10)
+            run_jobs(CollectJob(str(path), plan), indices, workers, on_steps, on_done, on_error)
+        except WorkersDied as exc:
+            failure.append(str(exc))
+        if failure:
+            _refresh_cached_stats(store)
+            raise DrivelabError(f"{failure[0]}; the episodes committed so far are kept in {path}")
         seconds = time.perf_counter() - started
         _refresh_cached_stats(store)
     return CollectSummary(
