@@ -1,0 +1,311 @@
+"""What the trainer feeds the policy: checked datasets, a resumable batch order, device-side frames.
+
+Everything that can be wrong with the data (a missing split, a history signal the dataset does
+not record, a crop larger than the frame) is checked here, before a run folder exists, so a bad
+combination of config and dataset costs one error line and leaves nothing behind.
+
+The batch order is a pure function of (seed, epoch, batch in epoch): epoch ``e`` visits the
+training samples in the permutation drawn from ``default_rng([seed, e])``, and DDP rank ``r``
+takes its slice of each global batch. The trainer's data position is therefore just two numbers,
+and a resumed run reads exactly the batches an uninterrupted run would have read. Frames travel
+as uint8 and become floats on the device (crop, scale, resize), where that work is cheapest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from drivelab.config import ExperimentConfig
+from drivelab.data.loader import EpisodeFrameDataset, collate_batch, normalize_frames
+from drivelab.data.store import DatasetStore
+from drivelab.errors import DrivelabError
+
+
+class InputError(DrivelabError):
+    """The config asks for data the dataset cannot provide."""
+
+
+@dataclass
+class TrainInputs:
+    """The opened dataset, its train/val samples and the facts the policy is built from."""
+
+    store: DatasetStore
+    train: EpisodeFrameDataset
+    val: EpisodeFrameDataset | None
+    history_sizes: dict[str, int]  # history signal -> values per step, from the dataset
+    frame_mean: tuple[float, ...] | None  # per RGB channel in [0, 1] units (train split)
+    frame_std: tuple[float, ...] | None
+
+    @property
+    def dataset_frame_shape(self) -> tuple[int, int, int]:
+        return tuple(self.store.meta.frame_shape)  # type: ignore[return-value]
+
+    def describe(self) -> dict[str, object]:
+        """What a run records about its data (`run.json`), e.g. for the evaluator's frames."""
+        return {
+            "path": str(self.store.path),
+            "frame_shape": list(self.dataset_frame_shape),
+            "train_samples": len(self.train),
+            "val_samples": len(self.val) if self.val is not None else 0,
+            "history_sizes": self.history_sizes,
+            "frame_mean": list(self.frame_mean) if self.frame_mean else None,
+            "frame_std": list(self.frame_std) if self.frame_std else None,
+        }
+
+
+def open_inputs(config: ExperimentConfig) -> TrainInputs:
+    """Open and check the dataset against the config; raise one `DrivelabError` line if unfit."""
+    data = config.data
+    store = DatasetStore.open(data.path)
+    meta = store.meta
+    height, width, channels = meta.frame_shape
+    if channels != 3:
+        raise InputError(f"{data.path} holds {channels}-channel frames; policies read RGB (3)")
+    crop = data.crop
+    if crop is not None and (crop.top + crop.bottom >= height or crop.left + crop.right >= width):
+        raise InputError(
+            f"data.crop (top {crop.top}, bottom {crop.bottom}, left {crop.left}, right "
+            f"{crop.right}) leaves nothing of the dataset's {height}x{width} frames: crop less"
+        )
+    history = config.model.history
+    history_sizes = dataset_history_sizes(config, store)
+    actions = {s.name: s.size for s in meta.actions}
+    for head in config.model.heads:
+        if head.output not in actions:
+            raise InputError(
+                f"model.heads: output {head.output!r} is not an action of {data.path} "
+                f"(its actions: {', '.join(sorted(actions))})"
+            )
+        if actions[head.output] != 1:
+            raise InputError(
+                f"model.heads: action {head.output!r} has {actions[head.output]} values per "
+                "step; a head predicts one"
+            )
+
+    def dataset(split: str) -> EpisodeFrameDataset:
+        return EpisodeFrameDataset(
+            store,
+            split,
+            outputs=config.model.outputs,
+            frames=data.frames,
+            history_signals=history.signals if history else (),
+            history_length=history.length if history else 0,
+        )
+
+    if not store.split_episodes(data.train_split):
+        raise InputError(
+            f"{data.path} has no {data.train_split!r} episodes to train on: collect more episodes"
+        )
+    train = dataset(data.train_split)
+    val = None
+    if data.val_split is not None:
+        if not store.split_episodes(data.val_split):
+            raise InputError(
+                f"{data.path} has no {data.val_split!r} episodes to validate on: collect with "
+                f"--val-episodes K, or set data.val_split=null to train without validation"
+            )
+        val = dataset(data.val_split)
+    mean = std = None
+    if data.normalization == "scaled":
+        moments = store.moments(train.episodes).get("frames")
+        if moments is None or moments.count == 0:
+            raise InputError(f"{data.path} has no frame statistics; normalization 'scaled' needs them")
+        mean = tuple(m / 255.0 for m in moments.mean)
+        std = tuple(max(s / 255.0, 1e-6) for s in moments.std)
+    return TrainInputs(store, train, val, history_sizes, mean, std)
+
+
+def dataset_history_sizes(config: ExperimentConfig, store: DatasetStore) -> dict[str, int]:
+    """Values per step of each configured history signal, as the dataset records them."""
+    history = config.model.history
+    if history is None:
+        return {}
+    available = {s.name: s.size for s in store.meta.telemetry}
+    missing = [s for s in history.signals if s not in available]
+    if missing:
+        raise InputError(
+            f"model.history.signals: {', '.join(missing)} not recorded in {store.path} "
+            f"(its telemetry: {', '.join(sorted(available))})"
+        )
+    sizes: dict[str, int] = {}
+    for name in history.signals:
+        wanted = history.signal_sizes.get(name)
+        if wanted is not None and wanted != available[name]:
+            raise InputError(
+                f"model.history.signal_sizes.{name}: {wanted}, but {store.path} records "
+                f"{available[name]} value(s) per step"
+            )
+        sizes[name] = available[name]
+    return sizes
+
+
+def fit_config_to_dataset(config: ExperimentConfig, path: Path) -> tuple[ExperimentConfig, str]:
+    """The config with the dataset's history-signal sizes, and how its frames reach the policy.
+
+    The policy always sees ``data.input_size`` (frames are cropped and resized on the device),
+    so the dataset decides the signal sizes and the description, never the model's frame shape.
+    """
+    store = DatasetStore.open(path)
+    height, width, channels = store.meta.frame_shape
+    size = "x".join(map(str, config.data.input_size))
+    crop = config.data.crop is not None
+    if crop or (height, width) != tuple(config.data.input_size):
+        source = f"dataset {height}x{width}x{channels},{' cropped,' if crop else ''} resized to {size} on the device"
+    else:
+        source = f"dataset {height}x{width}x{channels}"
+    return with_history_sizes(config, dataset_history_sizes(config, store)), source
+
+
+def with_history_sizes(config: ExperimentConfig, sizes: dict[str, int]) -> ExperimentConfig:
+    """The config with every history signal's size written out, so config.yaml is complete."""
+    if config.model.history is None or not sizes:
+        return config
+    history = config.model.history.model_copy(update={"signal_sizes": dict(sizes)})
+    model = config.model.model_copy(update={"history": history})
+    return config.model_copy(update={"model": model})
+
+
+# ---------------------------------------------------------------------------- batch order
+class EpochBatchSampler:
+    """Index lists for one rank, epoch after epoch, starting at a saved data position.
+
+    Epoch ``e`` is ``default_rng([seed, e]).permutation(n)`` cut into global batches of
+    ``batch_size * world_size`` (the incomplete tail is dropped so every step has the same
+    shape); rank ``r`` takes the ``r``-th ``batch_size`` slice of each global batch.
+    """
+
+    def __init__(
+        self,
+        samples: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_epoch: int = 0,
+        start_batch: int = 0,
+    ) -> None:
+        self.samples = samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.start_epoch = start_epoch
+        self.start_batch = start_batch
+        self.global_batch = batch_size * world_size
+        self.batches_per_epoch = samples // self.global_batch
+        if self.batches_per_epoch < 1:
+            raise InputError(
+                f"the training split has {samples} samples, fewer than one batch of "
+                f"{self.global_batch} (train.batch_size {batch_size} x {world_size} device(s)): "
+                "lower train.batch_size or collect more data"
+            )
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.samples)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, batch = self.start_epoch, self.start_batch
+        lo = self.rank * self.batch_size
+        while True:
+            order = self.permutation(epoch)
+            for b in range(batch, self.batches_per_epoch):
+                start = b * self.global_batch + lo
+                yield order[start : start + self.batch_size].tolist()
+            epoch, batch = epoch + 1, 0
+
+    def position(self, batches_done: int) -> tuple[int, int]:
+        """(epoch, batch in epoch) after ``batches_done`` steps in total."""
+        return divmod(batches_done, self.batches_per_epoch)
+
+
+def val_batches(samples: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
+    """Validation index lists for one rank; every rank gets the same number of batches.
+
+    Sample ``i`` goes to rank ``i % world_size``; ranks short of a full last batch get padding
+    index ``-1`` (masked out of the sums), so no rank waits alone in a collective.
+    """
+    mine = list(range(rank, samples, world_size))
+    per_rank = -(-samples // world_size)
+    mine += [-1] * (per_rank - len(mine))
+    return [mine[i : i + batch_size] for i in range(0, per_rank, batch_size)]
+
+
+class MaskedBatches(torch.utils.data.Dataset):
+    """A dataset view where index ``-1`` yields a copy of sample 0 marked ``valid = 0``."""
+
+    def __init__(self, base: EpisodeFrameDataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        valid = torch.tensor([i >= 0 for i in indices], dtype=torch.float32)
+        batch = self.base.__getitems__([max(i, 0) for i in indices])
+        batch["valid"] = valid
+        return batch
+
+
+def make_loader(
+    dataset: torch.utils.data.Dataset,
+    batches: Iterator[list[int]] | Sequence[list[int]] | EpochBatchSampler,
+    workers: int,
+    pin_memory: bool,
+    seed: int,
+) -> DataLoader:
+    """A DataLoader that reads whole batches through ``__getitems__``.
+
+    It gets its own seeded generator: a DataLoader otherwise draws its worker seed from the
+    global torch RNG whenever an iterator starts, which would make training depend on how often
+    validation ran.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,  # type: ignore[arg-type]
+        collate_fn=collate_batch,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+        generator=generator,
+    )
+
+
+# ---------------------------------------------------------------------------- frames on device
+class FramePipeline:
+    """uint8 [B, 3k, H, W] on the device -> the policy's float input: crop, normalise, resize."""
+
+    def __init__(self, config: ExperimentConfig, mean: Sequence[float] | None, std: Sequence[float] | None,
+                 source_size: tuple[int, int]) -> None:
+        data = config.data
+        self.mode = data.normalization
+        self.mean = tuple(mean) if mean is not None else None
+        self.std = tuple(std) if std is not None else None
+        crop = data.crop
+        h, w = source_size
+        if crop is None:
+            self.rows, self.cols = slice(0, h), slice(0, w)
+        else:
+            self.rows = slice(crop.top, h - crop.bottom)
+            self.cols = slice(crop.left, w - crop.right)
+        cropped = (self.rows.stop - self.rows.start, self.cols.stop - self.cols.start)
+        self.size = tuple(data.input_size)
+        self.resize = cropped != self.size
+        self.crop = (h, w) != cropped
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.crop:
+            frames = frames[:, :, self.rows, self.cols]
+        x = normalize_frames(frames, self.mode, self.mean, self.std)
+        if self.resize:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return x

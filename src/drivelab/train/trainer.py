@@ -1,0 +1,366 @@
+"""`train`: one training period of a run, from a config (new run) or a run folder (resume).
+
+The order matters for the promises the trainer makes:
+
+1. everything checkable is checked before a run folder exists or a process is launched
+   (config, dataset, splits, history signals, frame sizes, building the policy, a resume whose
+   config changed), so a bad invocation costs one error line and leaves nothing;
+2. processes are launched (one, or one per device under DDP; torchrun works too), and rank 0
+   alone claims the run folder and tells the others where it is;
+3. the policy is built from the seed, or its weights, optimizer, RNG states and data position
+   come from the latest checkpoint, so N + resume + N batches equals 2N batches bit for bit;
+4. a period that fails leaves the run marked ``failed`` with the reason (checkpoints kept), and a
+   new run that fails before its first checkpoint is removed: no version looks valid without one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_fabric import Fabric
+
+from drivelab.config import ConfigError, ExperimentConfig, TrainConfig, dump_config, load_config
+from drivelab.errors import DrivelabError
+from drivelab.models import build_policy
+from drivelab.train.checkpoints import (
+    CheckpointError,
+    list_checkpoints,
+    load_trainer_state,
+    load_weights,
+    restore_rng_state,
+    weights_path,
+)
+from drivelab.train.inputs import (
+    EpochBatchSampler,
+    FramePipeline,
+    MaskedBatches,
+    TrainInputs,
+    make_loader,
+    open_inputs,
+    val_batches,
+    with_history_sizes,
+)
+from drivelab.train.logs import MetricsLog
+from drivelab.train.loop import ProgressSink, TrainLoop
+from drivelab.train.objectives import Objective
+from drivelab.train.optimizers import build_optimizer, build_schedule
+from drivelab.train.runs import RunError, RunFolder, now_iso
+
+LOCK_NAME = ".train.lock"
+
+
+@dataclass
+class TrainResult:
+    """What a finished training period produced."""
+
+    run: RunFolder
+    batches: int
+    first_batch: int
+    last_checkpoint: int | None
+    seconds: float
+    train_values: dict[str, float] = field(default_factory=dict)
+    val_values: dict[str, float] = field(default_factory=dict)
+    world_size: int = 1
+    is_global_zero: bool = True
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices): the model's initialisation depends on it."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain (JSON-like) configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(old) + [k for k in new if k not in old]
+        found: list[str] = []
+        for key in keys:
+            found += config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        found = []
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):
+            found += config_differences(a, b, f"{prefix}{index}.")
+        return found
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def check_resume_config(run: RunFolder, config: ExperimentConfig) -> None:
+    """Refuse a resume whose resolved config differs from the run's ``config.yaml``."""
+    saved = load_config(run.config_path)
+    changed = config_differences(saved.model_dump(mode="json"), config.model_dump(mode="json"))
+    if changed:
+        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+        raise RunError(
+            f"cannot resume {run.path}: the config differs from its config.yaml in {shown}; "
+            "resume with the run's own config (or no CONFIG), or start a new run"
+        )
+
+
+def load_train_config(
+    config: Path | None, overrides: list[str], resume: str | Path | None, runs_root: Path
+) -> ExperimentConfig:
+    """The config to train: CONFIG + overrides, or (with ``--resume`` and no CONFIG) the run's own.
+
+    ``drivelab train --resume RUN key=value`` puts the override where CONFIG would go; it is
+    recognised by its ``=`` and applied to the run's config (the trainer then refuses the
+    change like any other).
+    """
+    extra = list(overrides)
+    if config is not None and "=" in str(config) and not Path(config).exists():
+        extra.insert(0, str(config))
+        config = None
+    if config is None:
+        if resume is None:
+            raise ConfigError("give a CONFIG file (or --resume RUN to continue a run)")
+        return load_config(RunFolder.open(resume, runs_root).config_path, extra)
+    return load_config(config, extra)
+
+
+def make_fabric(train: TrainConfig) -> Fabric:
+    """Fabric for the configured hardware; its complaints become one DrivelabError line."""
+    try:
+        return Fabric(
+            accelerator=train.accelerator,
+            strategy=train.strategy,
+            devices=train.devices,
+            precision=train.precision,
+        )
+    except (ValueError, RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DrivelabError(
+            f"train.accelerator/devices/strategy/precision ({train.accelerator}, {train.devices}, "
+            f"{train.strategy}, {train.precision}) cannot run here: {first}"
+        ) from None
+
+
+def launch(fabric: Fabric, train: TrainConfig) -> None:
+    """Start the processes (a no-op for one device or under torchrun), checking the launcher."""
+    try:
+        fabric.launch()
+    except ValueError as exc:  # e.g. torchrun's process count disagrees with train.devices
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DrivelabError(f"train.devices={train.devices} does not match the launcher: {first}") from None
+
+
+@contextmanager
+def run_lock(run: RunFolder) -> Iterator[None]:
+    """One trainer per run: a second `--resume` of a run in training fails at once."""
+    fd = os.open(run.path / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{run.path} is being trained by another process right now") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def total_batches(train: TrainConfig, sampler: EpochBatchSampler) -> int:
+    if train.max_batches is not None:
+        return train.max_batches
+    assert train.epochs is not None
+    return train.epochs * sampler.batches_per_epoch
+
+
+def train(
+    config: ExperimentConfig,
+    runs_root: Path = Path("runs"),
+    resume: str | Path | None = None,
+    progress: ProgressSink | None = None,
+) -> TrainResult:
+    """Train a new version of ``config.line`` under ``runs_root``, or continue run ``resume``."""
+    started = time.perf_counter()
+    inputs = open_inputs(config)
+    config = with_history_sizes(config, inputs.history_sizes)
+    resumed: RunFolder | None = None
+    if resume is not None:
+        resumed = RunFolder.open(resume, runs_root)
+        check_resume_config(resumed, config)
+        if not list_checkpoints(resumed.checkpoints):
+            raise RunError(f"{resumed.path} has no checkpoint to resume from: start a new run")
+    # Everything that can refuse runs before any process is launched: one error line, once.
+    seed_everything(config.seed)
+    policy = build_policy(config.model, config.frame_shape, inputs.history_sizes)
+    fabric = make_fabric(config.train)
+    probe = EpochBatchSampler(len(inputs.train), config.train.batch_size, config.seed, 0, fabric.world_size)
+    total = total_batches(config.train, probe)
+    with ExitStack() as stack:
+        state: dict[str, Any] | None = None
+        if resumed is not None:
+            if fabric.is_global_zero:
+                stack.enter_context(run_lock(resumed))
+            state = _load_resume_state(resumed, policy, fabric, total)
+        launch(fabric, config.train)
+        if fabric.device.type == "cuda":
+            # Bit-identical resumes need deterministic convolution kernels.
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        optimizer = build_optimizer(config.train, policy.parameters())
+        model, optimizer = fabric.setup(policy, optimizer)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            fabric.strategy.precision.load_state_dict(state.get("precision", {}))
+        run = resumed if resumed is not None else _claim_run(fabric, runs_root, config.line)
+        if resumed is None and fabric.is_global_zero:
+            stack.enter_context(run_lock(run))
+        result = _train_period(
+            fabric, config, inputs, policy, model, optimizer, run, total, state, progress, started,
+            fresh=resumed is None,
+        )
+    return result
+
+
+def _load_resume_state(run: RunFolder, policy: torch.nn.Module, fabric: Fabric, total: int) -> dict[str, Any]:
+    batch = list_checkpoints(run.checkpoints)[-1]
+    state = load_trainer_state(run.checkpoints, batch)
+    if state.get("world_size") != fabric.world_size:
+        raise RunError(
+            f"{run.path} was trained on {state.get('world_size')} process(es), this resume has "
+            f"{fabric.world_size}: resume with the same train.devices"
+        )
+    if state["batch"] >= total:
+        raise RunError(
+            f"{run.path} is already trained to batch {state['batch']} of {total}: nothing to resume"
+        )
+    try:
+        policy.load_state_dict(load_weights(weights_path(run.checkpoints, batch)))
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{weights_path(run.checkpoints, batch)} does not fit the configured policy "
+            f"({str(exc).splitlines()[0][:120]})"
+        ) from None
+    return state
+
+
+def _claim_run(fabric: Fabric, root: Path, line: str) -> RunFolder:
+    """Rank 0 creates the next version of the line; every rank learns its path."""
+    path = str(RunFolder.create(root, line).path) if fabric.is_global_zero else None
+    return RunFolder(Path(fabric.broadcast(path, src=0)))
+
+
+def _train_period(
+    fabric: Fabric,
+    config: ExperimentConfig,
+    inputs: TrainInputs,
+    policy: torch.nn.Module,
+    model: Any,
+    optimizer: Any,
+    run: RunFolder,
+    total: int,
+    state: dict[str, Any] | None,
+    progress: ProgressSink | None,
+    started: float,
+    fresh: bool,
+) -> TrainResult:
+    """Open a period in the run, train it, and record how it ended (rank 0 writes)."""
+    rank, world = fabric.global_rank, fabric.world_size
+    done = int(state["batch"]) if state is not None else 0
+    period = 0
+    if fabric.is_global_zero:
+        if fresh:
+            run.config_path.write_text(dump_config(config), encoding="utf-8")
+            run.write_status(
+                "training", line=run.line, version=run.version, created=now_iso(), data=inputs.describe()
+            )
+        else:
+            run.remove_partial_files()
+            run.write_status("training")
+        period = run.start_period(
+            done, world_size=world, device=str(fabric.device), resumed_from=done if state else None
+        )
+    log: MetricsLog | None = None
+    sink = progress if fabric.is_global_zero else None
+    try:
+        sampler = EpochBatchSampler(
+            len(inputs.train), config.train.batch_size, config.seed, rank, world,
+            start_epoch=int(state["epoch"]) if state else 0,
+            start_batch=int(state["batch_in_epoch"]) if state else 0,
+        )
+        pin = fabric.device.type == "cuda"
+        workers = config.data.workers
+        val_loader = None
+        if inputs.val is not None:
+            batches = val_batches(len(inputs.val), config.train.batch_size, rank, world)
+            val_loader = make_loader(MaskedBatches(inputs.val), batches, workers, pin, config.seed)
+        if fabric.is_global_zero:
+            log = MetricsLog(run.metrics_path, run.tb, period, done)
+        history = config.model.history
+        loop = TrainLoop(
+            fabric=fabric,
+            config=config,
+            policy=policy,
+            model=model,
+            optimizer=optimizer,
+            objective=Objective(config.model.heads, history.aux_weight if history else 0.0),
+            pipeline=FramePipeline(
+                config, inputs.frame_mean, inputs.frame_std, inputs.dataset_frame_shape[:2]
+            ),
+            schedule=build_schedule(config.train, total),
+            sampler=sampler,
+            train_loader=make_loader(inputs.train, sampler, workers, pin, config.seed),
+            val_loader=val_loader,
+            run=run,
+            total_batches=total,
+            batches_done=done,
+            period=period,
+            log=log,
+            progress=sink,
+            last_checkpoint=done if state else None,
+        )
+        if state is not None:
+            restore_rng_state(state["rng"][rank])
+        else:
+            seed_everything(config.seed + rank)  # dropout etc.: reproducible, different per rank
+        loop.run_period()
+    except BaseException as exc:
+        if fabric.is_global_zero:
+            _record_failure(run, period, fresh, exc)
+        raise
+    finally:
+        if log is not None:
+            log.close()
+        if sink is not None:
+            sink.close()
+    if fabric.is_global_zero:
+        run.update_period(
+            period, ended=now_iso(), status="finished", last_batch=loop.batches_done, ranks=loop.ranks
+        )
+        run.write_status("finished", last_checkpoint=loop.last_checkpoint)
+    return TrainResult(
+        run=run,
+        batches=loop.batches_done,
+        first_batch=done,
+        last_checkpoint=loop.last_checkpoint,
+        seconds=time.perf_counter() - started,
+        train_values=loop.last_values,
+        val_values=loop.last_val,
+        world_size=world,
+        is_global_zero=fabric.is_global_zero,
+    )
+
+
+def _record_failure(run: RunFolder, period: int, fresh: bool, exc: BaseException) -> None:
+    """Leave no run looking valid: remove a new one without checkpoints, else mark it."""
+    checkpoints = list_checkpoints(run.checkpoints)
+    if fresh and not checkpoints:
+        run.remove()
+        return
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    status = "interrupted" if interrupted else "failed"
+    reason = "interrupted" if interrupted else (str(exc).splitlines() or [type(exc).__name__])[0]
+    run.update_period(period, ended=now_iso(), status=status)
+    run.write_status(status, error=reason, last_checkpoint=checkpoints[-1] if checkpoints else None)
