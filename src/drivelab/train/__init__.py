@@ -7,7 +7,7 @@ from drivelab.train.checkpoints import (
     load_weights,
     weights_path,
 )
-from drivelab.train.inputs import FramePipeline, InputError, TrainInputs, open_inputs
+from drivelab.train.inputs import InputError, InputPipeline, TrainInputs, open_inputs
 from drivelab.train.logs import MetricsLog, read_metrics
 from drivelab.train.loop import ProgressSink, TrainingStopped
 from drivelab.train.objectives import HeadObjective, Objective
@@ -18,9 +18,9 @@ from drivelab.train.trainer import TrainResult, config_differences, load_train_c
 
 __all__ = [
     "CheckpointError",
-    "FramePipeline",
     "HeadObjective",
     "InputError",
+    "InputPipeline",
     "LRSchedule",
     "MetricsLog",
     "Objective",

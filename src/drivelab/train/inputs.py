@@ -42,6 +42,8 @@ class TrainInputs:
     history_sizes: dict[str, int]  # history signal -> values per step, from the dataset
     frame_mean: tuple[float, ...] | None  # per RGB channel in [0, 1] units (train split)
     frame_std: tuple[float, ...] | None
+    history_mean: tuple[float, ...] = ()  # per history component (train split)
+    history_std: tuple[float, ...] = ()
 
     @property
     def dataset_frame_shape(self) -> tuple[int, int, int]:
@@ -57,6 +59,8 @@ class TrainInputs:
             "history_sizes": self.history_sizes,
             "frame_mean": list(self.frame_mean) if self.frame_mean else None,
             "frame_std": list(self.frame_std) if self.frame_std else None,
+            "history_mean": list(self.history_mean),
+            "history_std": list(self.history_std),
         }
 
 
@@ -119,7 +123,28 @@ def open_inputs(config: ExperimentConfig) -> TrainInputs:
             raise InputError(f"{data.path} has no frame statistics; normalization 'scaled' needs them")
         mean = tuple(m / 255.0 for m in moments.mean)
         std = tuple(max(s / 255.0, 1e-6) for s in moments.std)
-    return TrainInputs(store, train, val, history_sizes, mean, std)
+    h_mean, h_std = history_statistics(store, train, history.signals if history else [])
+    return TrainInputs(store, train, val, history_sizes, mean, std, h_mean, h_std)
+
+
+def history_statistics(
+    store: DatasetStore, train: EpisodeFrameDataset, signals: Sequence[str]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std of each history component over the training split, for standardisation.
+
+    Telemetry mixes scales (speed reaches ~100 m/s, steering stays within 0.4): standardised
+    inputs keep an LSTM's gates out of saturation and let one learning rate fit every signal.
+    """
+    if not signals:
+        return (), ()
+    moments = store.moments(train.episodes)
+    mean: list[float] = []
+    std: list[float] = []
+    for name in signals:
+        m = moments[f"telemetry/{name}"]
+        mean += m.mean
+        std += [max(v, 1e-6) for v in m.std]
+    return tuple(mean), tuple(std)
 
 
 def dataset_history_sizes(config: ExperimentConfig, store: DatasetStore) -> dict[str, int]:
@@ -280,12 +305,24 @@ def make_loader(
     )
 
 
-# ---------------------------------------------------------------------------- frames on device
-class FramePipeline:
-    """uint8 [B, 3k, H, W] on the device -> the policy's float input: crop, normalise, resize."""
+# ---------------------------------------------------------------------------- inputs on device
+class InputPipeline:
+    """A batch on the device -> the policy's inputs.
 
-    def __init__(self, config: ExperimentConfig, mean: Sequence[float] | None, std: Sequence[float] | None,
-                 source_size: tuple[int, int]) -> None:
+    Frames: uint8 [B, 3k, H, W] -> crop, normalise, resize. History: float [B, T, S] ->
+    standardised with the training split's statistics. The evaluator's runtime builds the same
+    object from the numbers the run recorded, so a policy drives on exactly what it trained on.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+        source_size: tuple[int, int],
+        history_mean: Sequence[float] = (),
+        history_std: Sequence[float] = (),
+    ) -> None:
         data = config.data
         self.mode = data.normalization
         self.mean = tuple(mean) if mean is not None else None
@@ -301,11 +338,24 @@ class FramePipeline:
         self.size = tuple(data.input_size)
         self.resize = cropped != self.size
         self.crop = (h, w) != cropped
+        self._h_mean = torch.tensor(list(history_mean), dtype=torch.float32)
+        self._h_std = torch.tensor(list(history_std), dtype=torch.float32)
 
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+    def frames(self, frames: torch.Tensor) -> torch.Tensor:
         if self.crop:
             frames = frames[:, :, self.rows, self.cols]
         x = normalize_frames(frames, self.mode, self.mean, self.std)
         if self.resize:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         return x
+
+    def history(self, history: torch.Tensor | None) -> torch.Tensor | None:
+        if history is None or self._h_mean.numel() == 0:
+            return history
+        if self._h_mean.device != history.device:
+            self._h_mean = self._h_mean.to(history.device)
+            self._h_std = self._h_std.to(history.device)
+        return (history - self._h_mean) / self._h_std
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.frames(batch["frames"]), self.history(batch.get("history"))

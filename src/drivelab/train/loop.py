@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from drivelab.config import ExperimentConfig
 from drivelab.errors import DrivelabError
 from drivelab.train.checkpoints import capture_rng_state, save_checkpoint
-from drivelab.train.inputs import EpochBatchSampler, FramePipeline
+from drivelab.train.inputs import EpochBatchSampler, InputPipeline
 from drivelab.train.logs import MetricsLog
 from drivelab.train.objectives import Objective
 from drivelab.train.optimizers import set_learning_rate
@@ -80,7 +80,7 @@ class TrainLoop:
     model: Any  # the Fabric-wrapped module used for forward passes
     optimizer: Any
     objective: Objective
-    pipeline: FramePipeline
+    pipeline: InputPipeline
     schedule: LRSchedule
     sampler: EpochBatchSampler
     train_loader: DataLoader
@@ -154,8 +154,7 @@ class TrainLoop:
         """One optimisation step; returns the logged values as one detached device vector."""
         set_learning_rate(self.optimizer, self.schedule(self.batches_done))
         with self._memory_guard(f"batch {self.batches_done + 1}"):
-            frames = self.pipeline(batch["frames"])
-            predictions = self.model(frames, batch.get("history"))
+            predictions = self.model(*self.pipeline(batch))
             terms = self.objective(predictions, batch)
             self.optimizer.zero_grad(set_to_none=True)
             self.fabric.backward(terms.total)
@@ -260,7 +259,7 @@ class TrainLoop:
             with self._memory_guard(f"validation after batch {self.batches_done}"):
                 for raw in self.val_loader:
                     batch = self.fabric.to_device(raw)
-                    predictions = self.model(self.pipeline(batch["frames"]), batch.get("history"))
+                    predictions = self.model(*self.pipeline(batch))
                     per_sample = self.objective.per_sample(predictions, batch)
                     valid = batch["valid"].to(torch.float64)
                     parts = [(per_sample[n].double() * valid).sum() for n in names]

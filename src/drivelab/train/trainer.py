@@ -42,7 +42,7 @@ from drivelab.train.checkpoints import (
 )
 from drivelab.train.inputs import (
     EpochBatchSampler,
-    FramePipeline,
+    InputPipeline,
     MaskedBatches,
     TrainInputs,
     make_loader,
@@ -306,8 +306,9 @@ def _train_period(
             model=model,
             optimizer=optimizer,
             objective=Objective(config.model.heads, history.aux_weight if history else 0.0),
-            pipeline=FramePipeline(
-                config, inputs.frame_mean, inputs.frame_std, inputs.dataset_frame_shape[:2]
+            pipeline=InputPipeline(
+                config, inputs.frame_mean, inputs.frame_std, inputs.dataset_frame_shape[:2],
+                inputs.history_mean, inputs.history_std
             ),
             schedule=build_schedule(config.train, total),
             sampler=sampler,
