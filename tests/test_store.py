@@ -163,3 +163,8 @@ def test_merged_moments_equal_direct(lengths: list[int], seed: int) -> None:
     np.testing.assert_allclose(merged.mean, allv.mean(0), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(merged.std, allv.std(0), rtol=1e-6, atol=1e-9)
     assert merged.count == len(allv)
+
+
+def test_uint8_moments_match_float_path() -> None:
+    frames = np.random.default_rng(1).integers(3, 250, size=(500, 3), dtype=np.uint8)
+    assert SignalMoments.of_uint8(frames) == SignalMoments.of(frames)

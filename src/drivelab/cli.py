@@ -37,7 +37,9 @@ err = Console(stderr=True)
 
 # --------------------------------------------------------------------------- helpers
 @contextmanager
-def lazy_progress(total: int, label: str) -> Iterator[Callable[[int, int, int], None]]:
+def lazy_progress(
+    total: int, label: str, unit: str = "episodes"
+) -> Iterator[Callable[[int, int, int], None]]:
     """A progress bar (episodes, frames, frames/s) that appears with the first progress report.
 
     Starting it lazily keeps a bad-input error a single line: validation happens before any
@@ -46,27 +48,33 @@ def lazy_progress(total: int, label: str) -> Iterator[Callable[[int, int, int], 
     progress = Progress(
         TextColumn(f"[bold]{label}[/]"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} episodes"),
+        TextColumn(f"{{task.completed}}/{{task.total}} {unit}"),
         TextColumn("{task.fields[frames]} frames"),
         TextColumn("[cyan]{task.fields[fps]:.0f} frames/s[/]"),
         TimeElapsedColumn(),
         console=err,
     )
-    state = {"started": False, "frames": 0}
+    state = {"live": False, "finished": False, "frames": 0}
     task = progress.add_task(label, total=total, frames=0, fps=0.0)
 
     def on_progress(frames_delta: int, done: int, _total: int) -> None:
-        if not state["started"]:
+        if state["finished"]:
+            return
+        if not state["live"]:
+            progress.reset(task, total=total, frames=0, fps=0.0)  # elapsed time counts from here
             progress.start()
-            state["started"] = True
+            state["live"] = True
         state["frames"] += frames_delta
         elapsed = progress.tasks[0].elapsed or 1e-9
         progress.update(task, completed=done, frames=state["frames"], fps=state["frames"] / elapsed)
+        if done >= total:  # free the terminal for the next stage's display
+            progress.stop()
+            state["live"], state["finished"] = False, True
 
     try:
         yield on_progress
     finally:
-        if state["started"]:
+        if state["live"]:
             progress.stop()
 
 
@@ -268,37 +276,100 @@ def summary(
     sys.stdout.write(render_summary(result, title=f"{cfg.line}  (frames: {source})") + "\n")
 
 
+# --------------------------------------------------------------------------- eval
+@app.command("eval")
+def eval_(
+    run: Annotated[str | None, typer.Argument(help="RUN[@batch]: a run folder or <line>_vN.")] = None,
+    episodes: Annotated[int, typer.Option(help="Tracks to drive.")] = 10,
+    seed: Annotated[int, typer.Option(help="First track seed (held out from collection's 0..).")] = 10_000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    baseline: Annotated[
+        list[str] | None, typer.Option(help="Also drive `expert` and/or `random` on the same tracks.")
+    ] = None,
+    env: Annotated[str, typer.Option(help="Environment.")] = "carracing",
+    max_steps: Annotated[int, typer.Option(help="Step cap per track.")] = 1000,
+    video: Annotated[Path | None, typer.Option(help="Write one GIF per track here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write rows + aggregates here.")] = None,
+    runs: Annotated[Path, typer.Option("--runs", help="Root folder of the model lines.")] = Path("runs"),
+    sample: Annotated[bool, typer.Option("--sample", help="Sample classification heads.")] = False,
+) -> None:
+    """Drive a policy (and/or baselines) on held-out tracks and measure the driving."""
+    from drivelab.evaluate.drivers import BASELINES, DriverSpec
+    from drivelab.evaluate.report import evaluate_many, render_report
+
+    specs: list[DriverSpec] = []
+    if run is not None:
+        specs.append(DriverSpec("policy", run=run, runs_root=str(runs), sample=sample))
+    for name in baseline or []:
+        if name not in BASELINES:
+            raise DrivelabError(f"--baseline {name!r} is unknown: use {' or '.join(BASELINES)}")
+        specs.append(DriverSpec(name))
+    if not specs:
+        raise DrivelabError("name a RUN to evaluate, or --baseline expert|random")
+    if episodes < 1:
+        raise DrivelabError(f"--episodes must be at least 1 (got {episodes})")
+    seeds = list(range(seed, seed + episodes))
+    with lazy_progress(episodes * len(specs), "eval", unit="tracks") as on_progress:
+        reports = evaluate_many(specs, seeds, env=env, workers=workers, max_steps=max_steps,
+                                video_dir=video, on_progress=on_progress)
+    render_report(out, reports)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(
+            {"tracks": seeds, "drivers": [r.to_dict() for r in reports]}, indent=2) + "\n")
+        out.print(f"results -> {json_out}")
+    incomplete = [r.driver for r in reports if not r.complete]
+    if incomplete:
+        raise DrivelabError(f"evaluation incomplete for {', '.join(incomplete)} (failed or interrupted episodes)")
+
+
 # --------------------------------------------------------------------------- demo
 @app.command()
 def demo(
     out_root: Annotated[Path, typer.Option("--out", help="Root folder; each run gets a new subfolder.")] = Path("demo_out"),
-    episodes: Annotated[int, typer.Option(help="Expert episodes to record (>= 3).")] = 6,
-    workers: Annotated[int, typer.Option(help="Collection worker processes.")] = 2,
-    seed: Annotated[int, typer.Option(help="First track seed.")] = 0,
+    episodes: Annotated[int, typer.Option(help="Expert episodes to record.")] = 24,
+    batches: Annotated[int | None, typer.Option(help="Training batches (default: the config's).")] = None,
+    eval_episodes: Annotated[int, typer.Option(help="Held-out tracks to drive.")] = 10,
+    workers: Annotated[int, typer.Option(help="Worker processes for collection and evaluation.")] = 2,
+    seed: Annotated[int, typer.Option(help="First track seed of the collection.")] = 0,
     noise: Annotated[float, typer.Option(help="DART noise probability while recording.")] = 0.02,
     max_steps: Annotated[int, typer.Option(help="Step cap per episode.")] = 1000,
+    config: Annotated[Path | None, typer.Option(help="Experiment YAML (default: configs/carracing/pilotnet.yaml).")] = None,
 ) -> None:
-    """The main job end to end on the embedded defaults (CarRacing + expert)."""
-    from drivelab.demo import DemoOptions, run_demo
+    """The main job end to end: collect expert data, train, drive on held-out tracks."""
+    from drivelab.demo import DEFAULT_CONFIG, DemoOptions, run_demo
+    from drivelab.evaluate.report import render_report
+    from drivelab.train.progress import RichProgress
 
     opts = DemoOptions(out=out_root, episodes=episodes, workers=workers, seed=seed, noise=noise,
-                       max_steps=max_steps)
+                       max_steps=max_steps, batches=batches, eval_episodes=eval_episodes,
+                       config=config or DEFAULT_CONFIG)
+    titles = {
+        "collect": f"1/3 collect {episodes} CarRacing expert episodes (noise {noise}, {workers} workers)",
+        "train": f"2/3 train {opts.config.name}",
+        "evaluate": f"3/3 drive the policy and the expert on {eval_episodes} held-out tracks",
+    }
     out.rule("[bold]drivelab demo[/]")
-    out.print(f"1/2 collect {episodes} CarRacing expert episodes (noise {noise}, {workers} workers)")
-    with lazy_progress(episodes, "collect") as on_progress:
-        result = run_demo(opts, on_progress=on_progress)
-    out.print("2/2 inspect and verify the dataset")
-    table = Table(title="recorded episodes")
-    for col in ("episode", "split", "track", "frames", "expert return", "perturbed steps"):
-        table.add_column(col, justify="right")
-    for row in result.info["episode_rows"]:
-        table.add_row(str(row["index"]), row["split"], str(row["track_seed"]), str(row["length"]),
-                      f"{row['return']:.1f}", str(row["perturbed_steps"]))
+    with lazy_progress(episodes, "collect") as on_collect, \
+            lazy_progress(2 * eval_episodes, "eval", unit="tracks") as on_eval:
+        result = run_demo(
+            opts,
+            on_stage=lambda name: out.print(f"[bold]{titles[name]}[/]"),
+            on_collect=on_collect,
+            train_progress=RichProgress(err, title="train"),
+            on_eval=on_eval,
+        )
+    render_report(out, result.reports)
+    table = Table(title="where things are", show_header=False)
+    table.add_row("dataset", f"{result.dataset} ({result.info['frames']} frames)")
+    table.add_row("histograms", str(result.histogram))
+    table.add_row("policy run", f"{result.run} (TensorBoard: {result.run}/tb)")
+    table.add_row("report", str(result.report_path))
+    table.add_row("time", ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items()))
     out.print(table)
-    out.print(f"dataset    {result.dataset}  ({result.info['frames']} frames, verified)")
-    out.print(f"histograms {result.histogram}")
-    out.print(f"[green]done[/] in {result.seconds:.0f} s; inspect with "
-              f"`drivelab data info {result.dataset}`")
+    ratio = result.reports[0].aggregate.get("score_ratio_to_expert", float("nan"))
+    out.print(f"[green]done[/]: policy driving score {result.reports[0].aggregate['score_mean']:.3f} "
+              f"= {ratio:.2f} x the expert's on the same held-out tracks")
 
 
 # --------------------------------------------------------------------------- entry point

@@ -1,31 +1,47 @@
 """`drivelab demo`: the main job end to end on the embedded defaults.
 
-Each stage calls the same library function as its own verb, so the demo doubles as a smoke test
-of the whole path and as a worked example. Every run gets its own time-stamped folder: running
-the demo twice never overwrites anything.
+collect expert data (with DART noise) -> train the default policy -> drive it on held-out tracks
+next to the expert -> write a short report. Each stage calls the same library function as its own
+verb, so the demo doubles as a worked example. Every run gets its own time-stamped folder:
+running the demo twice never overwrites anything.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from drivelab.config import load_config
 from drivelab.data.collect import CollectPlan, CollectSummary, collect
 from drivelab.data.inspect import dataset_info, plot_histograms, verify_dataset
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
+from drivelab.evaluate.drivers import DriverSpec
+from drivelab.evaluate.report import evaluate_many
+from drivelab.evaluate.runner import EvalReport
+from drivelab.train import train
+from drivelab.train.progress import ProgressSink
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "carracing" / "pilotnet.yaml"
+HELD_OUT_SEED = 10_000  # evaluation tracks start here; collection uses seeds from 0
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     out: Path
-    episodes: int = 6
+    episodes: int = 24
     workers: int = 2
     seed: int = 0
     noise: float = 0.02
     max_steps: int = 1000
+    batches: int | None = None  # None: the config's train.max_batches
+    eval_episodes: int = 10
+    config: Path = DEFAULT_CONFIG
+    overrides: tuple[str, ...] = ()
 
 
 @dataclass
@@ -34,8 +50,12 @@ class DemoResult:
     dataset: Path
     histogram: Path
     collect: CollectSummary
-    info: dict
-    seconds: float
+    info: dict[str, Any]
+    run: Path | None = None
+    train_values: dict[str, float] = field(default_factory=dict)
+    reports: list[EvalReport] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    report_path: Path | None = None
 
 
 def new_demo_folder(root: Path) -> Path:
@@ -51,33 +71,96 @@ def new_demo_folder(root: Path) -> Path:
 
 
 def run_demo(
-    options: DemoOptions, on_progress: Callable[[int, int, int], None] | None = None
+    options: DemoOptions,
+    on_stage: Callable[[str], None] | None = None,
+    on_collect: Callable[[int, int, int], None] | None = None,
+    train_progress: ProgressSink | None = None,
+    on_eval: Callable[[int, int, int], None] | None = None,
 ) -> DemoResult:
-    """Collect expert data with noise injection, then inspect and verify it."""
+    """Run every stage; ``on_stage`` announces each, the others report progress within it."""
     if options.episodes < 3:
-        raise DrivelabError("--episodes must be at least 3 (train, val and test need one each)")
-    started = time.perf_counter()
+        raise DrivelabError("--episodes must be at least 3 (training needs train and val episodes)")
+    if options.eval_episodes < 1:
+        raise DrivelabError("--eval-episodes must be at least 1")
+    overrides = list(options.overrides)
+    if options.batches is not None:
+        overrides.append(f"train.max_batches={options.batches}")
+    config = load_config(options.config, overrides)  # config mistakes fail before any work
+    stage = on_stage or (lambda _name: None)
+    times: dict[str, float] = {}
     folder = new_demo_folder(options.out)
     dataset = folder / "data.zarr"
+
+    stage("collect")
+    t0 = time.perf_counter()
     summary = collect(
         dataset,
         CollectPlan(env="carracing", seed=options.seed, noise=options.noise, max_steps=options.max_steps),
         episodes=options.episodes,
         workers=options.workers,
-        val_episodes=1,
-        test_episodes=1,
-        on_progress=on_progress,
+        val_episodes=max(1, options.episodes // 8),
+        on_progress=on_collect,
     )
     store = DatasetStore.open(dataset)
     report = verify_dataset(store)
     if not report.ok:
         raise DrivelabError(f"the demo dataset failed verification: {report.problems[0]}")
     histogram = plot_histograms(store, folder / "histograms.png")
-    return DemoResult(
-        folder=folder,
-        dataset=dataset,
-        histogram=histogram,
-        collect=summary,
-        info=dataset_info(store),
-        seconds=time.perf_counter() - started,
-    )
+    times["collect"] = time.perf_counter() - t0
+    result = DemoResult(folder, dataset, histogram, summary, dataset_info(store), stage_seconds=times)
+
+    stage("train")
+    t0 = time.perf_counter()
+    config = load_config(options.config, [*overrides, f"data.path={dataset}"])
+    trained = train(config, runs_root=folder / "runs", progress=train_progress)
+    times["train"] = time.perf_counter() - t0
+    result.run = trained.run.path
+    result.train_values = {**trained.train_values, **trained.val_values}
+
+    stage("evaluate")
+    t0 = time.perf_counter()
+    seeds = list(range(HELD_OUT_SEED, HELD_OUT_SEED + options.eval_episodes))
+    specs = [DriverSpec("policy", run=str(trained.run.path)), DriverSpec("expert")]
+    result.reports = evaluate_many(specs, seeds, workers=options.workers, max_steps=options.max_steps,
+                                   on_progress=on_eval)
+    times["evaluate"] = time.perf_counter() - t0
+    result.report_path = write_report(result, options)
+    return result
+
+
+def write_report(result: DemoResult, options: DemoOptions) -> Path:
+    """``report.md`` + ``report.json`` in the demo folder: what was done and how well it drives."""
+    lines = [
+        f"# drivelab demo — {result.folder.name}",
+        "",
+        f"- dataset: `{result.dataset}` — {result.info['episodes']} expert episodes, "
+        f"{result.info['frames']} frames, DART noise {options.noise}",
+        f"- policy: `{result.run}` (config `{options.config.name}`)",
+        f"- evaluation: {options.eval_episodes} held-out tracks (seeds {HELD_OUT_SEED}..), "
+        "same tracks for policy and expert",
+        "",
+        "| driver | driving score | reward | min reward | completion | off-track events | laps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result.reports:
+        a = r.aggregate
+        lines.append(
+            f"| {r.driver} | {a['score_mean']:.3f} ± {a['score_std']:.3f} | {a['reward_mean']:.1f} ± "
+            f"{a['reward_std']:.1f} | {a['reward_min']:.1f} | {a['completion_mean']:.3f} | "
+            f"{a['off_track_events_mean']:.2f} | {a['laps_finished']}/{a['episodes']} |"
+        )
+    ratio = result.reports[0].aggregate.get("score_ratio_to_expert") if result.reports else None
+    if ratio is not None:
+        lines += ["", f"Policy driving score / expert driving score: **{ratio:.3f}**"]
+    lines += ["", "Stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items()),
+              "", "![histograms](histograms.png)", ""]
+    path = result.folder / "report.md"
+    path.write_text("\n".join(lines))
+    (result.folder / "report.json").write_text(json.dumps({
+        "dataset": str(result.dataset),
+        "run": str(result.run),
+        "train": result.train_values,
+        "evaluation": [r.to_dict() for r in result.reports],
+        "stage_seconds": result.stage_seconds,
+    }, indent=2, default=str) + "\n")
+    return path

@@ -348,7 +348,7 @@ class DatasetStore:
 
 def episode_moments(record: EpisodeRecord) -> dict[str, SignalMoments]:
     """Per-episode sufficient statistics, merged exactly across episodes later."""
-    out = {"frames": SignalMoments.of(record.frames.reshape(-1, record.frames.shape[-1]))}
+    out = {"frames": SignalMoments.of_uint8(record.frames.reshape(-1, record.frames.shape[-1]))}
     for kind, arrays in (("telemetry", record.telemetry), ("actions", record.actions)):
         for key, arr in arrays.items():
             out[f"{kind}/{key}"] = SignalMoments.of(np.asarray(arr, np.float64))

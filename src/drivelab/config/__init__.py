@@ -1,0 +1,53 @@
+"""The typed experiment configuration: one schema, one loader, one kind of error.
+
+Every knob of an experiment (data, policy architecture, training) is declared in `schema` with its
+type, its default and its checks, so a bad value is caught when the YAML file is read, not hours
+into a run; `loading` reads files and overrides and turns any mistake into a single
+:class:`ConfigError` line naming the key and what is allowed. The resolved config (every default
+filled in) is what a run folder stores as ``config.yaml``.
+"""
+
+from drivelab.config.loading import apply_overrides, dump_config, load_config, parse_config
+from drivelab.config.schema import (
+    AdadeltaConfig,
+    AdamConfig,
+    AdamWConfig,
+    BackboneConfig,
+    BinsConfig,
+    ConfigError,
+    ConstantScheduleConfig,
+    CosineScheduleConfig,
+    CropConfig,
+    DataConfig,
+    ExperimentConfig,
+    HeadConfig,
+    HistoryConfig,
+    ModelConfig,
+    SGDConfig,
+    StepScheduleConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "AdadeltaConfig",
+    "AdamConfig",
+    "AdamWConfig",
+    "BackboneConfig",
+    "BinsConfig",
+    "ConfigError",
+    "ConstantScheduleConfig",
+    "CosineScheduleConfig",
+    "CropConfig",
+    "DataConfig",
+    "ExperimentConfig",
+    "HeadConfig",
+    "HistoryConfig",
+    "ModelConfig",
+    "SGDConfig",
+    "StepScheduleConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]

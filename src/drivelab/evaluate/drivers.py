@@ -1,0 +1,87 @@
+"""Who drives during evaluation: a trained policy, the privileged expert, or random actions.
+
+A `DriverSpec` is the picklable description sent to evaluation workers; `build_driver` turns it
+into a driver inside the worker. All drivers share one small interface so the evaluator treats
+the reference rows (expert, random) exactly like a policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from drivelab.errors import DrivelabError
+from drivelab.sim import DrivingEnv, make_expert
+from drivelab.sim.base import Observation
+
+BASELINES = ("expert", "random")
+
+
+class Driver(Protocol):
+    name: str
+
+    def reset(self, seed: int) -> None: ...
+
+    def act(self, obs: Observation, env: DrivingEnv) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    """``kind`` is ``expert``, ``random`` or ``policy`` (then ``run`` is `<run>[@batch]`)."""
+
+    kind: str
+    run: str | None = None
+    runs_root: str = "runs"
+    sample: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.run if self.kind == "policy" and self.run else self.kind
+
+
+class ExpertDriver:
+    """The privileged demonstrator: the reference every policy is measured against."""
+
+    name = "expert"
+
+    def __init__(self, env: DrivingEnv) -> None:
+        self._expert = make_expert(env)
+
+    def reset(self, seed: int) -> None:
+        self._expert.reset()
+
+    def act(self, obs: Observation, env: DrivingEnv) -> np.ndarray:
+        return np.asarray(self._expert.act(env), np.float32)
+
+
+class RandomDriver:
+    """Uniform random actions within the action bounds, seeded per track: the floor."""
+
+    name = "random"
+
+    def __init__(self, env: DrivingEnv) -> None:
+        self._low = np.array([s.low if s.low is not None else -1.0 for s in env.action_specs])
+        self._high = np.array([s.high if s.high is not None else 1.0 for s in env.action_specs])
+        self._rng = np.random.default_rng(0)
+
+    def reset(self, seed: int) -> None:
+        self._rng = np.random.default_rng([seed, 0xD1CE])
+
+    def act(self, obs: Observation, env: DrivingEnv) -> np.ndarray:
+        return self._rng.uniform(self._low, self._high).astype(np.float32)
+
+
+def build_driver(spec: DriverSpec, env: DrivingEnv) -> Any:
+    if spec.kind == "expert":
+        return ExpertDriver(env)
+    if spec.kind == "random":
+        return RandomDriver(env)
+    if spec.kind == "policy":
+        from drivelab.evaluate.runtime import PolicyDriver
+
+        if not spec.run:
+            raise DrivelabError("a policy driver needs a run reference")
+        return PolicyDriver.from_run(spec.run, env, runs_root=spec.runs_root, sample=spec.sample)
+    raise DrivelabError(f"unknown driver {spec.kind!r}: use a run, or --baseline expert|random")

@@ -1,0 +1,117 @@
+"""Evaluation tables: several drivers on the same tracks, with the expert as the yardstick."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from drivelab.evaluate.drivers import DriverSpec
+from drivelab.evaluate.metrics import EpisodeResult
+from drivelab.evaluate.runner import EvalReport, evaluate
+
+
+def evaluate_many(
+    specs: Sequence[DriverSpec],
+    seeds: Sequence[int],
+    env: str = "carracing",
+    workers: int = 1,
+    max_steps: int = 1000,
+    video_dir: str | Path | None = None,
+    on_progress: Callable[[int, int, int], None] | None = None,
+) -> list[EvalReport]:
+    """Each driver in turn on the same track seeds; progress counts tracks over all drivers."""
+    total = len(specs) * len(seeds)
+    done = {"n": 0}
+
+    def steps(n: int) -> None:
+        if on_progress:
+            on_progress(n, done["n"], total)
+
+    def episode(_row: EpisodeResult) -> None:
+        done["n"] += 1
+        if on_progress:
+            on_progress(0, done["n"], total)
+
+    reports = []
+    for spec in specs:
+        report = evaluate(spec, seeds, env=env, workers=workers, max_steps=max_steps,
+                          video_dir=video_dir, on_progress=steps, on_episode=episode)
+        reports.append(report)
+        if report.interrupted:
+            break
+    expert = next((r for r in reports if r.driver == "expert"), None)
+    if expert is not None:
+        for r in reports:
+            r.aggregate.update(ratios_to(r, expert))
+    return reports
+
+
+def ratios_to(report: EvalReport, expert: EvalReport) -> dict[str, Any]:
+    """Mean score and reward as a fraction of the expert's on the same tracks."""
+    out: dict[str, Any] = {}
+    for key in ("score", "reward"):
+        ref = expert.aggregate.get(f"{key}_mean", math.nan)
+        mine = report.aggregate.get(f"{key}_mean", math.nan)
+        out[f"{key}_ratio_to_expert"] = mine / ref if ref and not math.isnan(ref) else math.nan
+    return out
+
+
+def _pm(agg: dict[str, Any], key: str, fmt: str) -> str:
+    mean, std = agg.get(f"{key}_mean"), agg.get(f"{key}_std")
+    if mean is None or math.isnan(mean):
+        return "-"
+    return f"{mean:{fmt}} ± {std:{fmt}}"
+
+
+def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
+    """A per-track table (reward / score per driver) and an aggregate table."""
+    if not reports:
+        return
+    tracks = Table(title=f"closed-loop evaluation on {reports[0].env}: reward (driving score)")
+    tracks.add_column("track", justify="right")
+    for r in reports:
+        tracks.add_column(r.driver, justify="right")
+    by_driver = [{row.seed: row for row in r.rows} for r in reports]
+    for seed in reports[0].seeds:
+        cells = []
+        for rows in by_driver:
+            row = rows.get(seed)
+            if row is None:
+                cells.append("-")
+            elif row.failed:
+                cells.append("[red]failed[/]")
+            else:
+                cells.append(f"{row.reward:.0f} ({row.score:.2f})")
+        tracks.add_row(str(seed), *cells)
+    console.print(tracks)
+    agg = Table(title="mean ± std over tracks")
+    for col in ("driver", "score", "reward", "min reward", "completion", "off-track", "unstuck",
+                "laps", "vs expert (score)"):
+        agg.add_column(col, justify="right")
+    for r in reports:
+        a = r.aggregate
+        ratio = a.get("score_ratio_to_expert")
+        agg.add_row(
+            r.driver,
+            _pm(a, "score", ".3f"),
+            _pm(a, "reward", ".1f"),
+            "-" if math.isnan(a["reward_min"]) else f"{a['reward_min']:.1f}",
+            _pm(a, "completion", ".2f"),
+            _pm(a, "off_track_events", ".1f"),
+            _pm(a, "unstuck", ".1f"),
+            f"{a['laps_finished']}/{a['episodes']}",
+            "-" if ratio is None or math.isnan(ratio) else f"{ratio:.3f}",
+        )
+    console.print(agg)
+    for r in reports:
+        if r.aggregate["failed"]:
+            for row in r.rows:
+                if row.failed:
+                    console.print(f"[red]{r.driver} track {row.seed} failed:[/] {row.failed}")
+        if r.interrupted:
+            console.print(f"[yellow]{r.driver}: interrupted after {len(r.rows)} tracks[/]")

@@ -1,0 +1,189 @@
+"""Closed-loop evaluation: drive N tracks in worker processes and measure the driving.
+
+Track seeds are S, S+1, ...; each worker builds its own env and driver once, and the table
+is keyed by seed, so results do not depend on the worker count. A crash inside one episode is
+reported and marked failed while the others go on; Ctrl-C keeps what has finished.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drivelab.errors import DrivelabError
+from drivelab.evaluate.drivers import DriverSpec, build_driver
+from drivelab.evaluate.metrics import (
+    EpisodeResult,
+    EpisodeTracker,
+    aggregate,
+    failed_episode,
+    finish_episode,
+)
+from drivelab.evaluate.video import OverlayVideo
+from drivelab.sim import DrivingEnv, make_env
+from drivelab.workers import WorkersDied, run_jobs
+
+
+def _telemetry_value(obs_telemetry: dict[str, np.ndarray], name: str) -> float | None:
+    value = obs_telemetry.get(name)
+    return None if value is None else float(np.asarray(value).reshape(-1)[0])
+
+
+def drive_and_measure(
+    env: DrivingEnv,
+    driver: Any,
+    seed: int,
+    max_steps: int,
+    video: OverlayVideo | None = None,
+    report: Callable[[int], None] | None = None,
+) -> EpisodeResult:
+    """Drive one track with ``driver`` and return its metrics row."""
+    obs = env.reset(seed=seed)
+    driver.reset(seed)
+    tracker = EpisodeTracker(fps=env.fps)
+    info: dict[str, Any] = {}
+    names = [s.name for s in env.action_specs]
+    for step in range(max_steps):
+        action = np.asarray(driver.act(obs, env), np.float32)
+        if video is not None:
+            controls = dict(zip(names, action.tolist(), strict=False))
+            side = driver.side_image() if hasattr(driver, "side_image") else None
+            video.add(obs.frame, controls.get("steering", 0.0), controls.get("accel_brake", 0.0),
+                      _telemetry_value(obs.telemetry, "speed"), side=side)
+        result = env.step(action)
+        info = result.info
+        obs = result.observation
+        tracker.update(result.reward, info, _telemetry_value(obs.telemetry, "speed"))
+        if report is not None and step % 50 == 49:
+            report(50)
+        if result.done:
+            break
+    progress = _telemetry_value(obs.telemetry, "progress")
+    completion = float("nan") if progress is None else progress
+    return finish_episode(seed, tracker, info, completion)
+
+
+@dataclass
+class EvalJob:
+    """The worker side of `evaluate`."""
+
+    env: str
+    driver: DriverSpec
+    max_steps: int
+    video_dir: str | None = None
+
+    def open(self) -> None:
+        self._env = make_env(self.env, max_steps=self.max_steps)
+        self._driver = build_driver(self.driver, self._env)
+
+    def run(self, task: int, report: Callable[[int], None]) -> dict[str, Any]:
+        video = OverlayVideo(self._env.fps) if self.video_dir else None
+        row = drive_and_measure(self._env, self._driver, task, self.max_steps, video, report)
+        out = row.to_dict()
+        if video is not None and len(video):
+            label = self.driver.label.replace("/", "_").replace("@", "_at_")
+            out["video"] = str(video.save(Path(self.video_dir) / f"{label}_track{task}.gif"))
+        return out
+
+    def close(self) -> None:
+        if hasattr(self, "_env"):
+            self._env.close()
+
+
+@dataclass
+class EvalReport:
+    driver: str
+    env: str
+    seeds: list[int]
+    rows: list[EpisodeResult]
+    aggregate: dict[str, Any]
+    seconds: float
+    interrupted: bool = False
+    videos: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.interrupted and self.aggregate["failed"] == 0 and len(self.rows) == len(self.seeds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "driver": self.driver,
+            "env": self.env,
+            "seeds": self.seeds,
+            "episodes": [r.to_dict() for r in self.rows],
+            "aggregate": self.aggregate,
+            "seconds": round(self.seconds, 2),
+            "interrupted": self.interrupted,
+            "videos": self.videos,
+        }
+
+
+def evaluate(
+    driver: DriverSpec,
+    seeds: Sequence[int],
+    env: str = "carracing",
+    workers: int = 1,
+    max_steps: int = 1000,
+    video_dir: str | Path | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    on_episode: Callable[[EpisodeResult], None] | None = None,
+) -> EvalReport:
+    """Drive every track seed with ``driver``; rows are returned in seed order."""
+    if not seeds:
+        raise DrivelabError("--episodes must be at least 1")
+    if workers < 1:
+        raise DrivelabError(f"--workers must be at least 1 (got {workers})")
+    probe = make_env(env, max_steps=max_steps)  # a bad env id or run fails here, in one line
+    try:
+        build_driver(driver, probe)
+    finally:
+        probe.close()
+    rows: dict[int, EpisodeResult] = {}
+    videos: list[str] = []
+
+    def on_done(seed: int, raw: dict[str, Any]) -> None:
+        video = raw.pop("video", None)
+        if video:
+            videos.append(video)
+        rows[seed] = EpisodeResult(**raw)
+        if on_episode:
+            on_episode(rows[seed])
+
+    errors: list[str] = []
+
+    def on_error(seed: int, message: str, _trace: str) -> bool:
+        if seed >= 0:
+            rows[seed] = failed_episode(seed, message)
+            if on_episode:
+                on_episode(rows[seed])
+        else:
+            errors.append(message)
+        return True
+
+    started = time.perf_counter()
+    interrupted = False
+    job = EvalJob(env, driver, max_steps, str(video_dir) if video_dir else None)
+    try:
+        run_jobs(job, list(seeds), workers, on_progress, on_done, on_error)
+    except KeyboardInterrupt:
+        interrupted = True
+    except WorkersDied as exc:
+        if not rows:
+            raise DrivelabError(f"evaluation workers died ({errors[0] if errors else exc})") from exc
+        interrupted = True
+    ordered = [rows[s] for s in seeds if s in rows]
+    return EvalReport(
+        driver=driver.label,
+        env=env,
+        seeds=list(seeds),
+        rows=ordered,
+        aggregate=aggregate(ordered),
+        seconds=time.perf_counter() - started,
+        interrupted=interrupted,
+        videos=sorted(videos),
+    )

@@ -1,0 +1,175 @@
+"""The policy runtime: a trained run driving step by step.
+
+Training sees samples; driving sees a stream. The runtime turns the stream back into samples the
+way the loader made them: it keeps the last k frames (oldest first, the first frame repeated at
+the start), the last T telemetry rows of the history signals, applies the run's own input
+pipeline (the normalisation and history statistics it trained with, from ``run.json``), and maps
+heads back to actions (regression clipped to the action range; classification by argmax or
+sampling). It needs only a run folder and an env: nothing here knows the trainer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from drivelab.config import ExperimentConfig, load_config
+from drivelab.errors import DrivelabError
+from drivelab.models import build_policy
+from drivelab.sim import DrivingEnv
+from drivelab.sim.base import Observation
+from drivelab.train.checkpoints import load_weights
+from drivelab.train.inputs import InputPipeline
+from drivelab.train.runs import RunFolder, resolve_checkpoint
+
+
+class PolicyLoadError(DrivelabError):
+    """A run that cannot drive this env (no checkpoint, other actions, other frames)."""
+
+
+class PolicyRuntime:
+    """One loaded policy plus the per-episode buffers it needs to act."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        data_facts: dict[str, Any],
+        weights: dict[str, torch.Tensor],
+        label: str,
+        sample: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.config = config
+        self.label = label
+        self.sample = sample
+        history = config.model.history
+        self.history_signals = list(history.signals) if history else []
+        self.history_length = history.length if history else 0
+        sizes = data_facts.get("history_sizes") or (
+            {s: history.signal_size(s) for s in history.signals} if history else {}
+        )
+        self.frame_shape = tuple(data_facts["frame_shape"])
+        self.k = config.data.frames
+        self.policy = build_policy(config.model, config.frame_shape, sizes or None)
+        missing, unexpected = self.policy.load_state_dict(weights, strict=False)
+        missing = [m for m in missing if not m.endswith("bin_values")]
+        if missing or unexpected:
+            raise PolicyLoadError(
+                f"{label}: checkpoint does not fit its config (missing {missing[:4]}, "
+                f"unexpected {unexpected[:4]})"
+            )
+        self.policy.eval()
+        self.pipeline = InputPipeline(
+            config,
+            data_facts.get("frame_mean"),
+            data_facts.get("frame_std"),
+            self.frame_shape[:2],
+            data_facts.get("history_mean") or (),
+            data_facts.get("history_std") or (),
+        )
+        self._generator = torch.Generator().manual_seed(seed)
+        self._frames: deque[np.ndarray] = deque(maxlen=self.k)
+        self._history: deque[np.ndarray] = deque(maxlen=max(self.history_length, 1))
+        self.latencies_s: list[float] = []
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_ref(cls, ref: str, runs_root: str | Path = "runs", sample: bool = False) -> PolicyRuntime:
+        """``<run>[@batch]``: a run folder path or a ``<line>_vN`` name under ``runs_root``."""
+        run, batch, weights_file = resolve_checkpoint(ref, Path(runs_root))
+        config = load_config(run.config_path)
+        facts = _data_facts(run)
+        return cls(config, facts, load_weights(weights_file), f"{run.name}@{batch}", sample)
+
+    def check_env(self, env: DrivingEnv) -> None:
+        """Refuse an env this policy cannot drive, naming what differs."""
+        env_actions = [s.name for s in env.action_specs]
+        outputs = self.policy.outputs
+        unknown = [o for o in outputs if o not in env_actions]
+        if unknown:
+            raise PolicyLoadError(
+                f"{self.label} predicts {unknown}, which {env.env_id} has no action for "
+                f"(its actions: {env_actions})"
+            )
+        if tuple(env.frame_shape) != self.frame_shape:
+            raise PolicyLoadError(
+                f"{self.label} was trained on {list(self.frame_shape)} frames, {env.env_id} "
+                f"gives {list(env.frame_shape)}"
+            )
+        telemetry = {s.name for s in env.telemetry_specs}
+        lacking = [s for s in self.history_signals if s not in telemetry]
+        if lacking:
+            raise PolicyLoadError(f"{self.label} needs telemetry {lacking}, which {env.env_id} lacks")
+
+    # ------------------------------------------------------------------ driving
+    def reset(self, seed: int = 0) -> None:
+        """A new episode: empty buffers, and sampling reseeded so each track replays exactly."""
+        self._frames.clear()
+        self._history.clear()
+        self._generator.manual_seed(seed)
+
+    def observe(self, obs: Observation) -> dict[str, torch.Tensor]:
+        """Push one observation; return the raw batch of one sample, laid out as the loader does."""
+        frame = np.ascontiguousarray(obs.frame.transpose(2, 0, 1))  # [3, H, W]
+        if not self._frames:
+            self._frames.extend([frame] * self.k)
+        else:
+            self._frames.append(frame)
+        batch = {"frames": torch.from_numpy(np.concatenate(list(self._frames))[None])}
+        if self.history_signals:
+            row = np.concatenate(
+                [np.asarray(obs.telemetry[s], np.float32).reshape(-1) for s in self.history_signals]
+            )
+            if not self._history:
+                self._history.extend([row] * self.history_length)
+            else:
+                self._history.append(row)
+            batch["history"] = torch.from_numpy(np.stack(list(self._history))[None])
+        return batch
+
+    def act(self, obs: Observation) -> dict[str, float]:
+        """One step: observe, run the policy, return {output: action value}."""
+        started = time.perf_counter()
+        batch = self.observe(obs)
+        with torch.inference_mode():
+            results = self.policy(*self.pipeline(batch))
+            actions = self.policy.actions(results, sample=self.sample, generator=self._generator)
+        out = {name: float(value.reshape(-1)[0]) for name, value in actions.items()}
+        self.latencies_s.append(time.perf_counter() - started)
+        return out
+
+
+def _data_facts(run: RunFolder) -> dict[str, Any]:
+    facts = run.read_status().get("data")
+    if not facts or "frame_shape" not in facts:
+        raise PolicyLoadError(f"{run.path}/run.json lacks the data facts a policy needs to drive")
+    return facts
+
+
+class PolicyDriver:
+    """The evaluator's view of a runtime: actions in the env's order, clipped to their range."""
+
+    def __init__(self, runtime: PolicyRuntime, env: DrivingEnv) -> None:
+        runtime.check_env(env)
+        self.runtime = runtime
+        self.name = runtime.label
+        self._names = [s.name for s in env.action_specs]
+        self._low = np.array([s.low if s.low is not None else -np.inf for s in env.action_specs])
+        self._high = np.array([s.high if s.high is not None else np.inf for s in env.action_specs])
+
+    @classmethod
+    def from_run(cls, ref: str, env: DrivingEnv, runs_root: str = "runs", sample: bool = False) -> PolicyDriver:
+        return cls(PolicyRuntime.from_ref(ref, runs_root, sample), env)
+
+    def reset(self, seed: int) -> None:
+        self.runtime.reset(seed)
+
+    def act(self, obs: Observation, env: DrivingEnv) -> np.ndarray:
+        values = self.runtime.act(obs)
+        action = np.array([values.get(n, 0.0) for n in self._names], np.float64)
+        return np.clip(action, self._low, self._high).astype(np.float32)
