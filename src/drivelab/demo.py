@@ -24,7 +24,7 @@ from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.report import evaluate_many
 from drivelab.evaluate.runner import EvalReport
 from drivelab.train import train
-from drivelab.train.progress import ProgressSink
+from drivelab.train.loop import ProgressSink
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "carracing" / "pilotnet.yaml"
 HELD_OUT_SEED = 10_000  # evaluation tracks start here; collection uses seeds from 0

@@ -1,0 +1,25 @@
+"""`drivelab demo` end to end at toy sizes: every stage runs and the report is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import run_cli
+
+
+def test_demo_end_to_end_small(tmp_path: Path) -> None:
+    r = run_cli("demo", "--out", str(tmp_path), "--episodes", "3", "--max-steps", "60",
+                "--batches", "4", "--eval-episodes", "1", "--workers", "2", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    folder = next(tmp_path.glob("demo-*"))
+    report = json.loads((folder / "report.json").read_text())
+    drivers = [e["driver"] for e in report["evaluation"]]
+    assert drivers[1] == "expert" and drivers[0].endswith("_v1")
+    assert (folder / "report.md").read_text().startswith("# drivelab demo")
+    assert (folder / "histograms.png").exists()
+    assert "driving score" in r.stdout and "where things are" in r.stdout
+    # a second demo never touches the first one's folder
+    r2 = run_cli("demo", "--out", str(tmp_path), "--episodes", "0")
+    assert r2.returncode == 2 and "--episodes must be at least 3" in r2.stderr
+    assert len(list(tmp_path.glob("demo-*"))) == 1
