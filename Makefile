@@ -27,6 +27,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	SDL_VIDEODRIVER=dummy $(BIN)/python benchmarks/collect.py
 	SDL_VIDEODRIVER=dummy $(BIN)/python benchmarks/expert.py
+	SDL_VIDEODRIVER=dummy $(BIN)/python benchmarks/trainer.py
+	SDL_VIDEODRIVER=dummy $(BIN)/python benchmarks/policy_latency.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

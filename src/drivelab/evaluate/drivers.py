@@ -8,6 +8,7 @@ the reference rows (expert, random) exactly like a policy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,7 +39,11 @@ class DriverSpec:
 
     @property
     def label(self) -> str:
-        return self.run if self.kind == "policy" and self.run else self.kind
+        """The run's folder name (and ``@batch``), or the baseline's name: short table headers."""
+        if self.kind == "policy" and self.run:
+            path, _, batch = self.run.partition("@")
+            return Path(path).name + (f"@{batch}" if batch else "")
+        return self.kind
 
 
 class ExpertDriver:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from drivelab.errors import DrivelabError
 from drivelab.evaluate.drivers import DriverSpec, build_driver
@@ -78,6 +79,9 @@ class EvalJob:
     video_dir: str | None = None
 
     def open(self) -> None:
+        # one intra-op thread per worker: the workers already fill the cores, and a batch-1
+        # forward gains nothing from more threads but contention
+        torch.set_num_threads(1)
         self._env = make_env(self.env, max_steps=self.max_steps)
         self._driver = build_driver(self.driver, self._env)
 
