@@ -231,17 +231,35 @@ def train(
         typer.Option("--resume", help="Run to continue as a new period: its folder or <line>_v<N>."),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    watch_every: Annotated[
+        int | None,
+        typer.Option("--watch-every", help="Drive every N-th batch's checkpoint in a player process "
+                     "and log its driving score and video (N a multiple of train.checkpoint_every)."),
+    ] = None,
+    watch_steps: Annotated[int | None, typer.Option("--watch-steps", help="Step cap of a watch episode.")] = None,
+    watch_seed: Annotated[
+        int | None, typer.Option("--watch-seed", help="Held-out track every checkpoint drives.")
+    ] = None,
 ) -> None:
     """Train a policy: a new version runs/<line>/<line>_v<N>/, or continue one with --resume."""
     from drivelab.train import load_train_config
     from drivelab.train import train as run_training
     from drivelab.train.progress import RichProgress
+    from drivelab.train.watch import WatchOptions
 
+    watch = None
+    if watch_every is not None:
+        watch = WatchOptions(every=watch_every, max_steps=1000 if watch_steps is None else watch_steps,
+                             seed=10_000 if watch_seed is None else watch_seed)
+    elif watch_steps is not None or watch_seed is not None:
+        raise DrivelabError("--watch-steps and --watch-seed need --watch-every N")
     cfg = load_train_config(config, list(overrides or []), resume, runs)
     sink = RichProgress(err, title=cfg.line) if progress else None
-    result = run_training(cfg, runs_root=runs, resume=resume, progress=sink)
+    result = run_training(cfg, runs_root=runs, resume=resume, progress=sink, watch=watch)
     if not result.is_global_zero:
         return
+    if result.watch_note:
+        err.print(f"[yellow]{result.watch_note}[/]", highlight=False, soft_wrap=True)
     out.print(
         f"[green]trained[/] {result.run.path}: batches {result.first_batch}-{result.batches} "
         f"on {result.world_size} process(es) in {result.seconds:.1f} s, last checkpoint "
@@ -250,6 +268,11 @@ def train(
     shown = {**result.train_values, **result.val_values}
     keys = [k for k in shown if k.endswith(("loss", "mean_absolute_error")) or k == "samples_per_s"]
     out.print("  ".join(f"{k} {shown[k]:.4g}" for k in keys))
+    if result.watch is not None and result.watch["watched_batches"]:
+        batches = result.watch["watched_batches"]
+        out.print(f"watched batches {', '.join(map(str, batches))} on track {result.watch['seed']}: "
+                  f"{result.run.path}/watch.jsonl, GIFs in {result.run.path}/watch/, "
+                  f"TensorBoard {result.run.tb}/watch")
 
 
 @app.command()
@@ -292,14 +315,31 @@ def eval_(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write rows + aggregates here.")] = None,
     runs: Annotated[Path, typer.Option("--runs", help="Root folder of the model lines.")] = Path("runs"),
     sample: Annotated[bool, typer.Option("--sample", help="Sample classification heads.")] = False,
+    convcam: Annotated[
+        bool, typer.Option("--convcam", help="Tile the last conv layer's maps beside the --video frames.")
+    ] = False,
+    offline: Annotated[
+        str | None, typer.Option("--offline", help="Score RUN's predictions on this split instead of driving.")
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", help="With --offline: another dataset with the run's signals.")
+    ] = None,
 ) -> None:
     """Drive a policy (and/or baselines) on held-out tracks and measure the driving."""
     from drivelab.evaluate.drivers import BASELINES, DriverSpec
     from drivelab.evaluate.report import evaluate_many, render_report
 
+    if offline is not None:
+        _eval_offline(run, offline, dataset, runs, workers, json_out,
+                      driving_flags=bool(baseline or video or convcam))
+        return
+    if dataset is not None:
+        raise DrivelabError("--dataset applies to --offline SPLIT; closed-loop evaluation drives --env")
+    if convcam and video is None:
+        raise DrivelabError("--convcam draws into the driving videos: add --video DIR")
     specs: list[DriverSpec] = []
     if run is not None:
-        specs.append(DriverSpec("policy", run=run, runs_root=str(runs), sample=sample))
+        specs.append(DriverSpec("policy", run=run, runs_root=str(runs), sample=sample, convcam=convcam))
     for name in baseline or []:
         if name not in BASELINES:
             raise DrivelabError(f"--baseline {name!r} is unknown: use {' or '.join(BASELINES)}")
@@ -323,16 +363,42 @@ def eval_(
         raise DrivelabError(f"evaluation incomplete for {', '.join(incomplete)} (failed or interrupted episodes)")
 
 
+def _eval_offline(
+    run: str | None,
+    split: str,
+    dataset: Path | None,
+    runs: Path,
+    workers: int,
+    json_out: Path | None,
+    driving_flags: bool,
+) -> None:
+    """`eval RUN --offline SPLIT`: per-output metrics of the run's predictions on recorded data."""
+    from drivelab.evaluate.offline import OfflineJob, render_offline
+
+    if run is None:
+        raise DrivelabError("--offline scores a policy: name a RUN")
+    if driving_flags:
+        raise DrivelabError("--offline scores recorded samples: drop --baseline, --video and --convcam")
+    job = OfflineJob(run, split, dataset=dataset, runs_root=runs, workers=workers)
+    with lazy_progress(len(job.batches), "offline", unit="batches") as on_progress:
+        report = job.run(on_progress)
+    render_offline(out, report)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        out.print(f"results -> {json_out}")
+
+
 # --------------------------------------------------------------------------- demo
 @app.command()
 def demo(
     out_root: Annotated[Path, typer.Option("--out", help="Root folder; each run gets a new subfolder.")] = Path("demo_out"),
-    episodes: Annotated[int, typer.Option(help="Expert episodes to record.")] = 24,
+    episodes: Annotated[int, typer.Option(help="Expert episodes to record.")] = 32,
     batches: Annotated[int | None, typer.Option(help="Training batches (default: the config's).")] = None,
     eval_episodes: Annotated[int, typer.Option(help="Held-out tracks to drive.")] = 10,
     workers: Annotated[int, typer.Option(help="Worker processes for collection and evaluation.")] = 2,
     seed: Annotated[int, typer.Option(help="First track seed of the collection.")] = 0,
-    noise: Annotated[float, typer.Option(help="DART noise probability while recording.")] = 0.02,
+    noise: Annotated[float, typer.Option(help="DART noise probability while recording.")] = 0.03,
     max_steps: Annotated[int, typer.Option(help="Step cap per episode.")] = 1000,
     config: Annotated[Path | None, typer.Option(help="Experiment YAML (default: configs/carracing/pilotnet.yaml).")] = None,
 ) -> None:

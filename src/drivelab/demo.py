@@ -33,10 +33,10 @@ HELD_OUT_SEED = 10_000  # evaluation tracks start here; collection uses seeds fr
 @dataclass(frozen=True)
 class DemoOptions:
     out: Path
-    episodes: int = 24
+    episodes: int = 32
     workers: int = 2
     seed: int = 0
-    noise: float = 0.02
+    noise: float = 0.03
     max_steps: int = 1000
     batches: int | None = None  # None: the config's train.max_batches
     eval_episodes: int = 10

@@ -36,6 +36,7 @@ class DriverSpec:
     run: str | None = None
     runs_root: str = "runs"
     sample: bool = False
+    convcam: bool = False  # policy only: tile the backbone's last feature maps into the video
 
     @property
     def label(self) -> str:
@@ -88,5 +89,7 @@ def build_driver(spec: DriverSpec, env: DrivingEnv) -> Any:
 
         if not spec.run:
             raise DrivelabError("a policy driver needs a run reference")
-        return PolicyDriver.from_run(spec.run, env, runs_root=spec.runs_root, sample=spec.sample)
+        return PolicyDriver.from_run(
+            spec.run, env, runs_root=spec.runs_root, sample=spec.sample, convcam=spec.convcam
+        )
     raise DrivelabError(f"unknown driver {spec.kind!r}: use a run, or --baseline expert|random")

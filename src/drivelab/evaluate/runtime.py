@@ -20,6 +20,7 @@ import torch
 
 from drivelab.config import ExperimentConfig, load_config
 from drivelab.errors import DrivelabError
+from drivelab.evaluate.convcam import ConvCam
 from drivelab.models import build_policy
 from drivelab.sim import DrivingEnv
 from drivelab.sim.base import Observation
@@ -154,20 +155,37 @@ def _data_facts(run: RunFolder) -> dict[str, Any]:
 class PolicyDriver:
     """The evaluator's view of a runtime: actions in the env's order, clipped to their range."""
 
-    def __init__(self, runtime: PolicyRuntime, env: DrivingEnv) -> None:
+    def __init__(self, runtime: PolicyRuntime, env: DrivingEnv, convcam: bool = False) -> None:
         runtime.check_env(env)
         self.runtime = runtime
         self.name = runtime.label
         self._names = [s.name for s in env.action_specs]
         self._low = np.array([s.low if s.low is not None else -np.inf for s in env.action_specs])
         self._high = np.array([s.high if s.high is not None else np.inf for s in env.action_specs])
+        self._frame_height = int(env.frame_shape[0])
+        self.convcam: ConvCam | None = None
+        if convcam:
+            self.convcam = ConvCam(runtime.policy.backbone, runtime.policy.frame_shape)
 
     @classmethod
-    def from_run(cls, ref: str, env: DrivingEnv, runs_root: str = "runs", sample: bool = False) -> PolicyDriver:
-        return cls(PolicyRuntime.from_ref(ref, runs_root, sample), env)
+    def from_run(
+        cls,
+        ref: str,
+        env: DrivingEnv,
+        runs_root: str = "runs",
+        sample: bool = False,
+        convcam: bool = False,
+    ) -> PolicyDriver:
+        return cls(PolicyRuntime.from_ref(ref, runs_root, sample), env, convcam=convcam)
 
     def reset(self, seed: int) -> None:
         self.runtime.reset(seed)
+        if self.convcam is not None:
+            self.convcam.reset()
+
+    def side_image(self) -> np.ndarray | None:
+        """The last step's feature maps, tiled at the frame's height (None without --convcam)."""
+        return None if self.convcam is None else self.convcam.image(self._frame_height)
 
     def act(self, obs: Observation, env: DrivingEnv) -> np.ndarray:
         values = self.runtime.act(obs)

@@ -15,6 +15,7 @@ from drivelab.train.optimizers import build_optimizer, build_schedule
 from drivelab.train.runs import RunError, RunFolder, parse_checkpoint_ref, resolve_checkpoint
 from drivelab.train.schedules import LRSchedule
 from drivelab.train.trainer import TrainResult, config_differences, load_train_config, train
+from drivelab.train.watch import WatchOptions
 
 __all__ = [
     "CheckpointError",
@@ -30,6 +31,7 @@ __all__ = [
     "TrainInputs",
     "TrainResult",
     "TrainingStopped",
+    "WatchOptions",
     "build_optimizer",
     "build_schedule",
     "config_differences",

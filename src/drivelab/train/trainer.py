@@ -55,6 +55,7 @@ from drivelab.train.loop import ProgressSink, TrainLoop
 from drivelab.train.objectives import Objective
 from drivelab.train.optimizers import build_optimizer, build_schedule
 from drivelab.train.runs import RunError, RunFolder, now_iso
+from drivelab.train.watch import WatchOptions, WatchPlayer
 
 LOCK_NAME = ".train.lock"
 
@@ -72,6 +73,8 @@ class TrainResult:
     val_values: dict[str, float] = field(default_factory=dict)
     world_size: int = 1
     is_global_zero: bool = True
+    watch: dict[str, Any] | None = None  # what the watch player did (rank 0, --watch-every)
+    watch_note: str | None = None  # one line when the player failed or missed checkpoints
 
 
 def seed_everything(seed: int) -> None:
@@ -181,9 +184,16 @@ def train(
     runs_root: Path = Path("runs"),
     resume: str | Path | None = None,
     progress: ProgressSink | None = None,
+    watch: WatchOptions | None = None,
 ) -> TrainResult:
-    """Train a new version of ``config.line`` under ``runs_root``, or continue run ``resume``."""
+    """Train a new version of ``config.line`` under ``runs_root``, or continue run ``resume``.
+
+    With ``watch``, rank 0 runs a player process beside the loop that drives the checkpoints
+    (`drivelab.train.watch`).
+    """
     started = time.perf_counter()
+    if watch is not None:
+        watch.check(config.train)
     inputs = open_inputs(config)
     config = with_history_sizes(config, inputs.history_sizes)
     resumed: RunFolder | None = None
@@ -219,7 +229,7 @@ def train(
             stack.enter_context(run_lock(run))
         result = _train_period(
             fabric, config, inputs, policy, model, optimizer, run, total, state, progress, started,
-            fresh=resumed is None,
+            fresh=resumed is None, watch=watch,
         )
     return result
 
@@ -265,11 +275,14 @@ def _train_period(
     progress: ProgressSink | None,
     started: float,
     fresh: bool,
+    watch: WatchOptions | None = None,
 ) -> TrainResult:
     """Open a period in the run, train it, and record how it ended (rank 0 writes)."""
     rank, world = fabric.global_rank, fabric.world_size
     done = int(state["batch"]) if state is not None else 0
     period = 0
+    player: WatchPlayer | None = None
+    watch_env = (watch.env or inputs.store.meta.env_id) if watch is not None else ""
     if fabric.is_global_zero:
         if fresh:
             run.config_path.write_text(dump_config(config), encoding="utf-8")
@@ -279,9 +292,13 @@ def _train_period(
         else:
             run.remove_partial_files()
             run.write_status("training")
+        watched = {"watched": True, "watch": watch.describe(watch_env)} if watch is not None else {}
         period = run.start_period(
-            done, world_size=world, device=str(fabric.device), resumed_from=done if state else None
+            done, world_size=world, device=str(fabric.device), resumed_from=done if state else None,
+            **watched,
         )
+        if watch is not None:
+            player = WatchPlayer(run, watch, watch_env, period, after=done, last=total)
     log: MetricsLog | None = None
     sink = progress if fabric.is_global_zero else None
     try:
@@ -328,6 +345,8 @@ def _train_period(
             seed_everything(config.seed + rank)  # dropout etc.: reproducible, different per rank
         loop.run_period()
     except BaseException as exc:
+        if player is not None:
+            _end_watch_after_failure(player, run, period, exc)
         if fabric.is_global_zero:
             _record_failure(run, period, fresh, exc)
         raise
@@ -341,6 +360,14 @@ def _train_period(
             period, ended=now_iso(), status="finished", last_batch=loop.batches_done, ranks=loop.ranks
         )
         run.write_status("finished", last_checkpoint=loop.last_checkpoint)
+    watch_record: dict[str, Any] | None = None
+    watch_note: str | None = None
+    if player is not None:
+        # The period is recorded finished first: a Ctrl-C during this wait loses no training.
+        outcome = player.finish()
+        watch_record = player.record(outcome)
+        run.update_period(period, watch=watch_record)
+        watch_note = outcome.line(run)
     return TrainResult(
         run=run,
         batches=loop.batches_done,
@@ -351,7 +378,24 @@ def _train_period(
         val_values=loop.last_val,
         world_size=world,
         is_global_zero=fabric.is_global_zero,
+        watch=watch_record,
+        watch_note=watch_note,
     )
+
+
+def _end_watch_after_failure(player: WatchPlayer, run: RunFolder, period: int, exc: BaseException) -> None:
+    """Stop the player before the failure is recorded (which may delete the run folder).
+
+    A failed period's checkpoints are still worth watching, so the player finishes them; an
+    interrupted one (Ctrl-C) is stopped at once. Nothing here may hide the original failure.
+    """
+    try:
+        keep = isinstance(exc, Exception) and bool(list_checkpoints(run.checkpoints))
+        outcome = player.finish() if keep else player.stop()
+        if list_checkpoints(run.checkpoints):
+            run.update_period(period, watch=player.record(outcome))
+    except BaseException:  # a second Ctrl-C while waiting: stop it, report the first failure
+        player.stop()
 
 
 def _record_failure(run: RunFolder, period: int, fresh: bool, exc: BaseException) -> None:

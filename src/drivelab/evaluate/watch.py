@@ -1,0 +1,245 @@
+"""Watch mode, the player: drive each new checkpoint of a run while it trains, and log the driving.
+
+Started by the trainer (`drivelab.train.watch.WatchPlayer`, which describes the cadence and the
+files) as ``python -m drivelab.evaluate.watch RUN --every N ...``; it can be started by hand on a
+run in training too. It lowers its own priority (``nice`` +10) and uses one torch thread, so the
+trainer keeps the machine and the player uses what is left: on a 2-core machine one core's share
+while it drives, nothing while it waits for the next checkpoint.
+
+It polls ``RUN/checkpoints`` every ``--poll`` seconds and drives the due checkpoints in batch
+order, each on the same track (``--seed``) for at most ``--steps`` steps, through the same
+`PolicyRuntime`/`PolicyDriver` and `drive_and_measure` as ``drivelab eval``. A checkpoint whose
+episode fails gets an error row and the player goes on with the next one. It exits once its
+stdin says ``finish`` or closes (the trainer ended, or died) and every checkpoint written by then
+is driven.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import select
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard import SummaryWriter
+
+from drivelab.errors import DrivelabError
+from drivelab.evaluate.runner import drive_and_measure
+from drivelab.evaluate.runtime import PolicyDriver, PolicyRuntime
+from drivelab.evaluate.video import OverlayVideo
+from drivelab.sim import DrivingEnv, make_env
+from drivelab.train.checkpoints import list_checkpoints
+from drivelab.train.runs import RunFolder
+from drivelab.train.watch import (
+    PLAYER_LOG,
+    WATCH_DIR,
+    WATCH_ROWS,
+    WATCH_TB,
+    due_batches,
+    read_watch_rows,
+)
+
+NICE = 10
+#: TensorBoard keeps every video in its event file: the episode is shown with at most this many
+#: frames (played at the real speed), the full one is the GIF beside it.
+TB_VIDEO_FRAMES = 100
+
+
+class CheckpointWatcher:
+    """Drives the due checkpoints of one run, one episode each, and logs the results."""
+
+    def __init__(self, run: RunFolder, every: int, max_steps: int, seed: int, env: str, period: int,
+                 after: int, last: int) -> None:
+        self.run = run
+        self.every = every
+        self.max_steps = max_steps
+        self.seed = seed
+        self.env_name = env
+        self.period = period
+        self.after = after
+        self.last = last
+        self.folder = run.path / WATCH_DIR
+        self.folder.mkdir(exist_ok=True)
+        self.done = {int(r["batch"]) for r in read_watch_rows(run) if "batch" in r and r["batch"] > after}
+        self._env: DrivingEnv | None = make_env(env, max_steps=max_steps)  # a bad env fails at once
+        self.writer = SummaryWriter(str(run.tb / WATCH_TB))
+
+    def pending(self) -> list[int]:
+        due = due_batches(list_checkpoints(self.run.checkpoints), self.every, self.after, self.last)
+        return [b for b in due if b not in self.done]
+
+    def watch(self, batch: int) -> dict[str, Any]:
+        """Drive checkpoint ``batch`` once; log the row (or an error row) and return it."""
+        started = time.perf_counter()
+        try:
+            row = self._drive(batch)
+        except Exception as exc:  # one broken checkpoint or episode must not end the watching
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            row = {"watch/error": f"{type(exc).__name__}: {first}"[:300]}
+            self._close_env()  # a fresh env for the next checkpoint
+        row = {"batch": batch, "period": self.period, "time": round(time.time(), 3),
+               "watch/seconds": round(time.perf_counter() - started, 2), **row}
+        _append_row(self.run.path / WATCH_ROWS, row)
+        self.done.add(batch)
+        return row
+
+    def _drive(self, batch: int) -> dict[str, Any]:
+        if self._env is None:
+            self._env = make_env(self.env_name, max_steps=self.max_steps)
+        env = self._env
+        driver = PolicyDriver(PolicyRuntime.from_ref(f"{self.run.path}@{batch}"), env)
+        video = OverlayVideo(env.fps)
+        result = drive_and_measure(env, driver, self.seed, self.max_steps, video)
+        gif = self.folder / f"batch_{batch}.gif"
+        if len(video):
+            tmp = self.folder / f".batch_{batch}.tmp-{os.getpid()}.gif"
+            video.save(tmp)
+            os.replace(tmp, gif)  # a killed player leaves no half GIF under the real name
+        values = {
+            "watch/score": result.score,
+            "watch/reward": result.reward,
+            "watch/completion": result.completion,
+            "watch/off_track_events": float(result.off_track_events),
+            "watch/unstuck": float(result.unstuck),
+        }
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, global_step=batch)
+        if len(video):
+            self._add_video(video, batch)
+        self.writer.flush()  # TensorBoard first: the jsonl row is the "watched" marker
+        row: dict[str, Any] = {k: v if math.isfinite(v) else str(v) for k, v in values.items()}
+        row.update({"watch/steps": result.steps, "watch/seed": self.seed,
+                    "watch/video": str(gif.relative_to(self.run.path)) if len(video) else None})
+        return row
+
+    def _add_video(self, video: OverlayVideo, batch: int) -> None:
+        """An animated GIF as a TensorBoard image, as ``add_video`` writes it, without moviepy."""
+        frames = video.frames()
+        stride = max(1, math.ceil(len(frames) / TB_VIDEO_FRAMES))
+        shown = frames[::stride]
+        duration = round(1000 * video.every * stride / video.fps)
+        encoded = gif_bytes(shown, duration)
+        image = Summary.Image(height=int(shown.shape[1]), width=int(shown.shape[2]), colorspace=3,
+                              encoded_image_string=encoded)
+        summary = Summary(value=[Summary.Value(tag="watch/video", image=image)])
+        # SummaryWriter.add_video does exactly this once moviepy has made the GIF.
+        self.writer._get_file_writer().add_summary(summary, global_step=batch)
+
+    def _close_env(self) -> None:
+        if self._env is not None:
+            with contextlib.suppress(Exception):  # already broken: a new one is made
+                self._env.close()
+            self._env = None
+
+    def close(self) -> None:
+        self._close_env()
+        self.writer.close()
+
+
+def gif_bytes(frames: np.ndarray, duration_ms: int) -> bytes:
+    """[N, H, W, 3] uint8 -> an animated, looping GIF."""
+    images = [Image.fromarray(f).convert("P", palette=Image.ADAPTIVE, colors=128) for f in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
+                   duration=max(duration_ms, 20), loop=0)
+    return buffer.getvalue()
+
+
+def _append_row(path: Path, row: dict[str, Any]) -> None:
+    """One ``write`` on an O_APPEND descriptor: a reader sees whole lines only (or a torn tail
+    from a killed player, which `read_watch_rows` skips)."""
+    data = (json.dumps(row) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+class FinishSignal:
+    """Reads the trainer's word on stdin: ``finish`` or end-of-file both mean "wrap up"."""
+
+    def __init__(self) -> None:
+        self.fd = sys.stdin.fileno() if sys.stdin is not None else None
+        self.finishing = self.fd is None
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` unless the trainer speaks; True once it said finish."""
+        if self.finishing or self.fd is None:
+            return True
+        readable, _, _ = select.select([self.fd], [], [], seconds)
+        if readable:
+            data = os.read(self.fd, 4096)
+            if not data or b"finish" in data:
+                self.finishing = True
+        return self.finishing
+
+
+def play(watcher: CheckpointWatcher, signal: FinishSignal, poll_s: float) -> None:
+    """Drive checkpoints as they appear until told to finish, then drive the rest and return."""
+    while True:
+        # Read the finish word before listing: every checkpoint written before it is then seen.
+        finishing = signal.wait(0)
+        for batch in watcher.pending():
+            row = watcher.watch(batch)
+            shown = row.get("watch/error") or (
+                f"score {row['watch/score']} reward {row['watch/reward']} "
+                f"completion {row['watch/completion']} in {row['watch/seconds']} s"
+            )
+            print(f"batch {batch}: {shown}", flush=True)
+        if finishing:
+            return
+        signal.wait(poll_s)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="run folder")
+    parser.add_argument("--every", type=int, required=True, help="drive checkpoints at multiples of this")
+    parser.add_argument("--steps", type=int, default=1000, help="step cap of the episode")
+    parser.add_argument("--seed", type=int, default=10_000, help="track seed (the same for every checkpoint)")
+    parser.add_argument("--env", default="carracing", help="environment to drive")
+    parser.add_argument("--period", type=int, default=0, help="training period (written in the rows)")
+    parser.add_argument("--after", type=int, default=0, help="skip checkpoints up to this batch")
+    parser.add_argument("--last", type=int, default=-1, help="also drive this (final) batch")
+    parser.add_argument("--poll", type=float, default=2.0, help="seconds between looks at checkpoints/")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with contextlib.suppress(OSError):  # not allowed here: the one thread still bounds its share
+        os.nice(NICE)
+    torch.set_num_threads(1)
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    print(f"watching {args.run} every {args.every} batches (track {args.seed}, {args.steps} steps, "
+          f"pid {os.getpid()}, log {WATCH_DIR}/{PLAYER_LOG})", flush=True)
+    try:
+        watcher = CheckpointWatcher(RunFolder.open(args.run), args.every, args.steps, args.seed, args.env,
+                                    args.period, args.after, args.last)
+    except Exception as exc:  # one line for the trainer's report, not a traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        kind = "" if isinstance(exc, DrivelabError) else f"{type(exc).__name__}: "
+        print(f"error: cannot watch: {kind}{first}", flush=True)
+        return 1
+    try:
+        play(watcher, FinishSignal(), args.poll)
+    finally:
+        watcher.close()
+    print("done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
