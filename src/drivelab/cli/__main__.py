@@ -1,0 +1,5 @@
+"""`python -m drivelab.cli`: the same as the `drivelab` command."""
+
+from drivelab.cli import main
+
+main()

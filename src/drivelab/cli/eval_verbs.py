@@ -1,0 +1,104 @@
+"""The `eval` verb: closed-loop driving, baselines, videos, offline metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from drivelab.cli.app import app, lazy_progress, out
+from drivelab.errors import DrivelabError
+
+
+# --------------------------------------------------------------------------- eval
+@app.command("eval")
+def eval_(
+    run: Annotated[str | None, typer.Argument(help="RUN[@batch]: a run folder or <line>_vN.")] = None,
+    episodes: Annotated[int, typer.Option(help="Tracks to drive.")] = 10,
+    seed: Annotated[int, typer.Option(help="First track seed (held out from collection's 0..).")] = 10_000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    baseline: Annotated[
+        list[str] | None, typer.Option(help="Also drive `expert` and/or `random` on the same tracks.")
+    ] = None,
+    env: Annotated[str, typer.Option(help="Environment.")] = "carracing",
+    max_steps: Annotated[int, typer.Option(help="Step cap per track.")] = 1000,
+    video: Annotated[Path | None, typer.Option(help="Write one GIF per track here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write rows + aggregates here.")] = None,
+    runs: Annotated[Path, typer.Option("--runs", help="Root folder of the model lines.")] = Path("runs"),
+    sample: Annotated[bool, typer.Option("--sample", help="Sample classification heads.")] = False,
+    convcam: Annotated[
+        bool, typer.Option("--convcam", help="Tile the last conv layer's maps beside the --video frames.")
+    ] = False,
+    offline: Annotated[
+        str | None, typer.Option("--offline", help="Score RUN's predictions on this split instead of driving.")
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", help="With --offline: another dataset with the run's signals.")
+    ] = None,
+) -> None:
+    """Drive a policy (and/or baselines) on held-out tracks and measure the driving."""
+    from drivelab.evaluate.drivers import BASELINES, DriverSpec
+    from drivelab.evaluate.report import evaluate_many, render_report
+
+    if offline is not None:
+        _eval_offline(run, offline, dataset, runs, workers, json_out,
+                      driving_flags=bool(baseline or video or convcam))
+        return
+    if dataset is not None:
+        raise DrivelabError("--dataset applies to --offline SPLIT; closed-loop evaluation drives --env")
+    if convcam and video is None:
+        raise DrivelabError("--convcam draws into the driving videos: add --video DIR")
+    specs: list[DriverSpec] = []
+    if run is not None:
+        specs.append(DriverSpec("policy", run=run, runs_root=str(runs), sample=sample, convcam=convcam))
+    for name in baseline or []:
+        if name not in BASELINES:
+            raise DrivelabError(f"--baseline {name!r} is unknown: use {' or '.join(BASELINES)}")
+        specs.append(DriverSpec(name))
+    if not specs:
+        raise DrivelabError("name a RUN to evaluate, or --baseline expert|random")
+    if episodes < 1:
+        raise DrivelabError(f"--episodes must be at least 1 (got {episodes})")
+    seeds = list(range(seed, seed + episodes))
+    with lazy_progress(episodes * len(specs), "eval", unit="tracks") as on_progress:
+        reports = evaluate_many(specs, seeds, env=env, workers=workers, max_steps=max_steps,
+                                video_dir=video, on_progress=on_progress)
+    render_report(out, reports)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(
+            {"tracks": seeds, "drivers": [r.to_dict() for r in reports]}, indent=2) + "\n")
+        out.print(f"results -> {json_out}")
+    incomplete = [r.driver for r in reports if not r.complete]
+    if incomplete:
+        raise DrivelabError(f"evaluation incomplete for {', '.join(incomplete)} (failed or interrupted episodes)")
+
+
+def _eval_offline(
+    run: str | None,
+    split: str,
+    dataset: Path | None,
+    runs: Path,
+    workers: int,
+    json_out: Path | None,
+    driving_flags: bool,
+) -> None:
+    """`eval RUN --offline SPLIT`: per-output metrics of the run's predictions on recorded data."""
+    from drivelab.evaluate.offline import OfflineJob, render_offline
+
+    if run is None:
+        raise DrivelabError("--offline scores a policy: name a RUN")
+    if driving_flags:
+        raise DrivelabError("--offline scores recorded samples: drop --baseline, --video and --convcam")
+    job = OfflineJob(run, split, dataset=dataset, runs_root=runs, workers=workers)
+    with lazy_progress(len(job.batches), "offline", unit="batches") as on_progress:
+        report = job.run(on_progress)
+    render_offline(out, report)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        out.print(f"results -> {json_out}")
+
+
