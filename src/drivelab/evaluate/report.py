@@ -90,8 +90,9 @@ def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
         tracks.add_row(str(seed), *cells)
     console.print(tracks)
     agg = Table(title="mean ± std over tracks")
-    for col in ("driver", "score", "reward", "min reward", "completion", "off-track", "unstuck",
-                "laps", "vs expert (score)"):
+    agg.add_column("driver", no_wrap=True)
+    for col in ("score", "reward", "min reward", "completion", "off-track", "unstuck", "laps",
+                "vs expert (score)"):
         agg.add_column(col, justify="right")
     for r in reports:
         a = r.aggregate
