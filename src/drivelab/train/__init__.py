@@ -1,48 +1,49 @@
-"""Training: the Fabric loop, objectives, schedules, checkpoints, run folders and logs."""
+"""Training: the Fabric loop, objectives, schedules, checkpoints, run folders and logs.
 
-from drivelab.train.checkpoints import (
-    CheckpointError,
-    list_checkpoints,
-    load_trainer_state,
-    load_weights,
-    weights_path,
-)
-from drivelab.train.inputs import InputError, InputPipeline, TrainInputs, open_inputs
-from drivelab.train.logs import MetricsLog, read_metrics
-from drivelab.train.loop import ProgressSink, TrainingStopped
-from drivelab.train.objectives import HeadObjective, Objective
-from drivelab.train.optimizers import build_optimizer, build_schedule
-from drivelab.train.runs import RunError, RunFolder, parse_checkpoint_ref, resolve_checkpoint
-from drivelab.train.schedules import LRSchedule
-from drivelab.train.trainer import TrainResult, config_differences, load_train_config, train
-from drivelab.train.watch import WatchOptions
+Names are resolved on first use (PEP 562): evaluation workers and the watch player import
+`drivelab.train.runs` or `.checkpoints` without paying for Lightning Fabric's import (~3 s).
+"""
 
-__all__ = [
-    "CheckpointError",
-    "HeadObjective",
-    "InputError",
-    "InputPipeline",
-    "LRSchedule",
-    "MetricsLog",
-    "Objective",
-    "ProgressSink",
-    "RunError",
-    "RunFolder",
-    "TrainInputs",
-    "TrainResult",
-    "TrainingStopped",
-    "WatchOptions",
-    "build_optimizer",
-    "build_schedule",
-    "config_differences",
-    "list_checkpoints",
-    "load_train_config",
-    "load_trainer_state",
-    "load_weights",
-    "open_inputs",
-    "parse_checkpoint_ref",
-    "read_metrics",
-    "resolve_checkpoint",
-    "train",
-    "weights_path",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CheckpointError": "drivelab.train.checkpoints",
+    "HeadObjective": "drivelab.train.objectives",
+    "InputError": "drivelab.train.inputs",
+    "InputPipeline": "drivelab.train.inputs",
+    "LRSchedule": "drivelab.train.schedules",
+    "MetricsLog": "drivelab.train.logs",
+    "Objective": "drivelab.train.objectives",
+    "ProgressSink": "drivelab.train.loop",
+    "RunError": "drivelab.train.runs",
+    "RunFolder": "drivelab.train.runs",
+    "TrainInputs": "drivelab.train.inputs",
+    "TrainResult": "drivelab.train.trainer",
+    "TrainingStopped": "drivelab.train.loop",
+    "WatchOptions": "drivelab.train.watch",
+    "build_optimizer": "drivelab.train.optimizers",
+    "build_schedule": "drivelab.train.optimizers",
+    "config_differences": "drivelab.train.trainer",
+    "list_checkpoints": "drivelab.train.checkpoints",
+    "load_train_config": "drivelab.train.trainer",
+    "load_trainer_state": "drivelab.train.checkpoints",
+    "load_weights": "drivelab.train.checkpoints",
+    "open_inputs": "drivelab.train.inputs",
+    "parse_checkpoint_ref": "drivelab.train.runs",
+    "read_metrics": "drivelab.train.logs",
+    "resolve_checkpoint": "drivelab.train.runs",
+    "train": "drivelab.train.trainer",
+    "weights_path": "drivelab.train.checkpoints",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'drivelab.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
