@@ -1,4 +1,4 @@
-"""Verbs that make and inspect datasets: `collect`, `data info`, `data verify`."""
+"""Verbs that make and inspect datasets: `collect`, `data info`, `data verify`, `data balance`."""
 
 from __future__ import annotations
 
@@ -154,3 +154,133 @@ def data_verify(
     out.print(f"[green]ok[/]: {report.episodes} committed episodes, {report.frames} frames intact")
 
 
+
+
+@data_app.command("balance")
+def data_balance(
+    path: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    scheme: Annotated[str, typer.Option(help="none, v1, v2, v3, v4, inverse_frequency or normalized_output.")] = "v3",
+    bins: Annotated[str, typer.Option(help="Bin preset: v1 (Charles lists) or v2 (0.1-wide + exact).")] = "v2",
+    output: Annotated[list[str] | None, typer.Option(help="Action output to balance (repeatable; default all).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write before/after histograms to this PNG.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON to this file.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the scheme's random draws.")] = 0,
+    skip_empty: Annotated[bool, typer.Option("--skip-empty", help="Drop empty bins instead of failing.")] = False,
+    power: Annotated[float, typer.Option(help="inverse_frequency: weight = count^-power.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="normalized_output: batch the 1/3 cap applies to.")] = 32,
+    candidates: Annotated[int, typer.Option(help="v4: candidates per draw.")] = 8,
+) -> None:
+    """Per-output bin counts and entropy before/after a balancing scheme (reads no frames)."""
+    from drivelab.data.balance import BinnedLabels
+    from drivelab.data.balance_report import balance_report, dataset_labels, plot_balance
+    from drivelab.data.store import DatasetStore
+
+    store = DatasetStore.open(path)
+    values, binnings = dataset_labels(store, output, bins)
+    report = balance_report(BinnedLabels.from_values(values, binnings), scheme, seed=seed,
+                            skip_empty=skip_empty, power=power, batch_size=batch_size,
+                            candidates=candidates)
+    report["bins_preset"] = bins
+    table = Table(title=f"{path}: balancing {scheme} (bins {bins})")
+    for col in ("output", "bins", "non-empty", "entropy before", "entropy after", "max"):
+        table.add_column(col, justify="right")
+    for name, o in report["outputs"].items():
+        table.add_row(name, str(len(o["bins"])), str(sum(1 for c in o["counts_before"] if c)),
+                      f"{o['entropy_before']:.3f}", f"{o['entropy_after']:.3f}", f"{o['entropy_max']:.3f}")
+    out.print(table)
+    rounds = f", {report['rounds_available']} round(s) available" if "rounds_available" in report else ""
+    out.print(f"{report['frames_before']} frames -> {report['frames_kept']} kept "
+              f"({report['unique_frames']} distinct), effective sample size "
+              f"{report['effective_sample_size']:.1f}{rounds}")
+    if plot is not None:
+        report["plot"] = str(plot_balance(report, plot))
+        out.print(f"histograms -> {report['plot']}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        out.print(f"report -> {json_out}")
+# --------------------------------------------------------------------------- data import / synth-signs
+import_app = typer.Typer(no_args_is_help=True, help="Import image-classification sets (GTSRB, ImageFolder).")
+data_app.add_typer(import_app, name="import")
+
+_OutOpt = Annotated[Path, typer.Option("--out", help="Dataset folder (Zarr v3) to create; never overwritten.")]
+_SizeOpt = Annotated[int, typer.Option(help="Images are resized to SIZE x SIZE pixels.")]
+_ValOpt = Annotated[float, typer.Option(help="Fraction of every class held out as val (stratified).")]
+_SeedOpt = Annotated[int, typer.Option(help="Seed of the val split.")]
+_BadOpt = Annotated[str, typer.Option(help="An image that fails to decode: `skip` (counted) or `stop`.")]
+
+
+def _report_import(summary: object) -> None:
+    """Per-class counts per split: the class balance is the first thing to check on GTSRB."""
+    from drivelab.data.importers import ImportSummary
+
+    assert isinstance(summary, ImportSummary)
+    table = Table(title=f"{summary.path}: {summary.images} images, {len(summary.class_names)} classes "
+                        f"({summary.source})")
+    for col in ("class", "name", "train", "val", "test"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for i, name in enumerate(summary.class_names):
+        table.add_row(str(i), name, *(str(summary.counts[s][i]) for s in ("train", "val", "test")))
+    out.print(table)
+    if summary.skipped:
+        shown = ", ".join(summary.skipped_files[:5]) + (" ..." if summary.skipped > 5 else "")
+        err.print(f"[yellow]skipped {summary.skipped} image(s) that failed to decode[/]: {shown}")
+
+
+@import_app.command("gtsrb")
+def data_import_gtsrb(
+    path: Annotated[Path, typer.Argument(help="GTSRB folder holding Final_Training/ (and Final_Test/).")],
+    out_path: _OutOpt,
+    size: _SizeOpt = 48,
+    roi: Annotated[bool, typer.Option("--roi", help="Crop each image to its CSV ROI box first.")] = False,
+    val_fraction: _ValOpt = 0.1,
+    seed: _SeedOpt = 0,
+    on_bad_image: _BadOpt = "skip",
+) -> None:
+    """Import the official GTSRB layout (per-class GT-000NN.csv; test set from GT-final_test.csv)."""
+    from drivelab.data.importers import ImportOptions, import_gtsrb
+
+    options = ImportOptions(size=size, roi=roi, val_fraction=val_fraction, seed=seed, on_bad_image=on_bad_image)
+    with lazy_progress(1, "import", unit="episodes") as on_progress:
+        summary = import_gtsrb(path, out_path, options, on_progress=on_progress)
+    _report_import(summary)
+
+
+@import_app.command("imagefolder")
+def data_import_imagefolder(
+    path: Annotated[Path, typer.Argument(help="Folder with one sub-folder of images per class.")],
+    out_path: _OutOpt,
+    size: _SizeOpt = 48,
+    val_fraction: _ValOpt = 0.1,
+    seed: _SeedOpt = 0,
+    on_bad_image: _BadOpt = "skip",
+) -> None:
+    """Import an ImageFolder layout: class names are the sorted sub-folder names."""
+    from drivelab.data.importers import ImportOptions, import_imagefolder
+
+    options = ImportOptions(size=size, val_fraction=val_fraction, seed=seed, on_bad_image=on_bad_image)
+    with lazy_progress(1, "import", unit="episodes") as on_progress:
+        summary = import_imagefolder(path, out_path, options, on_progress=on_progress)
+    _report_import(summary)
+
+
+@data_app.command("synth-signs")
+def data_synth_signs(
+    out_path: Annotated[Path, typer.Option("--out", help="Folder to create (GTSRB layout).")],
+    classes: Annotated[int, typer.Option(help="Number of sign classes.")] = 43,
+    per_class: Annotated[int, typer.Option(help="Training images per class.")] = 30,
+    test_per_class: Annotated[
+        int | None, typer.Option(help="Test images per class (default: per-class / 3).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same images.")] = 0,
+    size: Annotated[int, typer.Option(help="Nominal image side; images vary 0.4-1.25x around it.")] = 64,
+) -> None:
+    """Draw SYNTHETIC sign images in the official GTSRB layout (for demos and tests, no download)."""
+    from drivelab.data.synth_signs import synthesize_signs
+
+    summary = synthesize_signs(out_path, classes=classes, per_class=per_class, seed=seed, size=size,
+                               test_per_class=test_per_class)
+    out.print(
+        f"[bold]synthetic[/] GTSRB layout: {summary.classes} classes, {summary.train_images} training + "
+        f"{summary.test_images} test images -> {summary.path} (import with `drivelab data import gtsrb`)"
+    )

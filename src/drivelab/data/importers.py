@@ -1,0 +1,420 @@
+"""Import image-classification sets (GTSRB, ImageFolder) into the drivelab dataset store.
+
+Why the driving store: one on-disk format means `data info`, `data verify`, the loader's
+splits and statistics all work for traffic signs too, with no second storage code path.
+
+Store layout chosen for a classification set (everything else as in `drivelab.data.store`)::
+
+    root attrs      task: classification, num_classes, class_names [C], source
+                    (gtsrb | synthetic-gtsrb | imagefolder), class_counts {train,val,test: [C]},
+                    image_size, roi_crop, val_fraction, seed, skipped_images, label_array,
+                    env_id = source, fps = 0 (no time axis), telemetry = none
+    episode         the images of ONE class in ONE split (at most EPISODE_IMAGES of them; a
+                    bigger class is cut into several episodes). Attrs: class_id, class_name,
+                    split, files (paths relative to the imported folder, for tracing errors)
+        frames          uint8 [N, S, S, 3]   resized to --size (after the optional ROI crop)
+        actions/class   float32 [N, 1]       the class id (floats because the store's label
+                                             arrays are float32; ids are exact below 2**24)
+        reward          float32 [N]          zeros (unused)
+        perturbed       bool [N]             false (unused)
+
+Splits go through `DatasetStore.assign_splits`, which works on whole episodes; that is why
+train, val and test images of a class are written as separate episodes. The val split is
+stratified: the same fraction of every class. For GTSRB it is drawn by *track* (the ~30 views
+of one physical sign, files ``TTTTT_IIIII.ppm``), because views of one sign in both train and
+val would make val accuracy measure memorisation; a class with a single track falls back to
+single images. GTSRB's official test set (``Final_Test/Images/GT-final_test.csv``), when
+present, becomes the test split.
+
+Bad input is a one-line `DrivelabError`: a missing or malformed CSV (file and line named), a
+label outside the class count, an ImageFolder with fewer than two classes, an existing
+``--out``. Images that fail to decode are skipped and counted, or stop the import, per
+``on_bad_image``. All CSVs are parsed before the store is created; if the import still stops
+half-way, the half-written ``--out`` (which this import created) is removed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from drivelab.data.store import DatasetMeta, DatasetStore, EpisodeRecord
+from drivelab.errors import DrivelabError
+from drivelab.sim.base import SignalSpec
+
+EPISODE_IMAGES = 1024  # images per episode: bounds the memory one write needs
+CHUNK_IMAGES = 256  # images per Zarr chunk
+IMAGE_SUFFIXES = {".ppm", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+CSV_COLUMNS = ["Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"]
+TEST_CSV = "GT-final_test.csv"
+_TRACK = re.compile(r"^(\d+)_\d+$")
+
+GTSRB_CLASS_NAMES = [
+    "speed limit 20", "speed limit 30", "speed limit 50", "speed limit 60", "speed limit 70",
+    "speed limit 80", "end of speed limit 80", "speed limit 100", "speed limit 120", "no passing",
+    "no passing for vehicles over 3.5 t", "right-of-way at next intersection", "priority road",
+    "yield", "stop", "no vehicles", "vehicles over 3.5 t prohibited", "no entry",
+    "general caution", "dangerous curve left", "dangerous curve right", "double curve",
+    "bumpy road", "slippery road", "road narrows on the right", "road work", "traffic signals",
+    "pedestrians", "children crossing", "bicycles crossing", "beware of ice/snow",
+    "wild animals crossing", "end of all speed and passing limits", "turn right ahead",
+    "turn left ahead", "ahead only", "go straight or right", "go straight or left", "keep right",
+    "keep left", "roundabout mandatory", "end of no passing",
+    "end of no passing by vehicles over 3.5 t",
+]
+
+ProgressFn = Callable[[int, int, int], None]
+
+
+class ImportDataError(DrivelabError):
+    """An import that cannot go on: bad layout, bad CSV, bad label, or an image that won't decode."""
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image to import: its file, its class, the ROI (inclusive, GTSRB style) and its group."""
+
+    path: Path
+    label: int
+    roi: tuple[int, int, int, int] | None = None
+    group: str = ""  # images sharing a group (a GTSRB track) always land in the same split
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """Knobs shared by both importers."""
+
+    size: int = 48
+    roi: bool = False
+    val_fraction: float = 0.1
+    seed: int = 0
+    on_bad_image: str = "skip"  # skip | stop
+
+
+@dataclass
+class ImportSummary:
+    """What an import wrote: per-class counts per split and how many images were skipped."""
+
+    path: Path
+    source: str
+    class_names: list[str]
+    counts: dict[str, list[int]]
+    skipped: int = 0
+    skipped_files: list[str] = field(default_factory=list)
+    episodes: int = 0
+
+    @property
+    def images(self) -> int:
+        return sum(sum(v) for v in self.counts.values())
+
+
+# --------------------------------------------------------------------------- GTSRB
+def _read_gt_csv(csv_path: Path, base: Path) -> list[tuple[int, ImageItem]]:
+    """Parse one GT CSV into (line number, item) pairs; any malformed line is an error."""
+    try:
+        text = csv_path.read_text()
+    except OSError as exc:
+        raise ImportDataError(f"{csv_path}: cannot read ({exc.strerror or exc})") from exc
+    lines = text.splitlines()
+    if not lines or [c.strip() for c in lines[0].split(";")] != CSV_COLUMNS:
+        raise ImportDataError(
+            f"{csv_path} line 1: header must be {';'.join(CSV_COLUMNS)} (got {lines[0][:80]!r})"
+            if lines else f"{csv_path}: empty file, expected the header {';'.join(CSV_COLUMNS)}"
+        )
+    items = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(";")]
+        if len(parts) != len(CSV_COLUMNS):
+            raise ImportDataError(
+                f"{csv_path} line {lineno}: expected {len(CSV_COLUMNS)} fields separated by ';', "
+                f"got {len(parts)} ({line[:80]!r})"
+            )
+        try:
+            w, h, x1, y1, x2, y2, label = (int(p) for p in parts[1:])
+        except ValueError:
+            raise ImportDataError(
+                f"{csv_path} line {lineno}: Width..ClassId must be integers ({line[:80]!r})"
+            ) from None
+        if not (0 <= x1 < x2 < w and 0 <= y1 < y2 < h):
+            raise ImportDataError(
+                f"{csv_path} line {lineno}: ROI ({x1},{y1})-({x2},{y2}) is empty or outside "
+                f"the {w}x{h} image"
+            )
+        if label < 0:
+            raise ImportDataError(f"{csv_path} line {lineno}: ClassId {label} is negative")
+        match = _TRACK.match(Path(parts[0]).stem)
+        group = f"{label}/{match.group(1)}" if match else f"{label}/{parts[0]}"
+        items.append((lineno, ImageItem(base / parts[0], label, (x1, y1, x2, y2), group)))
+    return items
+
+
+def _find_gtsrb_root(path: Path) -> Path:
+    """The folder holding ``Final_Training`` (the given one, or its ``GTSRB`` sub-folder)."""
+    for cand in (path, path / "GTSRB"):
+        if (cand / "Final_Training" / "Images").is_dir():
+            return cand
+    raise ImportDataError(
+        f"{path} is not a GTSRB folder: expected {path}/Final_Training/Images/000NN/GT-000NN.csv "
+        "(the official layout; `drivelab data synth-signs` writes a synthetic one)"
+    )
+
+
+def scan_gtsrb(path: Path) -> tuple[list[ImageItem], list[ImageItem], int]:
+    """Training items, test items and the class count of a GTSRB folder, all CSVs checked."""
+    root = _find_gtsrb_root(path)
+    images = root / "Final_Training" / "Images"
+    class_dirs = sorted(d for d in images.iterdir() if d.is_dir() and d.name.isdigit())
+    if not class_dirs:
+        raise ImportDataError(f"{images} holds no class folders 000NN")
+    num_classes = max(int(d.name) for d in class_dirs) + 1
+    train: list[ImageItem] = []
+    for d in class_dirs:
+        class_id = int(d.name)
+        csv_path = d / f"GT-{d.name}.csv"
+        if not csv_path.is_file():
+            raise ImportDataError(f"{csv_path} is missing: every class folder needs its GT CSV")
+        for lineno, item in _read_gt_csv(csv_path, d):
+            if item.label != class_id:
+                raise ImportDataError(
+                    f"{csv_path} line {lineno}: ClassId {item.label} in the folder of class "
+                    f"{class_id} (labels must match their folder, 0..{num_classes - 1})"
+                )
+            train.append(item)
+    test: list[ImageItem] = []
+    test_images = root / "Final_Test" / "Images"
+    if test_images.is_dir():
+        csv_path = next(
+            (p for p in (test_images / TEST_CSV, root / "Final_Test" / TEST_CSV, root / TEST_CSV)
+             if p.is_file()), None,
+        )
+        if csv_path is None:
+            raise ImportDataError(
+                f"{test_images / TEST_CSV} is missing: the test images need their labels "
+                "(GTSRB ships them as GT-final_test.csv; remove Final_Test to import training only)"
+            )
+        for lineno, item in _read_gt_csv(csv_path, test_images):
+            if item.label >= num_classes:
+                raise ImportDataError(
+                    f"{csv_path} line {lineno}: ClassId {item.label} is outside the "
+                    f"{num_classes} training classes (0..{num_classes - 1})"
+                )
+            test.append(item)
+    return train, test, num_classes
+
+
+def gtsrb_class_names(num_classes: int) -> list[str]:
+    """Official sign names for the ids GTSRB defines, ``class NN`` beyond them."""
+    return [GTSRB_CLASS_NAMES[i] if i < len(GTSRB_CLASS_NAMES) else f"class {i:02d}" for i in range(num_classes)]
+
+
+def import_gtsrb(
+    path: str | Path, out: str | Path, options: ImportOptions = ImportOptions(),
+    on_progress: ProgressFn | None = None,
+) -> ImportSummary:
+    """Import a GTSRB folder (official layout, real or synthetic) into a new dataset at ``out``."""
+    path, out = Path(path), Path(out)
+    _check_paths(path, out, options)
+    train, test, num_classes = scan_gtsrb(path)
+    root = _find_gtsrb_root(path)
+    readme = root / "README.txt"
+    synthetic = readme.is_file() and "SYNTHETIC" in readme.read_text(errors="replace")[:200]
+    source = "synthetic-gtsrb" if synthetic else "gtsrb"
+    return _write(path, out, source, gtsrb_class_names(num_classes), train, test, options, on_progress)
+
+
+# --------------------------------------------------------------------------- ImageFolder
+def scan_imagefolder(path: Path) -> tuple[list[ImageItem], list[str]]:
+    """Items and class names (sorted folder names) of a one-folder-per-class layout."""
+    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise ImportDataError(
+            f"{path} has {len(class_dirs)} class folder(s): an ImageFolder needs one sub-folder "
+            "per class and at least 2 classes"
+        )
+    items = []
+    for label, d in enumerate(class_dirs):
+        files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ImportDataError(f"class folder {d} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        items += [ImageItem(p, label, None, str(p)) for p in files]
+    return items, [d.name for d in class_dirs]
+
+
+def import_imagefolder(
+    path: str | Path, out: str | Path, options: ImportOptions = ImportOptions(),
+    on_progress: ProgressFn | None = None,
+) -> ImportSummary:
+    """Import an ImageFolder (``PATH/<class name>/*.png``) into a new dataset at ``out``."""
+    path, out = Path(path), Path(out)
+    _check_paths(path, out, options)
+    if options.roi:
+        raise ImportDataError("--roi needs ROI boxes, which only the GTSRB CSVs carry")
+    items, names = scan_imagefolder(path)
+    return _write(path, out, "imagefolder", names, items, [], options, on_progress)
+
+
+# --------------------------------------------------------------------------- shared
+def _check_paths(path: Path, out: Path, options: ImportOptions) -> None:
+    """Fail before any work: a missing input, an existing output, or a nonsensical option."""
+    if out.exists():
+        raise ImportDataError(f"{out} already exists: choose a new --out (nothing was overwritten)")
+    if not path.is_dir():
+        raise ImportDataError(f"{path} is not a folder")
+    if not 0.0 <= options.val_fraction < 1.0:
+        raise ImportDataError(f"--val-fraction {options.val_fraction}: use a value in [0, 1)")
+    if options.size < 8:
+        raise ImportDataError(f"--size {options.size}: use at least 8 px")
+    if options.on_bad_image not in ("skip", "stop"):
+        raise ImportDataError(f"--on-bad-image {options.on_bad_image!r}: use skip or stop")
+
+
+def stratified_val(items: list[ImageItem], fraction: float, seed: int) -> set[Path]:
+    """Paths of the val images: ``fraction`` of every class, whole groups (tracks) at a time."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, dict[str, list[ImageItem]]] = {}
+    for it in items:
+        by_class.setdefault(it.label, {}).setdefault(it.group, []).append(it)
+    val: set[Path] = set()
+    for label in sorted(by_class):
+        groups = by_class[label]
+        if len(groups) < 2:  # one track only: split its images instead
+            groups = {str(it.path): [it] for g in groups.values() for it in g}
+        n = sum(len(g) for g in groups.values())
+        target = round(fraction * n)
+        if target == 0 or len(groups) < 2:
+            continue
+        # Random groups that fit within 1.5x the target, so one long track cannot swallow a
+        # small class; if none fits, the smallest group, so every class has val images.
+        budget = max(target, int(np.ceil(1.5 * target)))
+        keys = sorted(groups)
+        chosen: list[str] = []
+        taken = 0
+        for k in rng.permutation(len(keys)):
+            key = keys[int(k)]
+            if taken >= target or len(chosen) >= len(groups) - 1:  # keep one group for train
+                break
+            if taken + len(groups[key]) <= budget:
+                chosen.append(key)
+                taken += len(groups[key])
+        if not chosen:
+            chosen = [min(keys, key=lambda g: (len(groups[g]), g))]
+        for key in chosen:
+            val.update(it.path for it in groups[key])
+    return val
+
+
+def load_image(item: ImageItem, size: int, roi: bool) -> np.ndarray:
+    """Decode, optionally crop to the ROI, and resize one image to uint8 [size, size, 3]."""
+    with Image.open(item.path) as img:
+        img.load()
+        rgb = img.convert("RGB")
+    if roi and item.roi is not None:
+        x1, y1, x2, y2 = item.roi
+        box = (min(x1, rgb.width - 1), min(y1, rgb.height - 1), min(x2 + 1, rgb.width), min(y2 + 1, rgb.height))
+        rgb = rgb.crop(box)
+    return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0), np.uint8)
+
+
+def _write(
+    path: Path, out: Path, source: str, class_names: list[str], train: list[ImageItem],
+    test: list[ImageItem], options: ImportOptions, on_progress: ProgressFn | None,
+) -> ImportSummary:
+    """Create the store and write one episode per (class, split, chunk); remove it on failure."""
+    num_classes = len(class_names)
+    for it in (*train, *test):
+        if not 0 <= it.label < num_classes:  # scans check this; kept as the store's invariant
+            raise ImportDataError(f"{it.path}: label {it.label} is outside the {num_classes} classes")
+    val_paths = stratified_val(train, options.val_fraction, options.seed)
+    plan: list[tuple[str, int, list[ImageItem]]] = []
+    for split, items in (("train", [i for i in train if i.path not in val_paths]),
+                         ("val", [i for i in train if i.path in val_paths]), ("test", test)):
+        for label in range(num_classes):
+            members = [i for i in items if i.label == label]
+            for start in range(0, len(members), EPISODE_IMAGES):
+                plan.append((split, label, members[start : start + EPISODE_IMAGES]))
+    s = options.size
+    meta = DatasetMeta(
+        env_id=source, fps=0.0, frame_shape=(s, s, 3), telemetry=(),
+        actions=(SignalSpec("class", unit="class id", size=1, low=0.0, high=float(num_classes - 1),
+                            description="integer class id stored as float32"),),
+        chunk_frames=CHUNK_IMAGES,
+    )
+    summary = ImportSummary(out, source, class_names, {k: [0] * num_classes for k in ("train", "val", "test")})
+    store = DatasetStore.create(out, meta)
+    try:
+        splits: dict[str, list[int]] = {"val": [], "test": []}
+        index = 0
+        for done, (split, label, members) in enumerate(plan, start=1):
+            frames, kept = [], []
+            for it in members:
+                try:
+                    frames.append(load_image(it, s, options.roi))
+                    kept.append(it)
+                except (OSError, UnidentifiedImageError, ValueError) as exc:
+                    rel = _rel(it.path, path)
+                    if options.on_bad_image == "stop":
+                        raise ImportDataError(
+                            f"{rel}: cannot decode image ({type(exc).__name__}); "
+                            "--on-bad-image skip imports the rest (nothing was written)"
+                        ) from exc
+                    summary.skipped += 1
+                    summary.skipped_files.append(rel)
+            if kept:
+                n = len(kept)
+                store.write_episode(index, EpisodeRecord(
+                    frames=np.stack(frames),
+                    telemetry={},
+                    actions={"class": np.full((n, 1), label, np.float32)},
+                    reward=np.zeros(n, np.float32),
+                    perturbed=np.zeros(n, bool),
+                    info={"class_id": label, "class_name": class_names[label], "split": split,
+                          "files": [_rel(it.path, path) for it in kept]},
+                ))
+                if split != "train":
+                    splits[split].append(index)
+                summary.counts[split][label] += n
+                index += 1
+            if on_progress is not None:
+                on_progress(len(kept), done, len(plan))
+        summary.episodes = index
+        if sum(summary.counts["train"]) == 0:
+            raise ImportDataError(f"{path}: no training image could be decoded (nothing was written)")
+        store.assign_splits(val=splits["val"], test=splits["test"])
+        store.update_attrs(**_dataset_attrs(path, summary, options))
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # ours: created above, never pre-existing
+        raise
+    return summary
+
+
+def _rel(p: Path, base: Path) -> str:
+    try:
+        return str(p.relative_to(base))
+    except ValueError:
+        return str(p)
+
+
+def _dataset_attrs(path: Path, summary: ImportSummary, options: ImportOptions) -> dict[str, Any]:
+    return {
+        "task": "classification",
+        "source": summary.source,
+        "source_path": str(path.resolve()),
+        "num_classes": len(summary.class_names),
+        "class_names": summary.class_names,
+        "class_counts": summary.counts,
+        "label_array": "actions/class",
+        "image_size": options.size,
+        "roi_crop": options.roi,
+        "val_fraction": options.val_fraction,
+        "seed": options.seed,
+        "skipped_images": summary.skipped,
+    }
