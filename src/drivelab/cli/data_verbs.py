@@ -159,7 +159,7 @@ def data_verify(
 @data_app.command("balance")
 def data_balance(
     path: Annotated[Path, typer.Argument(help="Dataset folder.")],
-    scheme: Annotated[str, typer.Option(help="none, v1, v2, v3, v4, inverse_frequency or normalized_output.")] = "v3",
+    scheme: Annotated[str, typer.Option(help="none, v1, v2, v3, v4, inverse_frequency or normalized_output.")] = "none",
     bins: Annotated[str, typer.Option(help="Bin preset: v1 (Charles lists) or v2 (0.1-wide + exact).")] = "v2",
     output: Annotated[list[str] | None, typer.Option(help="Action output to balance (repeatable; default all).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write before/after histograms to this PNG.")] = None,
@@ -210,11 +210,44 @@ _SeedOpt = Annotated[int, typer.Option(help="Seed of the val split.")]
 _BadOpt = Annotated[str, typer.Option(help="An image that fails to decode: `skip` (counted) or `stop`.")]
 
 
+class _ImportProgress:
+    """Progress bar that appears on the importer's first report, when the total is known.
+
+    The importer only knows how many episodes it writes after scanning (and checking) every
+    CSV. The bar is transient (gone when it stops, never echoed to a pipe), so an import that
+    stops on a bad image still ends in exactly one error line.
+    """
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]import[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} episodes"),
+            TextColumn("{task.fields[images]} images"), TimeElapsedColumn(), console=err, transient=True,
+        )
+        self._task: int | None = None
+        self._images = 0
+
+    def __call__(self, images: int, done: int, total: int) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task("import", total=total, images=0)
+            self._progress.start()
+        self._images += images
+        self._progress.update(self._task, completed=done, images=self._images)
+
+    def __enter__(self) -> _ImportProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
 def _report_import(summary: object) -> None:
     """Per-class counts per split: the class balance is the first thing to check on GTSRB."""
     from drivelab.data.importers import ImportSummary
 
-    assert isinstance(summary, ImportSummary)
+    if not isinstance(summary, ImportSummary):
+        raise TypeError(f"expected an ImportSummary, got {type(summary).__name__}")
     table = Table(title=f"{summary.path}: {summary.images} images, {len(summary.class_names)} classes "
                         f"({summary.source})")
     for col in ("class", "name", "train", "val", "test"):
@@ -241,7 +274,7 @@ def data_import_gtsrb(
     from drivelab.data.importers import ImportOptions, import_gtsrb
 
     options = ImportOptions(size=size, roi=roi, val_fraction=val_fraction, seed=seed, on_bad_image=on_bad_image)
-    with lazy_progress(1, "import", unit="episodes") as on_progress:
+    with _ImportProgress() as on_progress:
         summary = import_gtsrb(path, out_path, options, on_progress=on_progress)
     _report_import(summary)
 
@@ -259,7 +292,7 @@ def data_import_imagefolder(
     from drivelab.data.importers import ImportOptions, import_imagefolder
 
     options = ImportOptions(size=size, val_fraction=val_fraction, seed=seed, on_bad_image=on_bad_image)
-    with lazy_progress(1, "import", unit="episodes") as on_progress:
+    with _ImportProgress() as on_progress:
         summary = import_imagefolder(path, out_path, options, on_progress=on_progress)
     _report_import(summary)
 

@@ -22,8 +22,8 @@ Splits go through `DatasetStore.assign_splits`, which works on whole episodes; t
 train, val and test images of a class are written as separate episodes. The val split is
 stratified: the same fraction of every class. For GTSRB it is drawn by *track* (the ~30 views
 of one physical sign, files ``TTTTT_IIIII.ppm``), because views of one sign in both train and
-val would make val accuracy measure memorisation; a class with a single track falls back to
-single images. GTSRB's official test set (``Final_Test/Images/GT-final_test.csv``), when
+val would make val accuracy measure memorisation; a class whose tracks are all longer than its
+val share falls back to single images. GTSRB's official test set (``Final_Test/Images/GT-final_test.csv``), when
 present, becomes the test split.
 
 Bad input is a one-line `DrivelabError`: a missing or malformed CSV (file and line named), a
@@ -278,7 +278,11 @@ def _check_paths(path: Path, out: Path, options: ImportOptions) -> None:
 
 
 def stratified_val(items: list[ImageItem], fraction: float, seed: int) -> set[Path]:
-    """Paths of the val images: ``fraction`` of every class, whole groups (tracks) at a time."""
+    """Paths of the val images: ``fraction`` of every class, whole groups (tracks) at a time.
+
+    A class whose tracks are all too long for its val share (e.g. two tracks of 5 images and a
+    10 % split) falls back to single images: a leaky val split beats none or a half-sized one.
+    """
     rng = np.random.default_rng(seed)
     by_class: dict[int, dict[str, list[ImageItem]]] = {}
     for it in items:
@@ -286,30 +290,35 @@ def stratified_val(items: list[ImageItem], fraction: float, seed: int) -> set[Pa
     val: set[Path] = set()
     for label in sorted(by_class):
         groups = by_class[label]
-        if len(groups) < 2:  # one track only: split its images instead
-            groups = {str(it.path): [it] for g in groups.values() for it in g}
         n = sum(len(g) for g in groups.values())
         target = round(fraction * n)
-        if target == 0 or len(groups) < 2:
+        if target == 0 or n < 2:
             continue
-        # Random groups that fit within 1.5x the target, so one long track cannot swallow a
-        # small class; if none fits, the smallest group, so every class has val images.
-        budget = max(target, int(np.ceil(1.5 * target)))
-        keys = sorted(groups)
-        chosen: list[str] = []
-        taken = 0
-        for k in rng.permutation(len(keys)):
-            key = keys[int(k)]
-            if taken >= target or len(chosen) >= len(groups) - 1:  # keep one group for train
-                break
-            if taken + len(groups[key]) <= budget:
-                chosen.append(key)
-                taken += len(groups[key])
+        chosen = _pick_groups(groups, target, rng)
         if not chosen:
-            chosen = [min(keys, key=lambda g: (len(groups[g]), g))]
-        for key in chosen:
-            val.update(it.path for it in groups[key])
+            singles = {str(it.path): [it] for g in groups.values() for it in g}
+            chosen = _pick_groups(singles, target, rng)
+        for group in chosen:
+            val.update(it.path for it in group)
     return val
+
+
+def _pick_groups(
+    groups: dict[str, list[ImageItem]], target: int, rng: np.random.Generator
+) -> list[list[ImageItem]]:
+    """Random groups whose sizes add up to about ``target`` (at most 1.5x), one always left over."""
+    budget = max(target, int(np.ceil(1.5 * target)))
+    keys = sorted(groups)
+    chosen: list[list[ImageItem]] = []
+    taken = 0
+    for k in rng.permutation(len(keys)):
+        if taken >= target or len(chosen) >= len(groups) - 1:  # keep one group for train
+            break
+        group = groups[keys[int(k)]]
+        if taken + len(group) <= budget:
+            chosen.append(group)
+            taken += len(group)
+    return chosen
 
 
 def load_image(item: ImageItem, size: int, roi: bool) -> np.ndarray:
