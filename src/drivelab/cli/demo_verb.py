@@ -49,6 +49,8 @@ def demo(
         )
     render_report(out, result.reports)
     table = Table(title="where things are", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # long paths wrap whole instead of being cut
     table.add_row("dataset", f"{result.dataset} ({result.info['frames']} frames)")
     table.add_row("histograms", str(result.histogram))
     table.add_row("policy run", f"{result.run} (TensorBoard: {result.run}/tb)")

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -65,7 +66,7 @@ def _pm(agg: dict[str, Any], key: str, fmt: str) -> str:
     mean, std = agg.get(f"{key}_mean"), agg.get(f"{key}_std")
     if mean is None or math.isnan(mean):
         return "-"
-    return f"{mean:{fmt}} ± {std:{fmt}}"
+    return f"{mean:{fmt}}±{std:{fmt}}"
 
 
 def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
@@ -89,22 +90,22 @@ def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
                 cells.append(f"{row.reward:.0f} ({row.score:.2f})")
         tracks.add_row(str(seed), *cells)
     console.print(tracks)
-    agg = Table(title="mean ± std over tracks")
-    agg.add_column("driver", no_wrap=True)
-    for col in ("score", "reward", "min reward", "completion", "off-track", "unstuck", "laps",
-                "vs expert (score)"):
-        agg.add_column(col, justify="right")
+    # compact (no vertical rules, tight padding) so it stays whole in an 80-column terminal;
+    # completion and every per-episode number are in the per-track table and the JSON
+    agg = Table(title="mean ± std over tracks", box=box.SIMPLE_HEAD, padding=(0, 1))
+    agg.add_column("driver", overflow="fold", min_width=12)
+    for col in ("score", "reward", "min", "off/stuck", "laps", "÷expert"):
+        agg.add_column(col, justify="right", no_wrap=True)
     for r in reports:
         a = r.aggregate
         ratio = a.get("score_ratio_to_expert")
+        off, unstuck = a.get("off_track_events_mean", math.nan), a.get("unstuck_mean", math.nan)
         agg.add_row(
             r.driver,
             _pm(a, "score", ".3f"),
             _pm(a, "reward", ".1f"),
             "-" if math.isnan(a["reward_min"]) else f"{a['reward_min']:.1f}",
-            _pm(a, "completion", ".2f"),
-            _pm(a, "off_track_events", ".1f"),
-            _pm(a, "unstuck", ".1f"),
+            "-" if math.isnan(off) else f"{off:.1f}/{unstuck:.1f}",
             f"{a['laps_finished']}/{a['episodes']}",
             "-" if ratio is None or math.isnan(ratio) else f"{ratio:.3f}",
         )
