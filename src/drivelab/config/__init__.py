@@ -7,22 +7,23 @@ into a run; `loading` reads files and overrides and turns any mistake into a sin
 filled in) is what a run folder stores as ``config.yaml``.
 """
 
+from drivelab.config.base import ConfigError
+from drivelab.config.data_section import CropConfig, DataConfig
 from drivelab.config.loading import apply_overrides, dump_config, load_config, parse_config
-from drivelab.config.schema import (
-    AdadeltaConfig,
-    AdamConfig,
-    AdamWConfig,
+from drivelab.config.model_section import (
     BackboneConfig,
     BinsConfig,
-    ConfigError,
-    ConstantScheduleConfig,
-    CosineScheduleConfig,
-    CropConfig,
-    DataConfig,
-    ExperimentConfig,
     HeadConfig,
     HistoryConfig,
     ModelConfig,
+)
+from drivelab.config.schema import ExperimentConfig
+from drivelab.config.train_section import (
+    AdadeltaConfig,
+    AdamConfig,
+    AdamWConfig,
+    ConstantScheduleConfig,
+    CosineScheduleConfig,
     SGDConfig,
     StepScheduleConfig,
     TrainConfig,

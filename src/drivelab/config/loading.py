@@ -18,7 +18,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from drivelab.config.schema import ConfigError, ExperimentConfig
+from drivelab.config.base import ConfigError
+from drivelab.config.schema import ExperimentConfig
 
 # ----------------------------------------------------------------------------- errors, loading
 

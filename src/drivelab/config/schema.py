@@ -15,25 +15,10 @@ from typing import Annotated
 
 from pydantic import Field
 
-from drivelab.config.base import ConfigError, _Section
-from drivelab.config.data_section import CropConfig, DataConfig
-from drivelab.config.model_section import (
-    BackboneConfig,
-    BinsConfig,
-    HeadConfig,
-    HistoryConfig,
-    ModelConfig,
-)
-from drivelab.config.train_section import (
-    AdadeltaConfig,
-    AdamConfig,
-    AdamWConfig,
-    ConstantScheduleConfig,
-    CosineScheduleConfig,
-    SGDConfig,
-    StepScheduleConfig,
-    TrainConfig,
-)
+from drivelab.config.base import _Section
+from drivelab.config.data_section import DataConfig
+from drivelab.config.model_section import ModelConfig
+from drivelab.config.train_section import TrainConfig
 
 
 class ExperimentConfig(_Section):
@@ -53,23 +38,3 @@ class ExperimentConfig(_Section):
         return 3 * self.data.frames, height, width
 
 
-
-__all__ = [
-    "AdadeltaConfig",
-    "AdamConfig",
-    "AdamWConfig",
-    "BackboneConfig",
-    "BinsConfig",
-    "ConfigError",
-    "ConstantScheduleConfig",
-    "CosineScheduleConfig",
-    "CropConfig",
-    "DataConfig",
-    "ExperimentConfig",
-    "HeadConfig",
-    "HistoryConfig",
-    "ModelConfig",
-    "SGDConfig",
-    "StepScheduleConfig",
-    "TrainConfig",
-]
