@@ -37,6 +37,13 @@ def eval_(
     dataset: Annotated[
         Path | None, typer.Option("--dataset", help="With --offline: another dataset with the run's signals.")
     ] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", help="With --offline: k of the top-k accuracy (default 5).")
+    ] = None,
+    group_map: Annotated[
+        Path | None,
+        typer.Option("--group-map", help='With --offline: JSON {"group": [class ids or names]} merged before scoring.'),
+    ] = None,
 ) -> None:
     """Drive a policy (and/or baselines) on held-out tracks and measure the driving."""
     from drivelab.evaluate.drivers import BASELINES, DriverSpec
@@ -44,10 +51,14 @@ def eval_(
 
     if offline is not None:
         _eval_offline(run, offline, dataset, runs, workers, json_out,
-                      driving_flags=bool(baseline or video or convcam))
+                      driving_flags=bool(baseline or video or convcam), top_k=top_k, group_map=group_map)
         return
     if dataset is not None:
         raise DrivelabError("--dataset applies to --offline SPLIT; closed-loop evaluation drives --env")
+    if top_k is not None or group_map is not None:
+        raise DrivelabError("--top-k and --group-map score classes: use them with --offline SPLIT")
+    if run is not None:
+        _refuse_classification_run(run, runs)
     if convcam and video is None:
         raise DrivelabError("--convcam draws into the driving videos: add --video DIR")
     specs: list[DriverSpec] = []
@@ -72,6 +83,12 @@ def eval_(
             {"tracks": seeds, "drivers": [r.to_dict() for r in reports]}, indent=2) + "\n")
         out.print(f"results -> {json_out}")
     incomplete = [r.driver for r in reports if not r.complete]
+    if run is not None and not incomplete:  # kept with the run for `drivelab runs` and its card
+        from drivelab.reports.evals import save_run_eval
+
+        saved = save_run_eval(run, runs, {"env": env, "max_steps": max_steps, "tracks": seeds,
+                                          "drivers": [r.to_dict() for r in reports]})
+        out.print(f"kept with the run -> {saved}")
     if incomplete:
         raise DrivelabError(f"evaluation incomplete for {', '.join(incomplete)} (failed or interrupted episodes)")
 
@@ -84,21 +101,68 @@ def _eval_offline(
     workers: int,
     json_out: Path | None,
     driving_flags: bool,
+    top_k: int | None = None,
+    group_map: Path | None = None,
 ) -> None:
     """`eval RUN --offline SPLIT`: per-output metrics of the run's predictions on recorded data."""
+    from drivelab.evaluate.classification import DEFAULT_TOP_K
     from drivelab.evaluate.offline import OfflineJob, render_offline
 
     if run is None:
         raise DrivelabError("--offline scores a policy: name a RUN")
     if driving_flags:
         raise DrivelabError("--offline scores recorded samples: drop --baseline, --video and --convcam")
-    job = OfflineJob(run, split, dataset=dataset, runs_root=runs, workers=workers)
+    job = OfflineJob(run, split, dataset=dataset, runs_root=runs, workers=workers,
+                     top_k=top_k or DEFAULT_TOP_K, group_map=group_map)
     with lazy_progress(len(job.batches), "offline", unit="batches") as on_progress:
         report = job.run(on_progress)
     render_offline(out, report)
+    if report.classification:
+        _save_classification(report, run, runs, split, dataset, group_map, json_out)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         out.print(f"results -> {json_out}")
+
+
+def _refuse_classification_run(run: str, runs: Path) -> None:
+    """A classification run has no actions to drive with: point at offline scoring instead."""
+    from drivelab.config import load_config
+    from drivelab.train.runs import resolve_checkpoint
+
+    folder, _, _ = resolve_checkpoint(run, runs)
+    if load_config(folder.config_path).task == "classification":
+        raise DrivelabError(
+            f"{folder.name} is a classification run (task: classification), it cannot drive: "
+            "score it with `drivelab eval RUN --offline test`"
+        )
+
+
+def _save_classification(
+    report: object, run: str, runs: Path, split: str, dataset: Path | None, group_map: Path | None,
+    json_out: Path | None,
+) -> None:
+    """Keep the metrics (JSON) and confusion PNGs with the run, and beside ``--json`` when given."""
+    from drivelab.evaluate.classification import save_confusion_png
+    from drivelab.evaluate.offline import OfflineReport
+    from drivelab.train.runs import resolve_checkpoint
+
+    if not isinstance(report, OfflineReport):
+        raise TypeError(f"expected an OfflineReport, got {type(report).__name__}")
+    folder, batch, _ = resolve_checkpoint(run, runs)
+    name = f"offline_{split}_batch{batch}"
+    if dataset is not None:
+        name += f"_{Path(dataset).stem}"
+    if group_map is not None:
+        name += f"_groups-{group_map.stem}"
+    target = folder.path / "eval" / name
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "offline.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    for output, classes in report.classification.items():
+        title = f"{report.run} on {split}: {output}"
+        save_confusion_png(classes, target / f"confusion_{output}.png", title)
+        if json_out is not None:
+            save_confusion_png(classes, json_out.with_name(f"{json_out.stem}_confusion_{output}.png"), title)
+    out.print(f"classification metrics + confusion PNG -> {target}")
 
 

@@ -59,8 +59,13 @@ def train(
         f"on {result.world_size} process(es) in {result.seconds:.1f} s, last checkpoint "
         f"{result.run.checkpoints}/batch_{result.last_checkpoint}.safetensors"
     )
+    if result.init_report is not None:
+        for line in result.init_report.lines():
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+        out.print(f"init report: {result.run.path}/init_report.json", markup=False, highlight=False,
+                  soft_wrap=True)
     shown = {**result.train_values, **result.val_values}
-    keys = [k for k in shown if k.endswith(("loss", "mean_absolute_error")) or k == "samples_per_s"]
+    keys = [k for k in shown if k.endswith(("loss", "mean_absolute_error", "accuracy")) or k == "samples_per_s"]
     out.print("  ".join(f"{k} {shown[k]:.4g}" for k in keys))
     if result.watch is not None and result.watch["watched_batches"]:
         batches = result.watch["watched_batches"]

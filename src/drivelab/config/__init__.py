@@ -8,20 +8,23 @@ filled in) is what a run folder stores as ``config.yaml``.
 """
 
 from drivelab.config.base import ConfigError
-from drivelab.config.data_section import CropConfig, DataConfig
+from drivelab.config.data_section import AugmentConfig, BalanceConfig, CropConfig, DataConfig
 from drivelab.config.loading import apply_overrides, dump_config, load_config, parse_config
 from drivelab.config.model_section import (
     BackboneConfig,
     BinsConfig,
     HeadConfig,
     HistoryConfig,
+    InitFromConfig,
     ModelConfig,
+    RecurrentConfig,
 )
 from drivelab.config.schema import ExperimentConfig
 from drivelab.config.train_section import (
     AdadeltaConfig,
     AdamConfig,
     AdamWConfig,
+    BPTTConfig,
     ConstantScheduleConfig,
     CosineScheduleConfig,
     SGDConfig,
@@ -33,7 +36,10 @@ __all__ = [
     "AdadeltaConfig",
     "AdamConfig",
     "AdamWConfig",
+    "AugmentConfig",
+    "BPTTConfig",
     "BackboneConfig",
+    "BalanceConfig",
     "BinsConfig",
     "ConfigError",
     "ConstantScheduleConfig",
@@ -43,7 +49,9 @@ __all__ = [
     "ExperimentConfig",
     "HeadConfig",
     "HistoryConfig",
+    "InitFromConfig",
     "ModelConfig",
+    "RecurrentConfig",
     "SGDConfig",
     "StepScheduleConfig",
     "TrainConfig",

@@ -5,18 +5,19 @@ from __future__ import annotations
 import difflib
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
     NonNegativeFloat,
+    PositiveFloat,
     PositiveInt,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from drivelab.config.base import _field_error, _Section
+from drivelab.config.base import ConfigError, _field_error, _Section
 
 QUARTER = "quarter"
 #: Charles's heads: three dense layers, each a quarter of the previous width.
@@ -33,6 +34,8 @@ def quarter_widths(input_width: int) -> list[int]:
 
 class BackboneConfig(_Section):
     """The frame encoder: a timm model by name, or a built-in ``tiny`` / ``pilotnet``.
+
+    ``none`` reads no frames at all (a history-only policy, Charles's RNN-only model_0008_v5).
 
     ``pretrained`` is ``false`` (random init), ``true`` (timm's hub weights; needs network) or a
     path to a ``.safetensors`` file holding the backbone's state dict. ``pool`` turns the last
@@ -53,8 +56,8 @@ class BackboneConfig(_Section):
             close = difflib.get_close_matches(name, backbone_names(name), n=3, cutoff=0.6)
             hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
             raise ValueError(
-                f"unknown backbone {name!r}; {hint}expected 'tiny', 'pilotnet' or a timm model "
-                "name (see timm.list_models())"
+                f"unknown backbone {name!r}; {hint}expected 'tiny', 'pilotnet', 'none' or a timm "
+                "model name (see timm.list_models())"
             )
         return name
 
@@ -99,12 +102,21 @@ class BackboneConfig(_Section):
         return self
 
 
+#: Named bin sets from the seeds: kkelchte/pilot's 3 steering bins over +-0.9 and Charles's
+#: model_0001 v4/v5 "discrete delta" values (used here as plain bin values, not as changes).
+BIN_PRESETS: dict[str, tuple[float, ...]] = {
+    "kkelchte": (-0.9, 0.0, 0.9),
+    "charles": (-0.3, -0.1, -0.03, 0.0, 0.03, 0.1, 0.3),
+}
+
+
 class BinsConfig(_Section):
     """Discrete action values of a classification head: give ``centres`` or ``edges``.
 
     ``centres`` are the values the head can output (kkelchte: -0.9, 0, 0.9); a target belongs to
     the nearest centre. ``edges`` are n+1 increasing boundaries; the bin value is the midpoint.
-    A plain list in YAML is read as ``centres``.
+    A plain list in YAML is read as ``centres``; a name picks a preset from `BIN_PRESETS`
+    (``kkelchte``: -0.9, 0, 0.9; ``charles``: Charles's seven "delta" values -0.3 .. 0.3).
     """
 
     centres: list[float] | None = None
@@ -113,6 +125,13 @@ class BinsConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _list_means_centres(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            if data not in BIN_PRESETS:
+                raise ValueError(
+                    f"unknown bins preset {data!r}; presets: {', '.join(BIN_PRESETS)} "
+                    "(or give centres/edges)"
+                )
+            return {"centres": list(BIN_PRESETS[data])}
         if isinstance(data, list | tuple):
             return {"centres": list(data)}
         return data
@@ -158,16 +177,28 @@ class HeadConfig(_Section):
     ``widths`` are the hidden dense layers of the head (ReLU); ``quarter`` is Charles's rule of
     three layers each a quarter of the previous width (1024 -> 256, 64, 16), then the output.
     ``low``/``high`` are the action's range: classification bins must cover it.
+    ``standardize`` (regression): the head learns ``(action - mean) / std`` with the training
+    split's statistics (stored in the weights), so outputs of different scales weigh alike in
+    the loss; its predictions are de-standardised inside the head, in action units everywhere.
+    ``kind: class`` (task ``classification``, e.g. GTSRB) predicts an integer label: one logit
+    per class, cross-entropy; ``classes`` defaults to the dataset's ``num_classes`` and is
+    written into the run's config.yaml when training starts. ``dropout`` is applied before
+    every dense layer of the head (the GTSRB log's baseline: dropout, then one linear layer);
+    ``activation`` is the hidden layers' non-linearity.
     """
 
     output: str
-    kind: Literal["regression", "classification"] = "regression"
+    kind: Literal["regression", "classification", "class"] = "regression"
+    standardize: bool = False
     widths: list[PositiveInt] | Literal["quarter"] = QUARTER
     bins: BinsConfig | None = None
+    classes: Annotated[int, Field(ge=2)] | None = None
     loss: Literal["mse", "l1", "huber", "ce"] | None = None
     weight: NonNegativeFloat = 1.0
     low: float = -1.0
     high: float = 1.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    activation: Literal["relu", "gelu", "silu", "tanh", "elu", "leaky_relu"] = "relu"
 
     @field_validator("widths", mode="before")
     @classmethod
@@ -186,7 +217,16 @@ class HeadConfig(_Section):
     def _consistent(self) -> HeadConfig:
         if self.low >= self.high:
             raise _field_error("high", f"must be above low={self.low}, got {self.high}")
-        if self.kind == "classification":
+        if self.classes is not None and self.kind != "class":
+            raise _field_error("classes", "classes apply only to kind: class (bins for actions)")
+        if self.kind == "class":
+            if self.bins is not None:
+                raise _field_error("bins", "a class head predicts labels: use classes, not bins")
+            if self.loss is None:
+                self.loss = "ce"
+            elif self.loss != "ce":
+                raise _field_error("loss", f"a class head uses 'ce', got {self.loss!r}")
+        elif self.kind == "classification":
             if self.bins is None:
                 raise _field_error(
                     "bins", "a classification head needs bins, e.g. bins: [-0.9, 0.0, 0.9]"
@@ -205,6 +245,9 @@ class HeadConfig(_Section):
         else:
             if self.bins is not None:
                 raise _field_error("bins", "bins apply only to kind: classification")
+        if self.standardize and self.kind != "regression":
+            raise _field_error("standardize", "only regression heads are standardised")
+        if self.kind not in ("classification", "class"):
             if self.loss is None:
                 self.loss = "mse"
             elif self.loss == "ce":
@@ -214,8 +257,20 @@ class HeadConfig(_Section):
         return self
 
     @property
+    def categorical(self) -> bool:
+        """Whether the head outputs logits (action bins or class labels)."""
+        return self.kind in ("classification", "class")
+
+    @property
     def size(self) -> int:
-        """Values per sample this head produces: 1, or one logit per bin."""
+        """Values per sample this head produces: 1, or one logit per bin (class)."""
+        if self.kind == "class":
+            if self.classes is None:
+                raise ConfigError(
+                    f"head {self.output!r} (kind: class): the class count is not known yet; set "
+                    "its classes, or take it from a dataset (`summary --dataset DS`; `train` does)"
+                )
+            return self.classes
         if self.kind == "classification":
             assert self.bins is not None
             return len(self.bins.values())
@@ -224,6 +279,20 @@ class HeadConfig(_Section):
     def hidden_widths(self, input_width: int) -> list[int]:
         """The head's hidden dense widths for a given input width (resolves ``quarter``)."""
         return quarter_widths(input_width) if self.widths == QUARTER else list(self.widths)
+
+    def bin_values(self) -> list[float]:
+        """What each logit stands for: a bin's action value, or a class id."""
+        if self.kind == "class":
+            return [float(i) for i in range(self.size)]
+        assert self.bins is not None
+        return self.bins.values()
+
+    def bin_boundaries(self) -> list[float]:
+        """Inner boundaries mapping a target to its logit index (class ids sit between them)."""
+        if self.kind == "class":
+            return [i + 0.5 for i in range(self.size - 1)]
+        assert self.bins is not None
+        return self.bins.boundaries()
 
 
 class HistoryConfig(_Section):
@@ -270,6 +339,46 @@ class HistoryConfig(_Section):
         return sum(self.signal_size(name) for name in self.signals)
 
 
+class InitFromConfig(_Section):
+    """One source of initial weights for a new run (transfer learning, Charles's model_0009).
+
+    ``source`` is a checkpoint reference (``runs/<line>/<line>_vN@BATCH``, ``<line>_vN@BATCH``
+    under the runs root, or a run without ``@`` for its latest checkpoint), a ``.safetensors``
+    file, or ``timm:<name>`` for timm's pretrained weights (needs network). ``modules`` are
+    globs over the *policy's* state-dict names (``backbone.*``, ``history.encoder.*``; a bare
+    module name such as ``backbone`` means everything under it). ``rename`` maps source-key
+    *prefixes* to policy-key prefixes (``{"": "backbone.body."}`` puts timm weights under the
+    backbone); the longest matching prefix wins. With ``strict`` (default) any selected tensor
+    missing from the source or of another shape is an error; ``strict: false`` reports them
+    and keeps their fresh init. Sources are only read when a run starts, never on resume.
+    """
+
+    source: str = Field(min_length=1)
+    modules: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    rename: dict[str, str] = Field(default_factory=dict)
+    strict: bool = True
+
+    @field_validator("modules")
+    @classmethod
+    def _globs_not_blank(cls, globs: list[str]) -> list[str]:
+        if any(not glob.strip() for glob in globs):
+            raise ValueError("module globs must not be empty, e.g. 'backbone.*'")
+        return globs
+
+
+class RecurrentConfig(_Section):
+    """An LSTM stack between the per-frame features and the heads (kkelchte's tiny_LSTM_net).
+
+    The backbone (``model.backbone``) encodes every frame of a sequence; the features (joined
+    with the history branch, through the neck) feed ``layers`` stacked LSTMs of ``hidden`` units,
+    and every head reads the top layer's output at every step. Training needs sequences:
+    set ``train.bptt.mode`` to ``full``, ``window`` or ``sliding``.
+    """
+
+    layers: PositiveInt = 2
+    hidden: PositiveInt = 64
+
+
 def _default_heads() -> list[HeadConfig]:
     return [HeadConfig(output="steering"), HeadConfig(output="accel_brake")]
 
@@ -281,6 +390,38 @@ class ModelConfig(_Section):
     history: HistoryConfig | None = None
     neck: list[PositiveInt] = Field(default_factory=lambda: [256])
     heads: list[HeadConfig] = Field(default_factory=_default_heads, min_length=1)
+    #: Per-frame backbone -> LSTM stack -> heads at every step (see RecurrentConfig).
+    recurrent: RecurrentConfig | None = None
+    #: Transfer learning: weights copied into a *new* run's fresh policy (see InitFromConfig).
+    init_from: list[InitFromConfig] = Field(default_factory=list)
+    #: Globs over parameter names (``backbone.*``) kept fixed; their BatchNorm layers stay in
+    #: eval mode. ``unfreeze_at`` (batch) or ``unfreeze_at_epoch`` (epochs done) makes them
+    #: trainable again, at ``unfreeze_lr`` (default ``train.lr``, following the schedule).
+    freeze: list[str] = Field(default_factory=list)
+    unfreeze_at: PositiveInt | None = None
+    unfreeze_at_epoch: PositiveInt | None = None
+    unfreeze_lr: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _frames_or_history(self) -> ModelConfig:
+        if self.backbone.name == "none" and self.history is None:
+            raise _field_error(
+                "backbone", "backbone 'none' ignores the frames, so the policy needs model.history"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _freeze_consistent(self) -> ModelConfig:
+        if any(not glob.strip() for glob in self.freeze):
+            raise _field_error("freeze", "globs must not be empty, e.g. 'backbone.*'")
+        for name in ("unfreeze_at", "unfreeze_at_epoch", "unfreeze_lr"):
+            if getattr(self, name) is not None and not self.freeze:
+                raise _field_error(name, "needs model.freeze: the globs of what to unfreeze")
+        if self.unfreeze_at is not None and self.unfreeze_at_epoch is not None:
+            raise _field_error("unfreeze_at_epoch", "give unfreeze_at (batch) or unfreeze_at_epoch, not both")
+        if self.unfreeze_lr is not None and self.unfreeze_at is None and self.unfreeze_at_epoch is None:
+            raise _field_error("unfreeze_lr", "needs unfreeze_at or unfreeze_at_epoch: frozen parts never train")
+        return self
 
     @model_validator(mode="after")
     def _heads_fit(self) -> ModelConfig:

@@ -11,9 +11,10 @@ The resolved config (every default filled in) is what a run folder stores as ``c
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from drivelab.config.base import _Section
 from drivelab.config.data_section import DataConfig
@@ -22,9 +23,15 @@ from drivelab.config.train_section import TrainConfig
 
 
 class ExperimentConfig(_Section):
-    """One experiment: which model line it belongs to, its data, its policy and its training."""
+    """One experiment: which model line it belongs to, its data, its policy and its training.
+
+    ``task: driving`` (default) learns actions from demonstrations and drives in closed loop;
+    ``task: classification`` learns image labels (GTSRB, seed 003) with the same models and
+    loop: every head is ``kind: class``, there is no history branch, and evaluation is offline.
+    """
 
     line: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    task: Literal["driving", "classification"] = "driving"
     seed: int = 123
     notes: str = ""
     data: DataConfig = Field(default_factory=DataConfig)
@@ -36,5 +43,75 @@ class ExperimentConfig(_Section):
         """The policy's frame input [C, H, W]: stacked frames after crop and resize."""
         height, width = self.data.input_size
         return 3 * self.data.frames, height, width
+
+    @model_validator(mode="after")
+    def _heads_fit_task(self) -> ExperimentConfig:
+        """Class heads belong to the classification task and only they do."""
+        for index, head in enumerate(self.model.heads):
+            if (head.kind == "class") != (self.task == "classification"):
+                message = (
+                    "a classification task predicts labels: use kind: class"
+                    if self.task == "classification"
+                    else "kind: class predicts image labels: set task: classification "
+                    "(driving actions use kind: classification with bins)"
+                )
+                raise PydanticCustomError(
+                    "located", "{message}", {"path": ["model", "heads", index, "kind"], "message": message}
+                )
+        if self.task == "classification" and self.model.history is not None:
+            raise PydanticCustomError(
+                "located",
+                "{message}",
+                {"path": ["model", "history"], "message": "a classification task has no telemetry history: remove it"},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _recurrent_needs_sequences(self) -> ExperimentConfig:
+        """A recurrent policy trains on sequences and a frame policy on frames: say so up front."""
+        mode = self.train.bptt.mode
+        if self.model.recurrent is not None and mode == "none":
+            raise PydanticCustomError(
+                "located",
+                "{message}",
+                {
+                    "path": ["train", "bptt", "mode"],
+                    "message": "model.recurrent needs sequences: set train.bptt.mode to full, "
+                    "window or sliding",
+                },
+            )
+        if self.model.recurrent is None and mode != "none":
+            raise PydanticCustomError(
+                "located",
+                "{message}",
+                {
+                    "path": ["train", "bptt", "mode"],
+                    "message": f"{mode!r} trains a recurrent policy: add model.recurrent "
+                    "(layers, hidden) or set train.bptt.mode=none",
+                },
+            )
+        if mode != "none":
+            balance = getattr(getattr(self.data, "balance", None), "scheme", "none")
+            if balance != "none":
+                raise PydanticCustomError(
+                    "located",
+                    "{message}",
+                    {
+                        "path": ["data", "balance", "scheme"],
+                        "message": f"{balance!r} picks single frames, but train.bptt.mode={mode} "
+                        "reads whole sequences in episode order: set data.balance.scheme=none",
+                    },
+                )
+            if getattr(self.data, "augment", None) is not None:
+                raise PydanticCustomError(
+                    "located",
+                    "{message}",
+                    {
+                        "path": ["data", "augment"],
+                        "message": f"augmentation is not applied to sequences (train.bptt.mode="
+                        f"{mode}) yet: remove data.augment",
+                    },
+                )
+        return self
 
 

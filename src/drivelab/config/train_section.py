@@ -95,6 +95,56 @@ ScheduleConfig = Annotated[
     Field(discriminator="name"),
 ]
 
+class BPTTConfig(_Section):
+    """How sequences reach a recurrent policy (kkelchte/pilot's three BPTT modes).
+
+    ``full`` (F-BPTT): whole episodes per batch from a zero state; ``full_policy: cut`` trims
+    every episode of a batch to the shortest one (the seed's choice), ``pad`` pads to the longest
+    and masks the padding out of the loss. ``window`` (WW-TBPTT): shuffled windows of ``window``
+    frames at random episodes and start frames; ``initial_state: warmup`` first runs the network
+    without gradient over every ``warmup_every``-th earlier frame of the episode (at most
+    ``warmup_frames`` of them; all when unset), ``zero`` starts from zeros. ``sliding`` (S-TBPTT):
+    each batch row plays its own episodes in order, every batch moves its window ``step`` frames
+    on (default ``window``) and carries the LSTM state over, detached; a row whose episode ends
+    starts the next one from zeros. ``accumulate`` (sliding only) sums gradients over a row set's
+    windows and updates once when the first row finishes its episode. ``mode: none`` trains on
+    single frames. Validation always runs each val episode step by step with carried state.
+    """
+
+    mode: Literal["none", "full", "window", "sliding"] = "none"
+    window: PositiveInt = 20
+    step: PositiveInt | None = None
+    initial_state: Literal["zero", "warmup"] = "zero"
+    warmup_every: PositiveInt = 1
+    warmup_frames: PositiveInt | None = None
+    accumulate: bool = False
+    full_policy: Literal["cut", "pad"] = "cut"
+
+    @model_validator(mode="after")
+    def _options_fit_mode(self) -> BPTTConfig:
+        if self.step is not None:
+            if self.mode != "sliding":
+                raise _field_error("step", f"applies only to mode: sliding (mode is {self.mode!r})")
+            if self.step > self.window:
+                raise _field_error(
+                    "step",
+                    f"{self.step} is longer than the window ({self.window}): frames in between "
+                    "would never be trained; use step <= window",
+                )
+        if self.initial_state == "warmup" and self.mode != "window":
+            raise _field_error(
+                "initial_state", f"'warmup' applies only to mode: window (mode is {self.mode!r})"
+            )
+        if self.accumulate and self.mode != "sliding":
+            raise _field_error("accumulate", f"applies only to mode: sliding (mode is {self.mode!r})")
+        return self
+
+    @property
+    def stride(self) -> int:
+        """Frames a sliding window moves per batch."""
+        return self.step if self.step is not None else self.window
+
+
 #: Training length when neither ``max_batches`` nor ``epochs`` is given.
 DEFAULT_MAX_BATCHES = 10_000
 
@@ -134,6 +184,8 @@ class TrainConfig(_Section):
     precision: Literal["32-true", "64-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed"] = (
         "32-true"
     )
+    #: Sequence training for a recurrent policy (``model.recurrent``); see BPTTConfig.
+    bptt: BPTTConfig = Field(default_factory=BPTTConfig)
 
     @field_validator("optimizer", "schedule", mode="before")
     @classmethod

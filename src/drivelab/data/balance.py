@@ -91,8 +91,10 @@ def _non_empty_bins(binned: BinnedLabels, output: str, skip_empty: bool) -> np.n
     empty = np.flatnonzero(counts == 0)
     if len(empty) and not skip_empty:
         names = ", ".join(binned.labels[output][i] for i in empty)
-        raise DrivelabError(f"{output}: {len(empty)} bins have no samples ({names}); use coarser bins "
-                            "(--bins v1) or drop them with --skip-empty")
+        raise DrivelabError(f"{output}: {len(empty)} bins have no samples ({names}), so its balanced "
+                            "buffer could never fill them; use coarser bins (--bins v1, or "
+                            "data.balance.bins) or drop empty bins (--skip-empty, or "
+                            "data.balance.skip_empty: true)")
     keep = np.flatnonzero(counts > 0)
     if not len(keep):
         raise DrivelabError(f"{output}: no samples to balance")

@@ -122,6 +122,11 @@ def _read_gt_csv(csv_path: Path, base: Path) -> list[tuple[int, ImageItem]]:
         text = csv_path.read_text()
     except OSError as exc:
         raise ImportDataError(f"{csv_path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ImportDataError(
+            f"{csv_path}: not a text CSV (byte {exc.start} is not UTF-8); expected the header "
+            f"{';'.join(CSV_COLUMNS)}"
+        ) from None
     lines = text.splitlines()
     if not lines or [c.strip() for c in lines[0].split(";")] != CSV_COLUMNS:
         raise ImportDataError(
@@ -182,7 +187,14 @@ def scan_gtsrb(path: Path) -> tuple[list[ImageItem], list[ImageItem], int]:
         csv_path = d / f"GT-{d.name}.csv"
         if not csv_path.is_file():
             raise ImportDataError(f"{csv_path} is missing: every class folder needs its GT CSV")
-        for lineno, item in _read_gt_csv(csv_path, d):
+        rows = _read_gt_csv(csv_path, d)
+        if not rows:
+            images = sum(1 for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            raise ImportDataError(
+                f"{csv_path} lists no images (the folder holds {images} image file(s)): every "
+                "class needs its training images listed"
+            )
+        for lineno, item in rows:
             if item.label != class_id:
                 raise ImportDataError(
                     f"{csv_path} line {lineno}: ClassId {item.label} in the folder of class "

@@ -159,6 +159,10 @@ class EpisodeFrameDataset(Dataset):
             out[f"target/{o}"] = ep.targets[o][steps]
         return out
 
+    def gather(self, pos: int, steps: np.ndarray) -> dict[str, np.ndarray]:
+        """Samples at ``steps`` of the ``pos``-th episode, as arrays (BPTT reads whole windows)."""
+        return self._gather(pos, np.asarray(steps, np.int64))
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         batch = self.__getitems__([index])
         return {k: v[0] for k, v in batch.items()}

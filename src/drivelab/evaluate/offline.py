@@ -11,8 +11,10 @@ another dataset recorded with the same signals.
 Per output: MSE and MAE in action units (a classification head is scored on its argmax bin's
 value), the head's own training loss, and for classification heads the accuracy (the target
 mapped to its bin as in training, `action_to_bin`) and the confusion matrix (rows = true bin,
-columns = predicted bin). torchmetrics is not a dependency: these are a handful of sums, kept in
-float64 so a large split does not lose precision.
+columns = predicted bin), kept as float64 sums so a large split does not lose precision. Every
+categorical head (action bins or ``kind: class`` labels) also gets the torchmetrics report of
+`drivelab.evaluate.classification`: macro/per-class F1, top-k accuracy, the normalised confusion
+matrix, the class balance, optionally after merging classes with a group map.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ from rich.table import Table
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import SPLITS, DatasetStore
 from drivelab.errors import DrivelabError
+from drivelab.evaluate.classification import (
+    DEFAULT_TOP_K,
+    ClassificationReport,
+    ClassificationScoring,
+    render_classification,
+)
 from drivelab.evaluate.runtime import PolicyRuntime
 from drivelab.models.heads import action_to_bin
 from drivelab.train.inputs import make_loader
@@ -70,11 +78,10 @@ class OutputMetrics:
 
     def charles_names(self) -> dict[str, float]:
         """The Keras-style flat names Charles's logs and tables used."""
-        out = {
-            f"{self.output}_loss": self.loss,
-            f"{self.output}_mean_absolute_error": self.mae,
-            f"{self.output}_mean_squared_error": self.mse,
-        }
+        out = {f"{self.output}_loss": self.loss}
+        if self.kind != "class":  # errors of class ids mean nothing
+            out[f"{self.output}_mean_absolute_error"] = self.mae
+            out[f"{self.output}_mean_squared_error"] = self.mse
         if self.accuracy is not None:
             out[f"{self.output}_accuracy"] = self.accuracy
         return out
@@ -88,6 +95,9 @@ class OutputMetrics:
             "mse": self.mse,
             "mae": self.mae,
         }
+        if self.kind == "class":
+            del out["mse"], out["mae"]
+            out.update(accuracy=self.accuracy)
         if self.kind == "classification":
             out.update(accuracy=self.accuracy, bins=self.bins, confusion=self.confusion)
         return out
@@ -105,12 +115,17 @@ class OfflineReport:
     outputs: dict[str, OutputMetrics]
     extra: dict[str, float] = field(default_factory=dict)  # aux/<output>_loss of a history branch
     seconds: float = 0.0
+    #: Categorical heads: torchmetrics accuracy, F1, top-k, confusion, per-class report.
+    classification: dict[str, ClassificationReport] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """Flat Charles-style names: ``loss``, ``<output>_loss``, ``<output>_mean_absolute_error``."""
         out = {"loss": self.loss}
         for metrics in self.outputs.values():
             out.update(metrics.charles_names())
+        for output, report in self.classification.items():
+            out[f"{output}_macro_f1"] = report.macro_f1
+            out[f"{output}_top_{report.top_k}_accuracy"] = report.top_k_accuracy
         out.update(self.extra)
         return out
 
@@ -122,6 +137,7 @@ class OfflineReport:
             "samples": self.samples,
             "metrics": self.metrics(),
             "outputs": {name: m.to_dict() for name, m in self.outputs.items()},
+            "classification": {name: r.to_dict() for name, r in self.classification.items()},
             "seconds": round(self.seconds, 2),
         }
 
@@ -193,6 +209,8 @@ class OfflineJob:
         batch_size: int | None = None,
         workers: int = 0,
         device: str | None = None,
+        top_k: int = DEFAULT_TOP_K,
+        group_map: str | Path | None = None,
     ) -> None:
         self.runtime = PolicyRuntime.from_ref(ref, runs_root)
         config = self.runtime.config
@@ -218,8 +236,18 @@ class OfflineJob:
         )
         n = len(self.samples)
         self.batches = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+        if self.runtime.recurrent:
+            # One whole episode per batch: a recurrent policy reads a 4-D batch as one sequence
+            # from a zero state, which is the episode driven step by step with carried state.
+            self.batches, start = [], 0
+            for episode in self.samples.episodes:
+                self.batches.append(list(range(start, start + episode.length)))
+                start += episode.length
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.objective = Objective(config.model.heads, history.aux_weight if history else 0.0)
+        self.scoring = ClassificationScoring(
+            config.model.heads, self.store, split, config.data.train_split, top_k, group_map
+        )
 
     def run(self, on_progress: Callable[[int, int, int], None] | None = None) -> OfflineReport:
         """Score every sample of the split; ``on_progress(samples, batches done, batches)``."""
@@ -242,6 +270,7 @@ class OfflineJob:
                 for output, head in heads.items():
                     _accumulate(sums[output], head, predictions[output],
                                 batch[f"target/{output}"], per_sample[f"{output}_loss"])
+                self.scoring.add(predictions, batch, self.objective.heads)
                 if on_progress is not None:
                     on_progress(len(self.batches[done - 1]), done, len(self.batches))
         count = len(self.samples)
@@ -254,6 +283,7 @@ class OfflineJob:
             outputs={o: _finish(o, heads[o], sums[o]) for o in heads},
             extra={k: v / count for k, v in totals.items() if k != "loss"},
             seconds=time.perf_counter() - started,
+            classification=self.scoring.finish(),
         )
 
 
@@ -329,14 +359,14 @@ def render_offline(console: Console, report: OfflineReport) -> None:
             m.output,
             m.kind,
             f"{m.loss:.4g} ({m.loss_name})",
-            f"{m.mse:.4g}",
-            f"{m.mae:.4g}",
+            "-" if m.kind == "class" else f"{m.mse:.4g}",
+            "-" if m.kind == "class" else f"{m.mae:.4g}",
             "-" if m.accuracy is None else f"{m.accuracy:.1%}",
         )
     console.print(table)
     for m in report.outputs.values():
-        if m.confusion is None or m.bins is None:
-            continue
+        if m.confusion is None or m.bins is None or m.kind == "class":
+            continue  # a class head's confusion is in its classification report (and PNG)
         matrix = Table(title=f"{m.output} confusion: rows true bin, columns predicted bin")
         matrix.add_column("true \\ pred", justify="right")
         for value in m.bins:
@@ -350,3 +380,5 @@ def render_offline(console: Console, report: OfflineReport) -> None:
         console.print(matrix)
     if report.extra:
         console.print("  ".join(f"{k} {v:.4g}" for k, v in report.extra.items()))
+    for classes in report.classification.values():
+        render_classification(console, classes)

@@ -77,6 +77,9 @@ class PolicyRuntime:
         self._frames: deque[np.ndarray] = deque(maxlen=self.k)
         self._history: deque[np.ndarray] = deque(maxlen=max(self.history_length, 1))
         self.latencies_s: list[float] = []
+        # A recurrent policy (model.recurrent) carries its LSTM (h, c) from step to step.
+        self.recurrent = config.model.recurrent is not None
+        self._state: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -112,6 +115,7 @@ class PolicyRuntime:
         """A new episode: empty buffers, and sampling reseeded so each track replays exactly."""
         self._frames.clear()
         self._history.clear()
+        self._state = None  # a recurrent policy starts every episode from a zero state
         self._generator.manual_seed(seed)
 
     def observe(self, obs: Observation) -> dict[str, torch.Tensor]:
@@ -138,7 +142,10 @@ class PolicyRuntime:
         started = time.perf_counter()
         batch = self.observe(obs)
         with torch.inference_mode():
-            results = self.policy(*self.pipeline(batch))
+            if self.recurrent:
+                results, self._state = self.policy.step(*self.pipeline(batch), state=self._state)
+            else:
+                results = self.policy(*self.pipeline(batch))
             actions = self.policy.actions(results, sample=self.sample, generator=self._generator)
         out = {name: float(value.reshape(-1)[0]) for name, value in actions.items()}
         self.latencies_s.append(time.perf_counter() - started)

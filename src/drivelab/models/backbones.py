@@ -21,6 +21,7 @@ from drivelab.config import BackboneConfig, ConfigError
 __all__ = [
     "BUILTIN_BACKBONES",
     "FeaturePool",
+    "NoFrames",
     "PilotNet",
     "TimmBackbone",
     "TinyNet",
@@ -134,7 +135,7 @@ class PilotNet(nn.Module):
             height, width = _conv_out(height, kernel, stride), _conv_out(width, kernel, stride)
             channels = out_channels
         if min(height, width) < 1:
-            raise _too_small("pilotnet", input_size, 45)
+            raise _too_small("pilotnet", input_size, 61)
         self.pool = FeaturePool(pool)
         self.num_features = self.pool.output_size(channels, height, width)
 
@@ -143,6 +144,24 @@ class PilotNet(nn.Module):
         for index in range(1, 6):
             maps = getattr(self, f"act{index}")(getattr(self, f"conv{index}")(maps))
         return self.pool(maps)
+
+
+class NoFrames(nn.Module):
+    """No frame path (``name: none``): a policy that drives on its telemetry history alone.
+
+    Charles's RNN-only model (model_0008_v5), whose LSTM model_0009 transferred, saw no frames;
+    this keeps that model a `Policy` like any other (same history/neck/heads names, same
+    runtime), with a zero-length feature vector instead of a CNN. Frames are still read and
+    ignored, so a small ``data.input_size`` keeps that cheap.
+    """
+
+    num_features = 0
+
+    def __init__(self, in_channels: int, input_size: tuple[int, int], pool: str = "flatten"):
+        super().__init__()
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames.new_zeros(frames.shape[0], 0)
 
 
 class TimmBackbone(nn.Module):
@@ -222,7 +241,7 @@ BuiltinFactory = Callable[[int, tuple[int, int], str], nn.Module]
 
 #: Built-in backbones by name (read-only): each takes (in_channels, input_size, pool).
 BUILTIN_BACKBONES: Mapping[str, BuiltinFactory] = MappingProxyType(
-    {"tiny": TinyNet, "pilotnet": PilotNet}
+    {"tiny": TinyNet, "pilotnet": PilotNet, "none": NoFrames}
 )
 
 

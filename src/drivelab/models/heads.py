@@ -18,6 +18,7 @@ from drivelab.config import ConfigError, HeadConfig
 __all__ = [
     "ClassificationHead",
     "RegressionHead",
+    "StandardizedRegressionHead",
     "action_to_bin",
     "build_head",
     "build_neck",
@@ -25,12 +26,29 @@ __all__ = [
 ]
 
 
-def _dense_stack(inputs: int, widths: Sequence[int]) -> list[nn.Module]:
+#: A head's hidden-layer non-linearity by its config name (`HeadConfig.activation`).
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def _dense_stack(
+    inputs: int, widths: Sequence[int], activation: str = "relu", dropout: float = 0.0
+) -> list[nn.Module]:
+    """Dense layers, each [Dropout] -> Linear -> activation (no Dropout module when 0)."""
     layers: list[nn.Module] = []
     for width in widths:
-        layers += [nn.Linear(inputs, width), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers += [nn.Linear(inputs, width), ACTIVATIONS[activation]()]
         inputs = width
     return layers
+
+
+def _output_layer(inputs: int, outputs: int, dropout: float) -> list[nn.Module]:
+    """The head's last Linear, after Dropout when configured (the GTSRB log's baseline head)."""
+    return ([nn.Dropout(dropout)] if dropout > 0 else []) + [nn.Linear(inputs, outputs)]
 
 
 def build_neck(inputs: int, widths: Sequence[int]) -> nn.Sequential:
@@ -41,17 +59,45 @@ def build_neck(inputs: int, widths: Sequence[int]) -> nn.Sequential:
 class RegressionHead(nn.Sequential):
     """Hidden dense ReLU layers, then one linear unit; the output is [B]."""
 
-    def __init__(self, inputs: int, widths: Sequence[int]) -> None:
-        layers = _dense_stack(inputs, widths)
-        layers.append(nn.Linear(widths[-1] if widths else inputs, 1))
+    def __init__(
+        self, inputs: int, widths: Sequence[int], activation: str = "relu", dropout: float = 0.0
+    ) -> None:
+        layers = _dense_stack(inputs, widths, activation, dropout)
+        layers += _output_layer(widths[-1] if widths else inputs, 1, dropout)
         super().__init__(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return super().forward(features).squeeze(1)
 
 
+class StandardizedRegressionHead(RegressionHead):
+    """A regression head that learns standardised targets and answers in action units.
+
+    The training split's mean and std are persistent buffers, so a checkpoint carries them and
+    every consumer (runtime, offline metrics) gets actions without knowing about the scaling;
+    the objective divides errors by ``target_std`` so the loss is the standardised one.
+    """
+
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
+
+    def __init__(
+        self, inputs: int, widths: Sequence[int], activation: str = "relu", dropout: float = 0.0
+    ) -> None:
+        super().__init__(inputs, widths, activation, dropout)
+        self.register_buffer("target_mean", torch.zeros(()))
+        self.register_buffer("target_std", torch.ones(()))
+
+    def set_target_statistics(self, mean: float, std: float) -> None:
+        self.target_mean.fill_(float(mean))
+        self.target_std.fill_(max(float(std), 1e-6))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return super().forward(features) * self.target_std + self.target_mean
+
+
 class ClassificationHead(nn.Sequential):
-    """Hidden dense ReLU layers, then one logit per bin; the output is [B, n_bins].
+    """Hidden dense layers, then one logit per bin (or class); the output is [B, n_bins].
 
     The bin values travel with the head (a non-persistent buffer: on the right device, not in
     checkpoints) so a runtime can turn logits into an action without the config.
@@ -59,9 +105,16 @@ class ClassificationHead(nn.Sequential):
 
     bin_values: torch.Tensor
 
-    def __init__(self, inputs: int, widths: Sequence[int], bin_values: Sequence[float]) -> None:
-        layers = _dense_stack(inputs, widths)
-        layers.append(nn.Linear(widths[-1] if widths else inputs, len(bin_values)))
+    def __init__(
+        self,
+        inputs: int,
+        widths: Sequence[int],
+        bin_values: Sequence[float],
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        layers = _dense_stack(inputs, widths, activation, dropout)
+        layers += _output_layer(widths[-1] if widths else inputs, len(bin_values), dropout)
         super().__init__(*layers)
         self.register_buffer(
             "bin_values", torch.tensor(list(bin_values), dtype=torch.float32), persistent=False
@@ -76,10 +129,12 @@ def build_head(config: HeadConfig, inputs: int, index: int) -> nn.Module:
             f"model.heads.{index}.widths: 'quarter' needs an input of at least 64 units, the "
             f"head gets {inputs}; give explicit widths or widen the neck"
         )
-    if config.kind == "classification":
-        assert config.bins is not None
-        return ClassificationHead(inputs, widths, config.bins.values())
-    return RegressionHead(inputs, widths)
+    style = {"activation": config.activation, "dropout": config.dropout}
+    if config.categorical:  # action bins, or class ids for kind: class
+        return ClassificationHead(inputs, widths, config.bin_values(), **style)
+    if config.standardize:
+        return StandardizedRegressionHead(inputs, widths, **style)
+    return RegressionHead(inputs, widths, **style)
 
 
 def logits_to_action(

@@ -133,9 +133,26 @@ def build_policy(
     joined = int(backbone.num_features) + (history.out_features if history is not None else 0)
     neck = build_neck(joined, config.neck)
     head_inputs = config.neck[-1] if config.neck else joined
+    if config.recurrent is not None:  # the LSTM sits between the neck and the heads
+        from drivelab.models.recurrent import RecurrentPolicy
+
+        lstm = nn.LSTM(
+            head_inputs, config.recurrent.hidden, num_layers=config.recurrent.layers, batch_first=True
+        )
+        head_inputs = config.recurrent.hidden
     heads = {
         head.output: build_head(head, head_inputs, index) for index, head in enumerate(config.heads)
     }
+    if config.recurrent is not None:
+        return RecurrentPolicy(  # type: ignore[return-value]
+            backbone=backbone,
+            history=history,
+            neck=neck,
+            lstm=lstm,
+            heads=heads,
+            head_configs={head.output: head for head in config.heads},
+            frame_shape=(channels, height, width),
+        )
     return Policy(
         backbone=backbone,
         history=history,

@@ -16,6 +16,7 @@ from torch import nn
 
 from drivelab.config import ExperimentConfig
 from drivelab.models.policy import Policy, build_policy
+from drivelab.models.transfer import plan_freeze
 
 __all__ = [
     "BN_STATISTICS",
@@ -176,7 +177,8 @@ def _record_shapes(
         for handle in handles:
             handle.remove()
         policy.train(was_training)
-    outputs = {name: tuple(value.shape[1:]) for name, value in results.items()}
+    # a recurrent policy also returns its LSTM state ("state"), which is not an output
+    outputs = {name: tuple(value.shape[1:]) for name, value in results.items() if name != "state"}
     return shapes, outputs
 
 
@@ -206,6 +208,8 @@ def summarize(policy: Policy, with_shapes: bool = True, max_depth: int = 3) -> S
     if policy.history is not None:
         parts["history"] = count_parameters(policy.history)
     parts["neck"] = count_parameters(policy.neck)
+    if getattr(policy, "lstm", None) is not None:  # a recurrent policy (model.recurrent)
+        parts["lstm"] = count_parameters(policy.lstm)
     for name, head in policy.heads.items():
         parts[f"heads.{name}"] = count_parameters(head)
     inputs: dict[str, tuple[int, ...]] = {"frames": policy.frame_shape}
@@ -228,13 +232,18 @@ def summarize_config(
 ) -> Summary:
     """Build the config's policy (random init) and summarize it: the ``drivelab summary`` verb.
 
-    Weights do not change the counts, so ``pretrained`` is ignored here: a summary never needs
-    the network or the weights file.
+    Weights do not change the counts, so ``pretrained`` and ``init_from`` are ignored here: a
+    summary never needs the network or the weights file. ``model.freeze`` does change them: the
+    counts are those training starts with (before any ``unfreeze_at``).
     """
     model = config.model.model_copy(
         update={"backbone": config.model.backbone.model_copy(update={"pretrained": False})}
     )
     policy = build_policy(model, config.frame_shape, history_signal_sizes)
+    # The summary shows batch 0, where an unfreeze has not happened whatever the epoch length.
+    freeze = plan_freeze(model, policy, batches_per_epoch=1)
+    if freeze is not None:
+        freeze.apply(policy, 0)
     return summarize(policy, with_shapes=with_shapes, max_depth=max_depth)
 
 

@@ -14,7 +14,7 @@ as uint8 and become floats on the device (crop, scale, resize), where that work 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ class TrainInputs:
     frame_std: tuple[float, ...] | None
     history_mean: tuple[float, ...] = ()  # per history component (train split)
     history_std: tuple[float, ...] = ()
+    target_mean: dict[str, float] = field(default_factory=dict)  # standardised heads (train split)
+    target_std: dict[str, float] = field(default_factory=dict)
 
     @property
     def dataset_frame_shape(self) -> tuple[int, int, int]:
@@ -61,6 +63,8 @@ class TrainInputs:
             "frame_std": list(self.frame_std) if self.frame_std else None,
             "history_mean": list(self.history_mean),
             "history_std": list(self.history_std),
+            "target_mean": dict(self.target_mean),
+            "target_std": dict(self.target_std),
         }
 
 
@@ -124,7 +128,42 @@ def open_inputs(config: ExperimentConfig) -> TrainInputs:
         mean = tuple(m / 255.0 for m in moments.mean)
         std = tuple(max(s / 255.0, 1e-6) for s in moments.std)
     h_mean, h_std = history_statistics(store, train, history.signals if history else [])
-    return TrainInputs(store, train, val, history_sizes, mean, std, h_mean, h_std)
+    check_augmentation(config, store, history_sizes)
+    t_mean, t_std = target_statistics(config, store, train)
+    return TrainInputs(store, train, val, history_sizes, mean, std, h_mean, h_std, t_mean, t_std)
+
+
+def target_statistics(
+    config: ExperimentConfig, store: DatasetStore, train: EpisodeFrameDataset
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean/std of every standardised head's action over the training split."""
+    heads = [h.output for h in config.model.heads if h.standardize]
+    if not heads:
+        return {}, {}
+    moments = store.moments(train.episodes)
+    mean = {o: float(moments[f"actions/{o}"].mean[0]) for o in heads}
+    std = {o: max(float(moments[f"actions/{o}"].std[0]), 1e-6) for o in heads}
+    return mean, std
+
+
+def check_augmentation(config: ExperimentConfig, store: DatasetStore, history_sizes: dict[str, int]) -> None:
+    """Fail now (one line) if ``data.augment`` names signals the dataset does not record."""
+    if config.data.augment is None:
+        return
+    from drivelab.data.augment import resolve_flip_targets
+
+    meta = store.meta
+    resolve_flip_targets(
+        config.data.augment.flip_negate,
+        config.model.outputs,
+        {a.name: a.size for a in meta.actions},
+        list(history_sizes),
+        {t.name: t.size for t in meta.telemetry},
+    )
+    aug = config.data.augment
+    if aug.translate and aug.translate_steering and aug.translate_output not in config.model.outputs:
+        raise InputError(f"data.augment.translate_output: {aug.translate_output!r} is not an "
+                         f"output of the policy ({', '.join(config.model.outputs)})")
 
 
 def history_statistics(
@@ -185,6 +224,9 @@ def fit_config_to_dataset(config: ExperimentConfig, path: Path) -> tuple[Experim
         source = f"dataset {height}x{width}x{channels},{' cropped,' if crop else ''} resized to {size} on the device"
     else:
         source = f"dataset {height}x{width}x{channels}"
+    from drivelab.data.classes import with_dataset_classes
+
+    config = with_dataset_classes(config, store)
     return with_history_sizes(config, dataset_history_sizes(config, store)), source
 
 

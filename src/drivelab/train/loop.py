@@ -25,7 +25,9 @@ from torch.utils.data import DataLoader
 
 from drivelab.config import ExperimentConfig
 from drivelab.errors import DrivelabError
+from drivelab.models.transfer import FreezePlan
 from drivelab.train.checkpoints import capture_rng_state, save_checkpoint
+from drivelab.train.helper_models import helper_backward, split_by_output
 from drivelab.train.inputs import EpochBatchSampler, InputPipeline
 from drivelab.train.logs import MetricsLog
 from drivelab.train.objectives import Objective
@@ -96,6 +98,7 @@ class TrainLoop:
     last_val: dict[str, float] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
     ranks: list[dict[str, Any]] = field(default_factory=list)  # per-rank report of the period
+    freeze: FreezePlan | None = None  # model.freeze: applied before every step (unfreeze_at)
 
     # ------------------------------------------------------------------ main loop
     def run_period(self) -> None:
@@ -153,12 +156,24 @@ class TrainLoop:
     def _step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One optimisation step; returns the logged values as one detached device vector."""
         set_learning_rate(self.optimizer, self.schedule(self.batches_done))
+        if self.freeze is not None:
+            self.freeze.apply(self.policy, self.batches_done)
         with self._memory_guard(f"batch {self.batches_done + 1}"):
-            predictions = self.model(*self.pipeline(batch))
-            terms = self.objective(predictions, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.fabric.backward(terms.total)
-            values = [terms.values[n] for n in self.names if n != "grad_norm"]
+            helpers = getattr(self.sampler, "helper_outputs", None)
+            if helpers:  # v2 balancing: one helper model per output, gradients summed
+                self.optimizer.zero_grad(set_to_none=True)
+                logged = helper_backward(
+                    self.model, self.pipeline, self.objective,
+                    split_by_output(batch, helpers, self.config.train.batch_size), helpers,
+                    self.fabric.backward, lambda: self.fabric.no_backward_sync(self.model),
+                )
+            else:
+                predictions = self.model(*self.pipeline(batch))
+                terms = self.objective(predictions, batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.fabric.backward(terms.total)
+                logged = terms.values
+            values = [logged[n] for n in self.names if n != "grad_norm"]
             clip = self.config.train.grad_clip
             if clip is not None:
                 norm = self.fabric.clip_gradients(
@@ -288,6 +303,8 @@ class TrainLoop:
             "schedule": self.schedule.state(),
             "precision": self.fabric.strategy.precision.state_dict(),  # fp16 loss scaler
             "rng": self._gather(capture_rng_state()),  # one entry per rank
+            # balancing buffers (v2/v3): where the draws stand; identical on every rank
+            "sampler": getattr(self.sampler, "state", lambda _n: None)(self.batches_done),
         }
 
     def checkpoint(self) -> None:

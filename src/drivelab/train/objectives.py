@@ -11,14 +11,14 @@ classification policies can be compared on one scale.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from drivelab.config import HeadConfig
-from drivelab.models.heads import action_to_bin, logits_to_action
+from drivelab.models.heads import StandardizedRegressionHead, action_to_bin, logits_to_action
 from drivelab.models.history import AUX_PREFIX
 
 
@@ -32,24 +32,48 @@ class HeadObjective:
     weight: float
     bin_values: tuple[float, ...] = ()
     boundaries: tuple[float, ...] = ()
+    scale: float = 1.0  # a standardised head's target std: its loss is on action / scale
 
     @classmethod
     def from_config(cls, head: HeadConfig) -> HeadObjective:
-        if head.kind == "classification":
-            assert head.bins is not None
+        if head.categorical:  # bins of an action, or class ids (kind: class)
             return cls(
                 head.output, head.kind, "ce", head.weight,
-                tuple(head.bins.values()), tuple(head.bins.boundaries()),
+                tuple(head.bin_values()), tuple(head.bin_boundaries()),
             )
         return cls(head.output, head.kind, head.loss or "mse", head.weight)
+
+    @property
+    def categorical(self) -> bool:
+        """Logits over bins or classes (cross-entropy, accuracy) rather than one value."""
+        return self.kind in ("classification", "class")
+
+    def metric_names(self) -> list[str]:
+        """This head's logged names: loss, MAE in action units (not for class ids), accuracy."""
+        names = [f"{self.output}_loss"]
+        if self.kind != "class":
+            names.append(f"{self.output}_mean_absolute_error")
+        if self.categorical:
+            names.append(f"{self.output}_accuracy")
+        return names
+
+    def target_index(self, target: torch.Tensor) -> torch.Tensor:
+        """The logit index [B] (long) a target stands for: its bin, or its class id."""
+        action = target.reshape(target.shape[0], -1)[:, 0].float()
+        return action_to_bin(action, self.boundaries)
+
+    def correct(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """1.0 where the arg-max logit is the target's bin/class, else 0.0 ([B])."""
+        return (prediction.detach().argmax(dim=1) == self.target_index(target)).float()
 
     def per_sample_loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss of each sample [B]; ``target`` is the action [B, 1] (or [B])."""
         action = target.reshape(target.shape[0], -1)[:, 0].to(prediction.dtype)
-        if self.kind == "classification":
-            bins = action_to_bin(action, self.boundaries)
-            return F.cross_entropy(prediction.float(), bins, reduction="none")
+        if self.categorical:
+            return F.cross_entropy(prediction.float(), self.target_index(target), reduction="none")
         value = prediction.reshape(prediction.shape[0], -1)[:, 0]
+        if self.scale != 1.0:
+            value, action = value / self.scale, action / self.scale
         if self.loss == "mse":
             return F.mse_loss(value, action, reduction="none")
         if self.loss == "l1":
@@ -58,7 +82,7 @@ class HeadObjective:
 
     def action(self, prediction: torch.Tensor) -> torch.Tensor:
         """The predicted action [B] in action units (arg-max bin value for classification)."""
-        if self.kind == "classification":
+        if self.categorical:
             values = torch.tensor(self.bin_values, dtype=torch.float32, device=prediction.device)
             return logits_to_action(prediction, values)
         return prediction.reshape(prediction.shape[0], -1)[:, 0]
@@ -79,8 +103,15 @@ class ObjectiveTerms:
 class Objective:
     """The policy's training objective: weighted per-head losses plus weighted aux losses."""
 
-    def __init__(self, heads: Sequence[HeadConfig], aux_weight: float = 0.0) -> None:
+    def __init__(
+        self,
+        heads: Sequence[HeadConfig],
+        aux_weight: float = 0.0,
+        scales: Mapping[str, float] | None = None,
+    ) -> None:
         self.heads = [HeadObjective.from_config(h) for h in heads]
+        if scales:
+            self.heads = [replace(h, scale=float(scales.get(h.output, 1.0))) for h in self.heads]
         self.aux_weight = float(aux_weight)
 
     @property
@@ -91,7 +122,7 @@ class Objective:
         """Log names in a fixed order: ``loss``, then per output loss and MAE, then aux."""
         names = ["loss"]
         for h in self.heads:
-            names += [f"{h.output}_loss", f"{h.output}_mean_absolute_error"]
+            names += h.metric_names()
         if with_aux:
             names += [f"aux/{h.output}_loss" for h in self.heads]
         return names
@@ -108,7 +139,10 @@ class Objective:
             pred = predictions[h.output]
             loss = h.per_sample_loss(pred, target)
             out[f"{h.output}_loss"] = loss
-            out[f"{h.output}_mean_absolute_error"] = h.absolute_error(pred, target)
+            if h.kind != "class":
+                out[f"{h.output}_mean_absolute_error"] = h.absolute_error(pred, target)
+            if h.categorical:
+                out[f"{h.output}_accuracy"] = h.correct(pred, target)
             weighted = h.weight * loss
             total = weighted if total is None else total + weighted
             aux_pred = predictions.get(AUX_PREFIX + h.output)
@@ -131,3 +165,38 @@ class Objective:
         values = {name: v.detach().mean() for name, v in per_sample.items() if name != "loss"}
         values["loss"] = total.detach()
         return ObjectiveTerms(total=total, values=values)
+
+    def output_terms(
+        self, output: str, predictions: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> ObjectiveTerms:
+        """One output's weighted loss (and aux loss) on a batch that carries only its label.
+
+        Charles' helper models (model_0002): each output trains the shared trunk and its own
+        head on its own balanced batch; the other heads' predictions are ignored.
+        """
+        h = next(h for h in self.heads if h.output == output)
+        target = batch[f"target/{output}"]
+        loss = h.per_sample_loss(predictions[output], target).mean()
+        values = {
+            f"{output}_loss": loss.detach(),
+            f"{output}_mean_absolute_error": h.absolute_error(predictions[output], target).mean(),
+        }
+        if h.categorical:
+            values[f"{output}_accuracy"] = h.correct(predictions[output], target).mean()
+        total = h.weight * loss
+        aux_pred = predictions.get(AUX_PREFIX + output)
+        if aux_pred is not None:
+            aux = h.per_sample_loss(aux_pred, target).mean()
+            values[f"aux/{output}_loss"] = aux.detach()
+            total = total + self.aux_weight * h.weight * aux
+        return ObjectiveTerms(total=total, values=values)
+
+
+def target_scales(policy: torch.nn.Module) -> dict[str, float]:
+    """The target std of every standardised head (what its loss divides errors by)."""
+    heads = getattr(policy, "heads", {})
+    return {
+        name: float(head.target_std)
+        for name, head in heads.items()
+        if isinstance(head, StandardizedRegressionHead)
+    }

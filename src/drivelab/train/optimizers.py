@@ -8,7 +8,8 @@ over, so a frozen backbone gets no optimizer state and no weight decay.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -24,9 +25,21 @@ from drivelab.config import (
 from drivelab.train.schedules import LRSchedule
 
 
-def build_optimizer(config: TrainConfig, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The configured optimizer over the trainable ``parameters`` at the schedule's start rate."""
-    params = [p for p in parameters if p.requires_grad]
+def build_optimizer(
+    config: TrainConfig, parameters: Iterable[torch.nn.Parameter] | Sequence[dict[str, Any]]
+) -> torch.optim.Optimizer:
+    """The configured optimizer over the trainable ``parameters`` at the schedule's start rate.
+
+    ``parameters`` may also be param groups (`drivelab.models.transfer.parameter_groups`): then
+    they are used as given, frozen group included, and each group's ``lr_scale`` scales the
+    schedule's rate (`set_learning_rate`).
+    """
+    given = list(parameters)
+    params: Any = (
+        [g for g in given if g["params"]]
+        if given and isinstance(given[0], dict)
+        else [p for p in given if p.requires_grad]
+    )
     opt = config.optimizer
     decay = config.weight_decay
     if isinstance(opt, SGDConfig):
@@ -59,5 +72,6 @@ def build_schedule(config: TrainConfig, total_batches: int) -> LRSchedule:
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's rate, times a group's ``lr_scale`` (a once-frozen group's ``unfreeze_lr``)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

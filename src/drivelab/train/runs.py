@@ -204,8 +204,10 @@ def resolve_checkpoint(ref: str, root: Path | None = None) -> tuple[RunFolder, i
     if batch is None:
         batch = available[-1]
     elif batch not in available:
+        nearest = sorted(sorted(available, key=lambda b: (abs(b - batch), b))[:4])
         raise RunError(
-            f"{run.path} has no checkpoint at batch {batch}; it has "
-            f"{', '.join(map(str, available[-8:]))}{' (latest 8)' if len(available) > 8 else ''}"
+            f"{run.path} has no checkpoint at batch {batch}; nearest: "
+            f"{', '.join(map(str, nearest))} ({len(available)} checkpoints, "
+            f"{available[0]}-{available[-1]})"
         )
     return run, batch, run.checkpoints / f"batch_{batch}.safetensors"

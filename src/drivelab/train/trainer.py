@@ -30,8 +30,20 @@ import torch
 from lightning_fabric import Fabric
 
 from drivelab.config import ConfigError, ExperimentConfig, TrainConfig, dump_config, load_config
+from drivelab.data.balance import BinnedLabels
+from drivelab.data.classes import with_dataset_classes
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
+from drivelab.models.heads import StandardizedRegressionHead
+from drivelab.models.transfer import (
+    FreezePlan,
+    InitReport,
+    initialise_from,
+    parameter_groups,
+    plan_freeze,
+    write_init_report,
+)
+from drivelab.reports.provenance import run_provenance
 from drivelab.train.checkpoints import (
     CheckpointError,
     list_checkpoints,
@@ -41,7 +53,6 @@ from drivelab.train.checkpoints import (
     weights_path,
 )
 from drivelab.train.inputs import (
-    EpochBatchSampler,
     InputPipeline,
     MaskedBatches,
     TrainInputs,
@@ -52,9 +63,10 @@ from drivelab.train.inputs import (
 )
 from drivelab.train.logs import MetricsLog
 from drivelab.train.loop import ProgressSink, TrainLoop
-from drivelab.train.objectives import Objective
+from drivelab.train.objectives import Objective, target_scales
 from drivelab.train.optimizers import build_optimizer, build_schedule
 from drivelab.train.runs import RunError, RunFolder, now_iso
+from drivelab.train.sampling import binned_train_labels, build_train_sampler, training_source
 from drivelab.train.watch import WatchOptions, WatchPlayer
 
 LOCK_NAME = ".train.lock"
@@ -75,6 +87,7 @@ class TrainResult:
     is_global_zero: bool = True
     watch: dict[str, Any] | None = None  # what the watch player did (rank 0, --watch-every)
     watch_note: str | None = None  # one line when the player failed or missed checkpoints
+    init_report: InitReport | None = None  # what model.init_from copied (new runs)
 
 
 def seed_everything(seed: int) -> None:
@@ -172,7 +185,14 @@ def run_lock(run: RunFolder) -> Iterator[None]:
         os.close(fd)
 
 
-def total_batches(train: TrainConfig, sampler: EpochBatchSampler) -> int:
+def set_target_statistics(policy: torch.nn.Module, inputs: TrainInputs) -> None:
+    """Give every standardised head the training split's action mean/std (kept in its weights)."""
+    for name, head in getattr(policy, "heads", {}).items():
+        if isinstance(head, StandardizedRegressionHead):
+            head.set_target_statistics(inputs.target_mean[name], inputs.target_std[name])
+
+
+def total_batches(train: TrainConfig, sampler: Any) -> int:
     if train.max_batches is not None:
         return train.max_batches
     assert train.epochs is not None
@@ -196,6 +216,7 @@ def train(
         watch.check(config.train)
     inputs = open_inputs(config)
     config = with_history_sizes(config, inputs.history_sizes)
+    config = with_dataset_classes(config, inputs.store)  # kind: class heads: count + labels
     resumed: RunFolder | None = None
     if resume is not None:
         resumed = RunFolder.open(resume, runs_root)
@@ -206,8 +227,21 @@ def train(
     seed_everything(config.seed)
     policy = build_policy(config.model, config.frame_shape, inputs.history_sizes)
     fabric = make_fabric(config.train)
-    probe = EpochBatchSampler(len(inputs.train), config.train.batch_size, config.seed, 0, fabric.world_size)
+    binned = binned_train_labels(config, inputs.train) if config.data.balance.scheme != "none" else None
+    probe = build_train_sampler(config, inputs.train, 0, fabric.world_size, binned=binned)
+    if config.train.bptt.mode != "none":  # sequences for a recurrent policy: checked here
+        from drivelab.train.sequence_loop import sequence_probe
+
+        probe = sequence_probe(config, inputs, fabric.world_size)
     total = total_batches(config.train, probe)
+    set_target_statistics(policy, inputs)
+    # Transfer learning and freezing are checked here too; sources are read for new runs only
+    # (a resume takes every weight from its checkpoint).
+    init_report = initialise_from(config.model, policy, runs_root) if resumed is None else None
+    freeze = plan_freeze(config.model, policy, probe.batches_per_epoch, config.train.lr)
+    if freeze is not None:
+        freeze.check(total, fabric.world_size)
+        freeze.apply(policy, 0)
     with ExitStack() as stack:
         state: dict[str, Any] | None = None
         if resumed is not None:
@@ -219,7 +253,9 @@ def train(
             # Bit-identical resumes need deterministic convolution kernels.
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
-        optimizer = build_optimizer(config.train, policy.parameters())
+        optimizer = build_optimizer(
+            config.train, parameter_groups(policy, freeze) if freeze else policy.parameters()
+        )
         model, optimizer = fabric.setup(policy, optimizer)
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
@@ -227,10 +263,13 @@ def train(
         run = resumed if resumed is not None else _claim_run(fabric, runs_root, config.line)
         if resumed is None and fabric.is_global_zero:
             stack.enter_context(run_lock(run))
+            if init_report is not None:
+                write_init_report(run, init_report)
         result = _train_period(
             fabric, config, inputs, policy, model, optimizer, run, total, state, progress, started,
-            fresh=resumed is None, watch=watch,
+            fresh=resumed is None, watch=watch, freeze=freeze, binned=binned,
         )
+    result.init_report = init_report
     return result
 
 
@@ -276,6 +315,8 @@ def _train_period(
     started: float,
     fresh: bool,
     watch: WatchOptions | None = None,
+    freeze: FreezePlan | None = None,
+    binned: BinnedLabels | None = None,
 ) -> TrainResult:
     """Open a period in the run, train it, and record how it ended (rank 0 writes)."""
     rank, world = fabric.global_rank, fabric.world_size
@@ -287,7 +328,8 @@ def _train_period(
         if fresh:
             run.config_path.write_text(dump_config(config), encoding="utf-8")
             run.write_status(
-                "training", line=run.line, version=run.version, created=now_iso(), data=inputs.describe()
+                "training", line=run.line, version=run.version, created=now_iso(), data=inputs.describe(),
+                provenance=run_provenance(config, inputs.store),
             )
         else:
             run.remove_partial_files()
@@ -302,11 +344,8 @@ def _train_period(
     log: MetricsLog | None = None
     sink = progress if fabric.is_global_zero else None
     try:
-        sampler = EpochBatchSampler(
-            len(inputs.train), config.train.batch_size, config.seed, rank, world,
-            start_epoch=int(state["epoch"]) if state else 0,
-            start_batch=int(state["batch_in_epoch"]) if state else 0,
-        )
+        sampler = build_train_sampler(config, inputs.train, rank, world, state, binned)
+        train_data, train_batches = training_source(config, inputs, sampler, done)
         pin = fabric.device.type == "cuda"
         workers = config.data.workers
         val_loader = None
@@ -322,14 +361,16 @@ def _train_period(
             policy=policy,
             model=model,
             optimizer=optimizer,
-            objective=Objective(config.model.heads, history.aux_weight if history else 0.0),
+            objective=Objective(
+                config.model.heads, history.aux_weight if history else 0.0, target_scales(policy)
+            ),
             pipeline=InputPipeline(
                 config, inputs.frame_mean, inputs.frame_std, inputs.dataset_frame_shape[:2],
                 inputs.history_mean, inputs.history_std
             ),
             schedule=build_schedule(config.train, total),
             sampler=sampler,
-            train_loader=make_loader(inputs.train, sampler, workers, pin, config.seed),
+            train_loader=make_loader(train_data, train_batches, workers, pin, config.seed),
             val_loader=val_loader,
             run=run,
             total_batches=total,
@@ -338,7 +379,12 @@ def _train_period(
             log=log,
             progress=sink,
             last_checkpoint=done if state else None,
+            freeze=freeze,
         )
+        if config.train.bptt.mode != "none":  # train.bptt: sequence batches, carried state
+            from drivelab.train.sequence_loop import SequenceLoop
+
+            loop = SequenceLoop.from_frame_loop(loop, inputs, state)
         if state is not None:
             restore_rng_state(state["rng"][rank])
         else:

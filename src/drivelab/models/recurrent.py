@@ -1,0 +1,244 @@
+"""The recurrent policy: a backbone per frame, an LSTM stack over time, the heads at every step.
+
+kkelchte's tiny_LSTM_net runs its tiny CNN on each frame of a sequence, feeds the features to a
+2-layer LSTM (64 units) and a linear layer reads the LSTM's output at every step. Here the CNN is
+any ``model.backbone``; the history branch (when configured) reads each step's telemetry window
+and joins the frame features before the neck, exactly as in the frame policy, so the LSTM is the
+one place that carries memory across steps. That is why the history branch keeps no state of its
+own over a sequence: its window is re-read at every step, and ``history.length: 1`` hands the
+LSTM one telemetry row per step to integrate itself.
+
+The module has the frame policy's submodule names (``backbone``, ``history``, ``neck``,
+``heads.<output>``) plus ``lstm``, so transfer learning, summaries and the conv-cam find their
+parts. ``forward`` returns the predictions dict with the LSTM state under :data:`STATE_KEY`
+(``stack([h, c])``, [2, layers, B, hidden]); a dict keeps every caller that reads heads by name
+(objective, offline metrics, summaries) working unchanged, and DDP sees one forward per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from drivelab.config import HeadConfig
+from drivelab.models.heads import ClassificationHead, logits_to_action
+from drivelab.models.history import HistoryBranch
+
+__all__ = ["STATE_KEY", "RecurrentPolicy", "split_state", "zero_state"]
+
+#: Where ``forward`` puts the LSTM state (h and c stacked: [2, layers, B, hidden]).
+STATE_KEY = "state"
+
+
+def zero_state(layers: int, batch: int, hidden: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The all-zero (h, c) a sequence starts from, stacked like :data:`STATE_KEY`."""
+    return torch.zeros(2, layers, batch, hidden, device=device)
+
+
+def split_state(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stacked [2, layers, B, hidden] -> the (h, c) pair nn.LSTM takes (contiguous)."""
+    return state[0].contiguous(), state[1].contiguous()
+
+
+class RecurrentPolicy(nn.Module):
+    """frames [B, T, 3k, H, W] (+ history [B, T, L, S]) -> {output: [B, T] | [B, T, n_bins]}.
+
+    ``state`` ([2, layers, B, hidden], zeros when None) is where the sequence starts; the returned
+    :data:`STATE_KEY` is the state after the last step, or after ``keep_at`` steps (sliding
+    windows that overlap carry the state at the point where the next window begins). With
+    ``lengths`` ([B] valid steps per row, padding after them) the returned state is each row's
+    state after its own last valid step, and padded frames never reach the backbone: that is
+    how the WW-TBPTT warmup runs rows with different amounts of earlier frames in one batch.
+
+    A 4-D ``frames`` [N, 3k, H, W] is read as one sequence of N steps from a zero state and the
+    outputs come back per frame ([N], [N, n_bins]), the frame policy's shapes; that lets a
+    summary or a per-episode offline score call it like any policy.
+    """
+
+    recurrent = True
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        history: HistoryBranch | None,
+        neck: nn.Sequential,
+        lstm: nn.LSTM,
+        heads: Mapping[str, nn.Module],
+        head_configs: Mapping[str, HeadConfig],
+        frame_shape: tuple[int, int, int],
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.history = history
+        self.neck = neck
+        self.lstm = lstm
+        self.heads = nn.ModuleDict(dict(heads))
+        self.head_configs = dict(head_configs)
+        self.frame_shape = frame_shape
+
+    @property
+    def outputs(self) -> list[str]:
+        """Head (output) names in config order."""
+        return list(self.heads)
+
+    @property
+    def history_shape(self) -> tuple[int, int] | None:
+        """[L, S] of each step's history window, or None without a history branch."""
+        if self.history is None:
+            return None
+        return self.history.length, self.history.step_size
+
+    @property
+    def layers(self) -> int:
+        return int(self.lstm.num_layers)
+
+    @property
+    def hidden(self) -> int:
+        return int(self.lstm.hidden_size)
+
+    def zero_state(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Zeros for ``batch`` sequences, on the policy's device unless told otherwise."""
+        if device is None:
+            device = next(self.parameters()).device
+        return zero_state(self.layers, batch, self.hidden, device)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        frames: torch.Tensor,
+        history: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+        keep_at: int | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        single = frames.ndim == 4
+        if single:
+            frames = frames.unsqueeze(0)
+            history = history.unsqueeze(0) if history is not None else None
+        if frames.ndim != 5 or tuple(frames.shape[2:]) != self.frame_shape:
+            raise ValueError(
+                f"frames must be [B, T, {', '.join(map(str, self.frame_shape))}], "
+                f"got {list(frames.shape)}"
+            )
+        batch, steps = frames.shape[:2]
+        if state is None:
+            state = self.zero_state(batch, frames.device)
+        features, aux = self._step_features(frames, history, lengths)
+        if lengths is not None:
+            results = self._packed(features, state, lengths)
+        else:
+            results = self._unrolled(features, state, keep_at)
+        sequence = results.pop("sequence")
+        flat = sequence.reshape(batch * steps, -1)
+        for name, head in self.heads.items():
+            value = head(flat)
+            results[name] = value.reshape(batch, steps, *value.shape[1:])
+        for name, value in aux.items():
+            results[name] = value.reshape(batch, steps, *value.shape[1:])
+        if single:
+            return {k: (v if k == STATE_KEY else v[0]) for k, v in results.items()}
+        return results
+
+    def _step_features(
+        self, frames: torch.Tensor, history: torch.Tensor | None, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Backbone (+ history branch) and neck on every step: [B, T, F] and aux [B*T, ...]."""
+        batch, steps = frames.shape[:2]
+        flat_frames = frames.reshape(batch * steps, *self.frame_shape)
+        flat_history = None
+        if self.history is not None:
+            if history is None:
+                raise ValueError("this policy has a history branch: pass a [B, T, L, S] history")
+            flat_history = history.reshape(batch * steps, *history.shape[2:])
+        elif history is not None:
+            raise ValueError("this policy has no history branch; pass history=None")
+        valid: torch.Tensor | None = None
+        if lengths is not None:
+            # Only real frames go through the backbone; padding stays zero features.
+            positions = torch.arange(steps, device=frames.device)
+            valid = (positions[None, :] < lengths.to(frames.device)[:, None]).reshape(-1)
+            flat_frames = flat_frames[valid]
+            flat_history = flat_history[valid] if flat_history is not None else None
+        features = self.backbone(flat_frames).flatten(1)
+        aux: dict[str, torch.Tensor] = {}
+        if self.history is not None:
+            assert flat_history is not None
+            vector, aux = self.history(flat_history)
+            features = torch.cat([features, vector], dim=1)
+        features = self.neck(features)
+        if valid is not None:
+            full = features.new_zeros(batch * steps, features.shape[1])
+            full[valid] = features
+            features = full
+            aux = {}  # warmup only needs the state
+        return features.reshape(batch, steps, -1), aux
+
+    def _unrolled(
+        self, features: torch.Tensor, state: torch.Tensor, keep_at: int | None
+    ) -> dict[str, torch.Tensor]:
+        steps = features.shape[1]
+        if keep_at is None or keep_at >= steps:
+            sequence, (h, c) = self.lstm(features, split_state(state))
+            return {"sequence": sequence, STATE_KEY: torch.stack([h, c])}
+        if keep_at < 1:
+            raise ValueError(f"keep_at must be in 1..{steps}, got {keep_at}")
+        first, (h, c) = self.lstm(features[:, :keep_at], split_state(state))
+        kept = torch.stack([h, c])
+        rest, _ = self.lstm(features[:, keep_at:], (h, c))
+        return {"sequence": torch.cat([first, rest], dim=1), STATE_KEY: kept}
+
+    def _packed(
+        self, features: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Each row's state after its own ``lengths[b]`` steps; rows of length 0 keep ``state``."""
+        lengths = lengths.to("cpu", torch.int64)
+        rows = torch.nonzero(lengths > 0).flatten()
+        new_state = state.clone()
+        if len(rows) > 0:
+            index = rows.to(features.device)
+            packed = pack_padded_sequence(
+                features[index], lengths[rows], batch_first=True, enforce_sorted=False
+            )
+            h0, c0 = split_state(state[:, :, index])
+            _, (h, c) = self.lstm(packed, (h0, c0))
+            new_state[:, :, index] = torch.stack([h, c])
+        sequence = features.new_zeros(*features.shape[:2], self.hidden)
+        return {"sequence": sequence, STATE_KEY: new_state}
+
+    # ------------------------------------------------------------------ driving
+    def step(
+        self,
+        frames: torch.Tensor,
+        history: torch.Tensor | None,
+        state: torch.Tensor | None,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One control step for B streams: [B, 3k, H, W] -> ({output: [B] ...}, new state).
+
+        The runtime calls this every frame with the state it got last time (None at an
+        episode's start), which is window 1 with carried state: the validation the seed used.
+        """
+        results = self.forward(
+            frames.unsqueeze(1),
+            history.unsqueeze(1) if history is not None else None,
+            state=state,
+        )
+        new_state = results.pop(STATE_KEY)
+        return {k: v[:, 0] for k, v in results.items()}, new_state
+
+    def actions(
+        self,
+        results: Mapping[str, torch.Tensor],
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Map one step's head results ([B] / [B, n_bins]) to [B] action values."""
+        actions: dict[str, torch.Tensor] = {}
+        for name, head in self.heads.items():
+            if isinstance(head, ClassificationHead):
+                actions[name] = logits_to_action(results[name], head.bin_values, sample, generator)
+            else:
+                actions[name] = results[name]
+        return actions

@@ -1,0 +1,402 @@
+"""Model cards: ``<run>/card.md`` (+ ``card.html``) and a line page listing its versions.
+
+The shape follows Charles's model pages (seeds 000/002): title ``<line>_vN``, training periods
+with their batch ranges and whether they were watched, total batches, the Keras-style parameter
+summary, an architecture picture, transfer sources and frozen parts, loss curves, validation
+metrics, closed-loop results next to the expert, a driving GIF, and free-text notes. Everything
+comes from the run folder (config, ``run.json``, ``periods.json``, ``metrics.jsonl``, saved
+evaluations), so a card can be regenerated at any time; pictures go to ``<run>/card/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drivelab.config import load_config
+from drivelab.reports.document import Document, to_html, to_markdown
+from drivelab.reports.events import ReportError, Series, best_value, read_run_series
+from drivelab.reports.figures import (
+    architecture_blocks,
+    architecture_text,
+    draw_architecture,
+    plot_losses,
+    shrink_gif,
+)
+from drivelab.reports.lines import (
+    VersionStatus,
+    format_period,
+    line_versions,
+    score_text,
+    version_status,
+)
+from drivelab.train.runs import RunFolder
+
+MEDIA = "card"
+INIT_REPORT = "init_report.json"
+LINE_PAGE = "index"
+
+
+@dataclass(frozen=True)
+class CardFiles:
+    markdown: Path
+    html: Path | None
+    media: list[Path]
+
+
+# ------------------------------------------------------------------------------ run card
+def write_card(
+    run: RunFolder, html: bool = False, gif_bytes: int = 1_500_000, line_page: bool | None = None
+) -> CardFiles:
+    """Write ``card.md`` (and ``card.html``) for one run; returns the files written.
+
+    ``line_page`` says whether the line's index page exists to link back to (default: look).
+    """
+    config = load_config(run.config_path)
+    status = version_status(run)
+    series = read_run_series(run.path) if run.metrics_path.is_file() else {}
+    media_dir = run.path / MEDIA
+    media_dir.mkdir(exist_ok=True)
+    media: list[Path] = []
+    doc = Document(run.name)
+    if line_page if line_page is not None else (run.path.parent / f"{LINE_PAGE}.md").is_file():
+        doc.para(f"[<< {run.line}](../{LINE_PAGE}.md)")
+    if config.notes.strip():
+        doc.para(config.notes.strip())
+    _training(doc, status)
+    summary = _model_summary(doc, config, status.info)
+    _architecture(doc, config, summary, run, media_dir, media)
+    _transfer(doc, config, run)
+    _curves(doc, config, series, media_dir, media)
+    _validation(doc, series)
+    _driving(doc, run, status, media_dir, media, gif_bytes)
+    _provenance(doc, status.info)
+    markdown = run.path / "card.md"
+    markdown.write_text(to_markdown(doc), encoding="utf-8")
+    page = None
+    if html:
+        page = run.path / "card.html"
+        page.write_text(to_html(doc, run.path), encoding="utf-8")
+    return CardFiles(markdown, page, media)
+
+
+def _training(doc: Document, status: VersionStatus) -> None:
+    periods = status.periods
+    shown = ", ".join(f"`{format_period(p)}`" for p in periods) if periods else "none recorded"
+    checkpoints = ", ".join(f"`{b}`" for b in status.checkpoints[-8:]) or "none"
+    doc.para(f"Training periods: {shown}  \nTraining batches (total): *{status.batches}*  \n"
+             f"Status: `{status.status}`" + (f" ({status.info['error']})" if status.info.get("error") else "")
+             + f"  \nCheckpoints (batch): {checkpoints}" + (" (latest 8)" if len(status.checkpoints) > 8 else ""))
+
+
+def _model_summary(doc: Document, config: Any, info: dict[str, Any]) -> Any:
+    """Keras-convention counts of the policy as configured (frozen parts count as non-trainable)."""
+    from drivelab.models.summary import summarize_config
+
+    sizes = (info.get("data") or {}).get("history_sizes")
+    doc.para("*Model summary:*")
+    try:
+        summary = summarize_config(config, history_signal_sizes=sizes, with_shapes=False)
+    except Exception as exc:  # the card still shows everything else; say why counts are missing
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        doc.para(f"(the policy could not be built from config.yaml: {first})")
+        return None
+    counts = summary.counts
+    doc.bullets([
+        f"Total params: `{counts.total:,}`",
+        f"Trainable params: `{counts.trainable:,}`",
+        f"Non-trainable params: `{counts.non_trainable:,}` (frozen {counts.frozen:,} + BatchNorm "
+        f"statistics {counts.bn_statistics:,})",
+    ])
+    return summary
+
+
+def _frozen_parts(config: Any, summary: Any) -> set[str]:
+    if summary is None:
+        return set()
+    return {name for name, counts in summary.parts.items() if counts.frozen and not counts.trainable}
+
+
+def _init_parts(config: Any, run: RunFolder) -> dict[str, str]:
+    """part -> short source name, from the run's init report (exact) or the config's globs."""
+    found: dict[str, str] = {}
+    report = _read_json(run.path / INIT_REPORT)
+    if report:
+        for source in report.get("sources", []):
+            name = _short_source(str(source.get("source", "")))
+            for tensor in source.get("copied", []):
+                found.setdefault(_part_of(tensor), name)
+        return found
+    for entry in getattr(config.model, "init_from", []) or []:
+        for glob in getattr(entry, "modules", ["*"]):
+            part = "*" if glob.strip() in ("*", "*.*") else _part_of(glob.rstrip("*").rstrip("."))
+            for key in ("backbone", "history", "neck", "recurrent", *(f"heads.{h.output}" for h in config.model.heads)):
+                if part == "*" or key == part or key.startswith(part + ".") or part.startswith(key):
+                    found.setdefault(key, _short_source(str(getattr(entry, "source", entry))))
+    return found
+
+
+def _part_of(name: str) -> str:
+    pieces = name.split(".")
+    return ".".join(pieces[:2]) if pieces[0] == "heads" and len(pieces) > 1 else pieces[0]
+
+
+def _short_source(source: str) -> str:
+    path, _, batch = source.rpartition("@")
+    if not _:
+        return Path(source).name
+    return f"{Path(path).name}@{batch}"
+
+
+def _architecture(doc: Document, config: Any, summary: Any, run: RunFolder, media_dir: Path, media: list[Path]) -> None:
+    columns = architecture_blocks(config, summary.parts if summary else {}, _frozen_parts(config, summary),
+                                  _init_parts(config, run))
+    picture = media_dir / "architecture.png"
+    draw_architecture(columns, picture)
+    media.append(picture)
+    doc.para("*Model architecture:*")
+    doc.image(f"{MEDIA}/architecture.png", f"{run.name} architecture")
+    doc.pre(architecture_text(columns))
+
+
+def _transfer(doc: Document, config: Any, run: RunFolder) -> None:
+    """Transfer sources and frozen groups, as the seeds list them for model_0009."""
+    entries = list(getattr(config.model, "init_from", []) or [])
+    freeze = list(getattr(config.model, "freeze", []) or [])
+    doc.para("*Transfer learning:*")
+    if not entries and not config.model.backbone.pretrained:
+        doc.para("Trained from scratch: every parameter was initialised randomly (seed "
+                 f"`{config.seed}`).")
+    items = []
+    report = _read_json(run.path / INIT_REPORT)
+    by_source = {s.get("source"): s for s in (report or {}).get("sources", [])}
+    for entry in entries:
+        source, modules = getattr(entry, "source", str(entry)), getattr(entry, "modules", ["*"])
+        rename = getattr(entry, "rename", None) or {}
+        line = f"`{source}`: modules `{', '.join(modules)}`"
+        if rename:
+            line += f", renamed {', '.join(f'`{k}`->`{v}`' for k, v in rename.items())}"
+        done = by_source.get(source)
+        if done:
+            line += f"; copied {len(done.get('copied', []))} tensors ({done.get('copied_values', 0):,} values)"
+            if done.get("missing"):
+                line += f", missing {len(done['missing'])}"
+        items.append(line)
+    if config.model.backbone.pretrained:
+        items.append(f"backbone weights: `{config.model.backbone.pretrained}`")
+    if report:
+        counts = report.get("counts", {})
+        items.append(f"newly initialised: {counts.get('fresh_tensors', 0)} tensors "
+                     f"({counts.get('fresh_values', 0):,} values)")
+    doc.bullets(items)
+    if freeze:
+        until = getattr(config.model, "unfreeze_at", None)
+        until_epoch = getattr(config.model, "unfreeze_at_epoch", None)
+        when = (f"until batch {until}" if until else f"until epoch {until_epoch}" if until_epoch
+                else "for the whole training")
+        doc.para(f"Frozen: `{', '.join(freeze)}` {when}.")
+    else:
+        doc.para("None of the layers has been frozen.")
+
+
+def _curves(doc: Document, config: Any, series: dict[str, Series], media_dir: Path, media: list[Path]) -> None:
+    doc.para("*Training curves:*")
+    picture = media_dir / "losses.png"
+    drawn = plot_losses(series, config.model.outputs, picture)
+    if not drawn:
+        doc.para("No losses logged yet.")
+        return
+    media.append(picture)
+    doc.image(f"{MEDIA}/losses.png", "loss curves per output (train and validation)")
+
+
+def _validation(doc: Document, series: dict[str, Series]) -> None:
+    keys = sorted(k for k in series if k.startswith("val/"))
+    doc.para("*Validation metrics:*")
+    if not keys:
+        doc.para("No validation rows (no `data.val_split`?).")
+        return
+    rows = []
+    for key in keys:
+        curve = series[key]
+        last_step, last = int(curve.steps[-1]), float(curve.values[-1])
+        higher = any(word in key for word in ("accuracy", "f1", "top"))
+        best = best_value(Series(key, curve.steps, -curve.values)) if higher else best_value(curve)
+        best_text = "-" if best is None else f"{(-best[1] if higher else best[1]):.4g} (batch {best[0]})"
+        rows.append([f"`{key}`", f"{last:.4g} (batch {last_step})", best_text])
+    doc.table(["metric", "last", "best"], rows)
+
+
+def _driving(doc: Document, run: RunFolder, status: VersionStatus, media_dir: Path, media: list[Path], gif_bytes: int) -> None:
+    doc.para("*Closed-loop evaluation:*")
+    from drivelab.reports.evals import latest_eval
+
+    record = latest_eval(run)
+    if record is None:
+        doc.para(f"Not evaluated yet: `drivelab eval {run.path} --episodes 10 --seed 10000 --baseline expert "
+                 "--video DIR` keeps its results with the run.")
+        _watch_gif(doc, run, status, media_dir, media, gif_bytes)
+        return
+    tracks = record.get("tracks", [])
+    if len(tracks) == 1:
+        span = f"1 held-out track (seed {tracks[0]})"
+    else:
+        span = f"{len(tracks)} held-out tracks (seeds {tracks[0]}-{tracks[-1]})" if tracks else "no tracks"
+    doc.para(f"Checkpoint batch *{record.get('batch')}*, {span}, "
+             f"evaluated {str(record.get('created', ''))[:16].replace('T', ' ')}; mean ± std over tracks.")
+    rows = []
+    for driver in record.get("drivers", []):
+        a = driver.get("aggregate", {})
+        ratio = a.get("score_ratio_to_expert")
+        rows.append([
+            driver.get("driver", "?"),
+            score_text(a),
+            _pm(a, "reward", ".1f"),
+            _pm(a, "completion", ".3f"),
+            _mean(a, "off_track_events_mean") + " / " + _mean(a, "unstuck_mean"),
+            f"{a.get('laps_finished', 0)}/{a.get('episodes', 0)}",
+            "-" if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)) else f"{ratio:.3f}",
+        ])
+    doc.table(["driver", "driving score", "reward", "completion", "off-track / unstuck", "laps", "÷ expert"], rows)
+    from drivelab.reports.evals import policy_report
+
+    report = policy_report(record) or {}
+    videos = report.get("videos", [])
+    existing = [Path(v) for v in videos if Path(v).is_file()]
+    if existing:
+        chosen, caption = _typical_video(existing, report.get("episodes", []))
+        picture = shrink_gif(chosen, media_dir / "driving.gif", gif_bytes)
+        media.append(picture)
+        doc.para(f"*The model driving* ({caption}):")
+        doc.image(f"{MEDIA}/driving.gif", f"{run.name} driving")
+    elif videos:
+        doc.para(f"(the evaluation's videos are gone from {Path(videos[0]).parent})")
+
+
+def _watch_gif(doc: Document, run: RunFolder, status: VersionStatus, media_dir: Path, media: list[Path], gif_bytes: int) -> None:
+    """Without an evaluation, the last watched checkpoint's GIF shows how the model drives."""
+    gifs = sorted((run.path / "watch").glob("batch_*.gif"), key=lambda p: int(p.stem.split("_")[-1]))
+    if not gifs:
+        return
+    picture = shrink_gif(gifs[-1], media_dir / "driving.gif", gif_bytes)
+    media.append(picture)
+    score = f", watch score {status.watch_score[1]:.3f}" if status.watch_score else ""
+    doc.para(f"*Watched during training* (batch {gifs[-1].stem.split('_')[-1]}{score}):")
+    doc.image(f"{MEDIA}/driving.gif", f"{run.name} driving", width="60%")
+
+
+def _track_of(path: Path) -> str:
+    stem = path.stem
+    return stem.rpartition("track")[2] if "track" in stem else stem
+
+
+def _typical_video(videos: list[Path], episodes: list[dict[str, Any]]) -> tuple[Path, str]:
+    """The GIF of the median-score track, so the card shows typical driving, not the best lap."""
+    scores = {str(e.get("seed")): e.get("score") for e in episodes if e.get("failed") is None}
+    scored = [(scores[_track_of(v)], v) for v in videos if isinstance(scores.get(_track_of(v)), int | float)]
+    if not scored:
+        return videos[0], f"track {_track_of(videos[0])}"
+    scored.sort(key=lambda sv: sv[0])
+    score, video = scored[(len(scored) - 1) // 2]
+    median = ", the median track" if len(scored) > 2 else ""
+    return video, f"track {_track_of(video)}, driving score {score:.2f}{median}"
+
+
+def _pm(a: dict[str, Any], key: str, fmt: str) -> str:
+    mean, std = a.get(f"{key}_mean"), a.get(f"{key}_std")
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    return f"{mean:{fmt}}±{(std or 0.0):{fmt}}"
+
+
+def _mean(a: dict[str, Any], key: str) -> str:
+    value = a.get(key)
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def _provenance(doc: Document, info: dict[str, Any]) -> None:
+    prov = info.get("provenance") or {}
+    data = info.get("data") or {}
+    dataset = prov.get("dataset") or {}
+    code = prov.get("code") or {}
+    doc.para("*Provenance:*")
+    items = ["config: [`config.yaml`](config.yaml)"]
+    if dataset or data:
+        text = f"dataset: `{dataset.get('path') or data.get('path')}`"
+        if dataset.get("episodes") is not None:
+            text += f", {dataset['episodes']} episodes"
+        if data.get("train_samples") is not None:
+            text += f" ({data['train_samples']} train / {data.get('val_samples', 0)} val frames)"
+        if dataset.get("checksum"):
+            text += f", checksum `{dataset['checksum'][:23]}…`"
+        items.append(text)
+    sources = prov.get("init_sources") or []
+    items.append("init sources: " + (", ".join(f"`{_source_text(s)}`" for s in sources) if sources else "none (random init)"))
+    if code:
+        commit = code.get("git_commit")
+        text = f"code: drivelab `{code.get('drivelab')}`"
+        if commit:
+            text += f", git `{commit[:12]}`" + (" (with uncommitted changes)" if code.get("git_dirty") else "")
+        items.append(text)
+    if info.get("created"):
+        items.append(f"created: {info['created']}")
+    doc.bullets(items)
+
+
+def _source_text(source: Any) -> str:
+    if isinstance(source, dict):
+        return str(source.get("source", source))
+    return str(source)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ------------------------------------------------------------------------------ line page
+def write_line_page(line_dir: Path, html: bool = False, cards: bool = True, gif_bytes: int = 1_500_000) -> CardFiles:
+    """``<line>/index.md`` listing the versions ("List of the models"); each card is (re)written."""
+    runs = line_versions(line_dir)
+    if not runs:
+        raise ReportError(f"{line_dir} holds no versions (<line>_vN run folders)")
+    media: list[Path] = []
+    statuses = []
+    for run in runs:
+        if cards:
+            media += write_card(run, html=html, gif_bytes=gif_bytes, line_page=True).media
+        statuses.append(version_status(run))
+    doc = Document(line_dir.name)
+    doc.heading("List of the models:", 2)
+    doc.bullets([f"[`{s.name}`]({s.name}/card.md)" for s in statuses])
+    rows = []
+    for s in statuses:
+        best = "-" if s.best_val is None else f"{s.best_val[1]:.4g} (batch {s.best_val[0]})"
+        driving = score_text(s.driving["aggregate"]) if s.driving else (
+            f"{s.watch_score[1]:.3f} (watch, batch {s.watch_score[0]})" if s.watch_score else "-")
+        last = format_period(s.last_period) if s.last_period else "-"
+        rows.append([f"[`{s.name}`]({s.name}/card.md)", s.status, str(s.batches), last, best, driving,
+                     _notes_of(s.run)])
+    doc.table(["version", "status", "batches", "last period", "best val loss", "driving score", "notes"], rows)
+    markdown = line_dir / f"{LINE_PAGE}.md"
+    markdown.write_text(to_markdown(doc), encoding="utf-8")
+    page = None
+    if html:
+        page = line_dir / f"{LINE_PAGE}.html"
+        page.write_text(to_html(doc, line_dir), encoding="utf-8")
+    return CardFiles(markdown, page, media)
+
+
+def _notes_of(run: RunFolder, limit: int = 90) -> str:
+    """The first sentence of a version's notes, short enough for a table cell."""
+    try:
+        notes = " ".join(load_config(run.config_path).notes.split())
+    except Exception:  # a line page must not fail on one unreadable old config
+        return ""
+    first = notes.split(". ")[0]
+    return first if len(first) <= limit else first[: limit - 1] + "…"

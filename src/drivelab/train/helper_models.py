@@ -1,0 +1,55 @@
+"""Charles' helper models (model_0002): one forward/backward per output, gradients summed.
+
+With v2 balancing a sample carries only the label of the output it was balanced for, so each
+output gets its own batch. A "helper model" is the shared trunk plus that output's head: every
+step runs each helper on its output's batch and backpropagates its loss; the gradients add up in
+the shared parameters (and land alone in each head), and one optimizer step updates the main
+model, which is what drives at inference. Separate forwards (rather than one forward over the
+concatenated batches) keep each output's BatchNorm statistics its own, as the helpers had.
+It costs one trunk forward/backward per output, the ~3x of the seed with three outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from drivelab.train.objectives import Objective
+
+
+def split_by_output(batch: dict[str, torch.Tensor], outputs: Sequence[str], size: int
+                    ) -> list[dict[str, torch.Tensor]]:
+    """A v2 batch (output after output, ``size`` samples each) -> one batch per output."""
+    return [{k: v[i * size : (i + 1) * size] for k, v in batch.items()} for i in range(len(outputs))]
+
+
+def helper_backward(
+    model: Any,
+    inputs: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor | None]],
+    objective: Objective,
+    batches: Sequence[dict[str, torch.Tensor]],
+    outputs: Sequence[str],
+    backward: Callable[[torch.Tensor], None],
+    no_sync: Callable[[], Any] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Backpropagate every helper's loss on its own batch; returns the step's logged values.
+
+    ``backward`` is the strategy's backward (Fabric's); ``no_sync`` defers the DDP gradient
+    all-reduce to the last helper, so the ranks exchange the summed gradient once.
+    """
+    values: dict[str, torch.Tensor] = {}
+    total = None
+    last = len(outputs) - 1
+    for k, (output, batch) in enumerate(zip(outputs, batches, strict=True)):
+        context = no_sync() if (no_sync is not None and k < last) else nullcontext()
+        with context:
+            terms = objective.output_terms(output, model(*inputs(batch)), batch)
+            backward(terms.total)
+        values.update(terms.values)
+        total = terms.total.detach() if total is None else total + terms.total.detach()
+    assert total is not None
+    values["loss"] = total
+    return values
