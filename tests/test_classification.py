@@ -318,3 +318,43 @@ def test_three_bin_steering_drives_by_argmax_and_sampling(three_bin_run: Path, t
     assert result.returncode == 0, result.stderr
     driver = json.loads(out.read_text())["drivers"][0]
     assert len(driver["episodes"]) == 1 and driver["episodes"][0]["failed"] is None
+
+
+def test_charles_delta_bins_learn_changes_and_drive_relative_to_the_last_action(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    """model_0001 v4/v5: bins are changes of the last executed steering, applied when driving."""
+    from drivelab.sim import make_env
+
+    overrides = [f"data.path={small_dataset}", "train.max_batches=3", "train.batch_size=8",
+                 "train.checkpoint_every=3", "data.workers=0", "train.warmup_batches=0",
+                 "model.heads.steering.bins=charles", "model.heads.steering.delta=true"]
+    config = load_config(DRIVING_3BIN, overrides)
+    store = DatasetStore.open(small_dataset)
+    data = EpisodeFrameDataset(store, "train", ["steering", "accel_brake"], delta_outputs=["steering"])
+    episode = store.episode(data.episodes[0].index)
+    expected = np.asarray(episode["actions/steering"][:20]) - np.asarray(episode["telemetry/steering"][:20])
+    batch = data.__getitems__(list(range(20)))
+    assert np.allclose(batch["target/steering"].numpy(), expected)
+    assert np.array_equal(batch["target/accel_brake"].numpy(), np.asarray(episode["actions/accel_brake"][:20]))
+
+    run = train(config, runs_root=tmp_path).run.path
+    runtime = PolicyRuntime.from_ref(str(run))
+    charles = (-0.3, -0.1, -0.03, 0.0, 0.03, 0.1, 0.3)
+    env = make_env("carracing")
+    try:
+        runtime.check_env(env)
+        runtime.reset(seed=0)
+        obs = env.reset(seed=10_000)
+        for _ in range(10):
+            last = float(obs.telemetry["steering"][0])
+            action = runtime.act(obs)
+            change = action["steering"] - last
+            clipped = action["steering"] in (-0.4, 0.4)  # DRIVING_3BIN's steering range
+            assert clipped or min(abs(change - b) for b in charles) < 1e-5
+            obs = env.step(np.array([action["steering"], action["accel_brake"]], np.float32)).observation
+    finally:
+        env.close()
+    with pytest.raises(ConfigError, match="delta bins need kind: classification"):
+        load_config(DRIVING_3BIN, [*overrides, "model.heads.steering.kind=regression",
+                                   "model.heads.steering.bins=null"])

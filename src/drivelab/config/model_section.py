@@ -176,7 +176,10 @@ class HeadConfig(_Section):
 
     ``widths`` are the hidden dense layers of the head (ReLU); ``quarter`` is Charles's rule of
     three layers each a quarter of the previous width (1024 -> 256, 64, 16), then the output.
-    ``low``/``high`` are the action's range: classification bins must cover it.
+    ``low``/``high`` are the action's range: classification bins must cover it, unless
+    ``delta``: then the bins are changes of the last executed action (Charles model_0001 v4/v5,
+    e.g. ``bins: charles``), the target is ``action - last action`` and the driver applies
+    ``clip(last action + bin value, low, high)``; it needs telemetry of the same name.
     ``standardize`` (regression): the head learns ``(action - mean) / std`` with the training
     split's statistics (stored in the weights), so outputs of different scales weigh alike in
     the loss; its predictions are de-standardised inside the head, in action units everywhere.
@@ -192,6 +195,7 @@ class HeadConfig(_Section):
     standardize: bool = False
     widths: list[PositiveInt] | Literal["quarter"] = QUARTER
     bins: BinsConfig | None = None
+    delta: bool = False  # classification: bins are changes of the last executed action (Charles)
     classes: Annotated[int, Field(ge=2)] | None = None
     loss: Literal["mse", "l1", "huber", "ce"] | None = None
     weight: NonNegativeFloat = 1.0
@@ -232,7 +236,7 @@ class HeadConfig(_Section):
                     "bins", "a classification head needs bins, e.g. bins: [-0.9, 0.0, 0.9]"
                 )
             first, last = self.bins.span()
-            if first > self.low or last < self.high:
+            if not self.delta and (first > self.low or last < self.high):
                 raise _field_error(
                     "bins",
                     f"bins span [{first}, {last}] but must cover the range of {self.output!r} "
@@ -245,6 +249,8 @@ class HeadConfig(_Section):
         else:
             if self.bins is not None:
                 raise _field_error("bins", "bins apply only to kind: classification")
+        if self.delta and self.kind != "classification":
+            raise _field_error("delta", "delta bins need kind: classification (with bins)")
         if self.standardize and self.kind != "regression":
             raise _field_error("standardize", "only regression heads are standardised")
         if self.kind not in ("classification", "class"):
@@ -408,6 +414,13 @@ class ModelConfig(_Section):
             raise _field_error(
                 "backbone", "backbone 'none' ignores the frames, so the policy needs model.history"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _delta_heads_not_recurrent(self) -> ModelConfig:
+        if self.recurrent is not None and any(h.delta for h in self.heads):
+            raise _field_error("heads", "delta bins are not supported in recurrent policies; "
+                               "use absolute bins or regression")
         return self
 
     @model_validator(mode="after")

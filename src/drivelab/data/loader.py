@@ -77,10 +77,14 @@ class EpisodeFrameDataset(Dataset):
         history_signals: Sequence[str] = (),
         history_length: int = 0,
         cache_bytes: int = 4 << 30,
+        delta_outputs: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.split = split
         self.outputs = list(outputs)
+        # targets of these outputs are changes of the last executed action (telemetry of the
+        # same name, recorded before acting): Charles' "discrete delta" heads
+        self.delta_outputs = list(delta_outputs)
         self.k = int(frames)
         self.history_signals = list(history_signals)
         self.history_length = int(history_length)
@@ -106,6 +110,12 @@ class EpisodeFrameDataset(Dataset):
             raise DatasetError(
                 f"output(s) {missing} are not actions of {self.store.path} "
                 f"(it has: {sorted(actions)})"
+            )
+        lacking = [o for o in self.delta_outputs if o not in telemetry]
+        if lacking:
+            raise DatasetError(
+                f"delta head(s) {lacking} need the last executed action as telemetry of the same "
+                f"name, which {self.store.path} does not record (it has: {sorted(telemetry)})"
             )
         missing = [s for s in self.history_signals if s not in telemetry]
         if missing:
@@ -140,6 +150,8 @@ class EpisodeFrameDataset(Dataset):
             else:
                 history = np.zeros((t, 0), np.float32)
             targets = {o: np.asarray(group[f"actions/{o}"][:], np.float32) for o in self.outputs}
+            for o in self.delta_outputs:
+                targets[o] = targets[o] - np.asarray(group[f"telemetry/{o}"][:], np.float32)
             ep = _Episode(frames, history, targets)
             self._cache.put(pos, ep)
         return ep

@@ -232,6 +232,7 @@ class OfflineJob:
             frames=config.data.frames,
             history_signals=history.signals if history else (),
             history_length=history.length if history else 0,
+            delta_outputs=[h.output for h in config.model.heads if h.delta],
             cache_bytes=CACHE_BYTES,
         )
         n = len(self.samples)

@@ -79,6 +79,8 @@ class PolicyRuntime:
         self.latencies_s: list[float] = []
         # A recurrent policy (model.recurrent) carries its LSTM (h, c) from step to step.
         self.recurrent = config.model.recurrent is not None
+        # delta heads predict a change of the last executed action: output -> its [low, high]
+        self.delta = {h.output: (h.low, h.high) for h in config.model.heads if h.delta}
         self._state: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ loading
@@ -106,7 +108,7 @@ class PolicyRuntime:
                 f"gives {list(env.frame_shape)}"
             )
         telemetry = {s.name for s in env.telemetry_specs}
-        lacking = [s for s in self.history_signals if s not in telemetry]
+        lacking = [s for s in [*self.history_signals, *self.delta] if s not in telemetry]
         if lacking:
             raise PolicyLoadError(f"{self.label} needs telemetry {lacking}, which {env.env_id} lacks")
 
@@ -148,6 +150,9 @@ class PolicyRuntime:
                 results = self.policy(*self.pipeline(batch))
             actions = self.policy.actions(results, sample=self.sample, generator=self._generator)
         out = {name: float(value.reshape(-1)[0]) for name, value in actions.items()}
+        for name, (low, high) in self.delta.items():
+            last = float(np.asarray(obs.telemetry[name], np.float32).reshape(-1)[0])
+            out[name] = min(max(last + out[name], low), high)
         self.latencies_s.append(time.perf_counter() - started)
         return out
 

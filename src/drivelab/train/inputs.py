@@ -105,6 +105,7 @@ def open_inputs(config: ExperimentConfig) -> TrainInputs:
             frames=data.frames,
             history_signals=history.signals if history else (),
             history_length=history.length if history else 0,
+            delta_outputs=[h.output for h in config.model.heads if h.delta],
         )
 
     if not store.split_episodes(data.train_split):
