@@ -144,7 +144,7 @@ def build_policy(
         head.output: build_head(head, head_inputs, index) for index, head in enumerate(config.heads)
     }
     if config.recurrent is not None:
-        return RecurrentPolicy(  # type: ignore[return-value]
+        return RecurrentPolicy(
             backbone=backbone,
             history=history,
             neck=neck,

@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from drivelab.config import HeadConfig
-from drivelab.models.heads import ClassificationHead, logits_to_action
 from drivelab.models.history import HistoryBranch
+from drivelab.models.policy import Policy
 
 __all__ = ["STATE_KEY", "RecurrentPolicy", "split_state", "zero_state"]
 
@@ -43,7 +43,7 @@ def split_state(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return state[0].contiguous(), state[1].contiguous()
 
 
-class RecurrentPolicy(nn.Module):
+class RecurrentPolicy(Policy):
     """frames [B, T, 3k, H, W] (+ history [B, T, L, S]) -> {output: [B, T] | [B, T, n_bins]}.
 
     ``state`` ([2, layers, B, hidden], zeros when None) is where the sequence starts; the returned
@@ -70,26 +70,8 @@ class RecurrentPolicy(nn.Module):
         head_configs: Mapping[str, HeadConfig],
         frame_shape: tuple[int, int, int],
     ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.history = history
-        self.neck = neck
+        super().__init__(backbone, history, neck, heads, head_configs, frame_shape)
         self.lstm = lstm
-        self.heads = nn.ModuleDict(dict(heads))
-        self.head_configs = dict(head_configs)
-        self.frame_shape = frame_shape
-
-    @property
-    def outputs(self) -> list[str]:
-        """Head (output) names in config order."""
-        return list(self.heads)
-
-    @property
-    def history_shape(self) -> tuple[int, int] | None:
-        """[L, S] of each step's history window, or None without a history branch."""
-        if self.history is None:
-            return None
-        return self.history.length, self.history.step_size
 
     @property
     def layers(self) -> int:
@@ -227,18 +209,3 @@ class RecurrentPolicy(nn.Module):
         )
         new_state = results.pop(STATE_KEY)
         return {k: v[:, 0] for k, v in results.items()}, new_state
-
-    def actions(
-        self,
-        results: Mapping[str, torch.Tensor],
-        sample: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Map one step's head results ([B] / [B, n_bins]) to [B] action values."""
-        actions: dict[str, torch.Tensor] = {}
-        for name, head in self.heads.items():
-            if isinstance(head, ClassificationHead):
-                actions[name] = logits_to_action(results[name], head.bin_values, sample, generator)
-            else:
-                actions[name] = results[name]
-        return actions

@@ -281,6 +281,10 @@ class TrainLoop:
                     sums += torch.stack([*parts, valid.sum()])
         finally:
             self.model.train()
+        return self._validation_means(sums, names)
+
+    def _validation_means(self, sums: torch.Tensor, names: list[str]) -> dict[str, float]:
+        """Per-sample sums (+ the sample count, last) over all ranks -> ``val/<name>`` means."""
         if self.fabric.world_size > 1:
             sums = self.fabric.all_reduce(sums, reduce_op="sum")
         totals = sums.cpu().tolist()

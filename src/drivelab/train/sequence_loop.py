@@ -199,11 +199,7 @@ class SequenceLoop(TrainLoop):
                         sums += torch.stack([*parts, mask.sum()])
         finally:
             self.model.train()
-        if self.fabric.world_size > 1:
-            sums = self.fabric.all_reduce(sums, reduce_op="sum")
-        totals = sums.cpu().tolist()
-        count = max(totals[-1], 1.0)
-        return {f"val/{n}": s / count for n, s in zip(names, totals[:-1], strict=True)}
+        return self._validation_means(sums, names)
 
     # ------------------------------------------------------------------ checkpoints
     def trainer_state(self) -> dict[str, Any]:
