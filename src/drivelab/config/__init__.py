@@ -9,11 +9,10 @@ filled in) is what a run folder stores as ``config.yaml``.
 
 from drivelab.config.base import ConfigError
 from drivelab.config.data_section import AugmentConfig, BalanceConfig, CropConfig, DataConfig
+from drivelab.config.head_section import BinsConfig, HeadConfig
 from drivelab.config.loading import apply_overrides, dump_config, load_config, parse_config
 from drivelab.config.model_section import (
     BackboneConfig,
-    BinsConfig,
-    HeadConfig,
     HistoryConfig,
     InitFromConfig,
     ModelConfig,
