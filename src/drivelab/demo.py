@@ -19,10 +19,11 @@ from drivelab.config import load_config
 from drivelab.data.collect import CollectPlan, CollectSummary, collect
 from drivelab.data.inspect import dataset_info, plot_histograms, verify_dataset
 from drivelab.data.store import DatasetStore
-from drivelab.errors import DrivelabError
+from drivelab.errors import DrivelabError, Interrupted
 from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.report import evaluate_many
 from drivelab.evaluate.runner import EvalReport
+from drivelab.outputs import check_output_dir, write_text
 from drivelab.train import train
 from drivelab.train.loop import ProgressSink
 
@@ -70,6 +71,16 @@ def new_demo_folder(root: Path) -> Path:
     return folder
 
 
+def _check_flags(options: DemoOptions) -> None:
+    """Every flag is checked before the demo folder exists, and named as the user typed it."""
+    for flag, value, low in (("--batches", options.batches, 1), ("--workers", options.workers, 1),
+                             ("--seed", options.seed, 0), ("--max-steps", options.max_steps, 1)):
+        if value is not None and value < low:
+            raise DrivelabError(f"{flag} must be at least {low} (got {value})")
+    if not 0.0 <= options.noise <= 1.0:
+        raise DrivelabError(f"--noise is a probability in [0, 1] (got {options.noise})")
+
+
 def run_demo(
     options: DemoOptions,
     on_stage: Callable[[str], None] | None = None,
@@ -82,6 +93,8 @@ def run_demo(
         raise DrivelabError("--episodes must be at least 3 (training needs train and val episodes)")
     if options.eval_episodes < 1:
         raise DrivelabError("--eval-episodes must be at least 1")
+    _check_flags(options)
+    check_output_dir(options.out, "--out")
     overrides = list(options.overrides)
     if options.batches is not None:
         overrides.append(f"train.max_batches={options.batches}")
@@ -124,6 +137,9 @@ def run_demo(
     result.reports = evaluate_many(specs, seeds, workers=options.workers, max_steps=options.max_steps,
                                    on_progress=on_eval)
     times["evaluate"] = time.perf_counter() - t0
+    if any(r.interrupted for r in result.reports):
+        raise Interrupted(f"during the evaluation: the dataset and the trained run are kept in {folder}; "
+                          f"evaluate again with `drivelab eval {trained.run.path} --baseline expert`")
     result.report_path = write_report(result, options)
     return result
 
@@ -154,9 +170,8 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         lines += ["", f"Policy driving score / expert driving score: **{ratio:.3f}**"]
     lines += ["", "Stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items()),
               "", "![histograms](histograms.png)", ""]
-    path = result.folder / "report.md"
-    path.write_text("\n".join(lines))
-    (result.folder / "report.json").write_text(json.dumps({
+    path = write_text(result.folder / "report.md", "\n".join(lines))
+    write_text(result.folder / "report.json", json.dumps({
         "dataset": str(result.dataset),
         "run": str(result.run),
         "train": result.train_values,

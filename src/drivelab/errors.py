@@ -10,3 +10,11 @@ from __future__ import annotations
 
 class DrivelabError(ValueError):
     """A user-facing problem: the message is one line naming the problem and the fix."""
+
+
+class Interrupted(DrivelabError):
+    """Ctrl-C, turned into one line saying what was kept and how to continue.
+
+    The library catches ``KeyboardInterrupt`` where it knows what survived (committed episodes,
+    the last checkpoint) and raises this instead; the command line prints it and exits 130.
+    """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -29,7 +30,21 @@ class WorkersDied(RuntimeError):
     """Every worker exited before all tasks were done (killed, out of memory...)."""
 
 
+def _exit_on_terminate(_signum: int, _frame: object) -> None:
+    """Unwind on ``terminate()``: the parent stopped us, so what we were writing is abandoned
+    (a staging leftover at worst) and its complaints about that are noise, not news."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    raise SystemExit(0)
+
+
 def _worker_main(job: EpisodeJob, tasks: Any, events: Any) -> None:
+    # Ctrl-C reaches the whole process group; only the parent decides what it means (and
+    # stops the workers), so a worker neither dies mid-write nor prints its own traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Stopped early (terminate): unwind like a normal exit, so multiprocessing's finalizers
+    # release the semaphores this process made (numcodecs' lock) instead of leaking them.
+    signal.signal(signal.SIGTERM, _exit_on_terminate)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         job.open()
@@ -106,4 +121,8 @@ def run_jobs(
                 p.terminate()  # stopping early: do not wait for episodes nobody will read
             p.join(timeout=10)
             if p.is_alive():
-                p.terminate()
+                p.kill()
+                p.join(timeout=5)
+        for q in (task_q, events):  # release the queues' pipes and semaphores now, not at exit
+            q.cancel_join_thread()
+            q.close()

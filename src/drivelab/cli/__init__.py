@@ -11,18 +11,30 @@ import sys
 
 from drivelab.cli import data_verbs, demo_verb, eval_verbs, report_verbs, train_verbs  # noqa: F401  (registers the verbs)
 from drivelab.cli.app import app, err
-from drivelab.errors import DrivelabError
+from drivelab.errors import DrivelabError, Interrupted
 
 
 # --------------------------------------------------------------------------- entry point
 def main() -> None:
-    """Console-script entry: run the app, turning user mistakes into one error line."""
+    """Console-script entry: run the app, turning user mistakes into one error line.
+
+    Typer turns a Ctrl-C it sees into a silent ``exit 130``, so the stages that know what they
+    kept (collection, training, evaluation) catch ``KeyboardInterrupt`` themselves and raise
+    `Interrupted` with that news; anything else interrupted gets the generic line here.
+    """
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         app()
+    except Interrupted as exc:
+        err.print(f"[yellow]interrupted[/]: {exc}", highlight=False, soft_wrap=True)
+        sys.exit(130)
     except DrivelabError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: committed work is kept")
+        err.print("[yellow]interrupted[/]: committed work is kept", highlight=False)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:
+            err.print("[yellow]interrupted[/]: committed work is kept", highlight=False)
+        raise

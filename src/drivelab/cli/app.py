@@ -21,6 +21,9 @@ app.add_typer(data_app, name="data")
 out = Console()
 err = Console(stderr=True)
 
+# Every verb that writes a user-named file offers the same escape hatch (see drivelab.outputs).
+FORCE_OPTION = typer.Option("--force", help="Replace existing output files (never datasets or run files).")
+
 
 # --------------------------------------------------------------------------- helpers
 @contextmanager

@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from drivelab.cli.app import app, data_app, err, lazy_progress, out
+from drivelab.cli.app import FORCE_OPTION, app, data_app, err, lazy_progress, out
 from drivelab.errors import DrivelabError
+from drivelab.outputs import check_output, write_json
 
 
 # --------------------------------------------------------------------------- collect
@@ -73,15 +74,18 @@ def data_info(
     path: Annotated[Path, typer.Argument(help="Dataset folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write per-output histograms to this PNG.")] = None,
+    force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
     """Episodes, frames, splits and per-signal statistics of a dataset."""
     from drivelab.data.inspect import dataset_info, plot_histograms
     from drivelab.data.store import DatasetStore
 
+    if plot is not None:
+        check_output(plot, "--plot", (".png",), force=force)
     store = DatasetStore.open(path)
     info = dataset_info(store)
     if plot is not None:
-        written = plot_histograms(store, plot)
+        written = plot_histograms(store, plot, force=force)
         info["plot"] = str(written)
     if as_json:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
@@ -169,12 +173,19 @@ def data_balance(
     power: Annotated[float, typer.Option(help="inverse_frequency: weight = count^-power.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="normalized_output: batch the 1/3 cap applies to.")] = 32,
     candidates: Annotated[int, typer.Option(help="v4: candidates per draw.")] = 8,
+    force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
     """Per-output bin counts and entropy before/after a balancing scheme (reads no frames)."""
     from drivelab.data.balance import BinnedLabels
     from drivelab.data.balance_report import balance_report, dataset_labels, plot_balance
     from drivelab.data.store import DatasetStore
 
+    if plot is not None:
+        check_output(plot, "--plot", (".png",), force=force)
+    if json_out is not None:
+        check_output(json_out, "--json", force=force)
+    if plot is not None and json_out is not None and plot.resolve() == json_out.resolve():
+        raise DrivelabError("--plot and --json name the same file: give each its own")
     store = DatasetStore.open(path)
     values, binnings = dataset_labels(store, output, bins)
     report = balance_report(BinnedLabels.from_values(values, binnings), scheme, seed=seed,
@@ -193,11 +204,10 @@ def data_balance(
               f"({report['unique_frames']} distinct), effective sample size "
               f"{report['effective_sample_size']:.1f}{rounds}")
     if plot is not None:
-        report["plot"] = str(plot_balance(report, plot))
+        report["plot"] = str(plot_balance(report, plot, force=force))
         out.print(f"histograms -> {report['plot']}")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(json_out, report, force=force, flag="--json")
         out.print(f"report -> {json_out}")
 # --------------------------------------------------------------------------- data import / synth-signs
 import_app = typer.Typer(no_args_is_help=True, help="Import image-classification sets (GTSRB, ImageFolder).")

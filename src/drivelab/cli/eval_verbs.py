@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from drivelab.cli.app import app, lazy_progress, out
-from drivelab.errors import DrivelabError
+from drivelab.cli.app import FORCE_OPTION, app, lazy_progress, out
+from drivelab.errors import DrivelabError, Interrupted
+from drivelab.outputs import check_output, check_output_dir, write_json
 
 
 # --------------------------------------------------------------------------- eval
@@ -44,14 +44,19 @@ def eval_(
         Path | None,
         typer.Option("--group-map", help='With --offline: JSON {"group": [class ids or names]} merged before scoring.'),
     ] = None,
+    force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
     """Drive a policy (and/or baselines) on held-out tracks and measure the driving."""
     from drivelab.evaluate.drivers import BASELINES, DriverSpec
     from drivelab.evaluate.report import evaluate_many, render_report
+    from drivelab.evaluate.runner import video_path
 
+    if json_out is not None:
+        check_output(json_out, "--json", force=force)
     if offline is not None:
         _eval_offline(run, offline, dataset, runs, workers, json_out,
-                      driving_flags=bool(baseline or video or convcam), top_k=top_k, group_map=group_map)
+                      driving_flags=bool(baseline or video or convcam), top_k=top_k, group_map=group_map,
+                      force=force)
         return
     if dataset is not None:
         raise DrivelabError("--dataset applies to --offline SPLIT; closed-loop evaluation drives --env")
@@ -72,15 +77,27 @@ def eval_(
         raise DrivelabError("name a RUN to evaluate, or --baseline expert|random")
     if episodes < 1:
         raise DrivelabError(f"--episodes must be at least 1 (got {episodes})")
+    if seed < 0:
+        raise DrivelabError(f"--seed must be at least 0 (got {seed})")
+    if max_steps < 1:
+        raise DrivelabError(f"--max-steps must be at least 1 (got {max_steps})")
     seeds = list(range(seed, seed + episodes))
+    if video is not None:  # every GIF name is known now: refuse before the first track is driven
+        check_output_dir(video, "--video")
+        for spec in specs:
+            for s in seeds:
+                check_output(video_path(video, spec, s), "--video", (".gif",), force=force)
     with lazy_progress(episodes * len(specs), "eval", unit="tracks") as on_progress:
         reports = evaluate_many(specs, seeds, env=env, workers=workers, max_steps=max_steps,
-                                video_dir=video, on_progress=on_progress)
+                                video_dir=video, on_progress=on_progress, replace_videos=force)
     render_report(out, reports)
+    if any(r.interrupted for r in reports):
+        driven = sum(len(r.rows) for r in reports)
+        raise Interrupted(f"{driven} of {episodes * len(specs)} tracks driven: the table above is partial, "
+                          "nothing was saved (rerun to get complete results)")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(
-            {"tracks": seeds, "drivers": [r.to_dict() for r in reports]}, indent=2) + "\n")
+        write_json(json_out, {"tracks": seeds, "drivers": [r.to_dict() for r in reports]},
+                   force=force, flag="--json")
         out.print(f"results -> {json_out}")
     incomplete = [r.driver for r in reports if not r.complete]
     if run is not None and not incomplete:  # kept with the run for `drivelab runs` and its card
@@ -103,6 +120,7 @@ def _eval_offline(
     driving_flags: bool,
     top_k: int | None = None,
     group_map: Path | None = None,
+    force: bool = False,
 ) -> None:
     """`eval RUN --offline SPLIT`: per-output metrics of the run's predictions on recorded data."""
     from drivelab.evaluate.classification import DEFAULT_TOP_K
@@ -114,15 +132,23 @@ def _eval_offline(
         raise DrivelabError("--offline scores recorded samples: drop --baseline, --video and --convcam")
     job = OfflineJob(run, split, dataset=dataset, runs_root=runs, workers=workers,
                      top_k=top_k or DEFAULT_TOP_K, group_map=group_map)
+    if json_out is not None:  # the confusion PNGs beside --json: checked before scoring
+        for head in job.runtime.config.model.heads:
+            if head.kind != "regression":
+                check_output(confusion_beside(json_out, head.output), "--json", (".png",), force=force)
     with lazy_progress(len(job.batches), "offline", unit="batches") as on_progress:
         report = job.run(on_progress)
     render_offline(out, report)
     if report.classification:
-        _save_classification(report, run, runs, split, dataset, group_map, json_out)
+        _save_classification(report, run, runs, split, dataset, group_map, json_out, force)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        write_json(json_out, report.to_dict(), force=force, flag="--json")
         out.print(f"results -> {json_out}")
+
+
+def confusion_beside(json_out: Path, output: str) -> Path:
+    """The confusion PNG written next to ``--json FILE`` for one categorical head."""
+    return json_out.with_name(f"{json_out.stem}_confusion_{output}.png")
 
 
 def _refuse_classification_run(run: str, runs: Path) -> None:
@@ -141,8 +167,13 @@ def _refuse_classification_run(run: str, runs: Path) -> None:
 def _save_classification(
     report: object, run: str, runs: Path, split: str, dataset: Path | None, group_map: Path | None,
     json_out: Path | None,
+    force: bool = False,
 ) -> None:
-    """Keep the metrics (JSON) and confusion PNGs with the run, and beside ``--json`` when given."""
+    """Keep the metrics (JSON) and confusion PNGs with the run, and beside ``--json`` when given.
+
+    The run keeps every offline evaluation: a repeat gets a new folder (``..._2``), never
+    replacing the earlier one.
+    """
     from drivelab.evaluate.classification import save_confusion_png
     from drivelab.evaluate.offline import OfflineReport
     from drivelab.train.runs import resolve_checkpoint
@@ -155,14 +186,19 @@ def _save_classification(
         name += f"_{Path(dataset).stem}"
     if group_map is not None:
         name += f"_groups-{group_map.stem}"
+    beside = {o: confusion_beside(json_out, o) for o in report.classification} if json_out is not None else {}
     target = folder.path / "eval" / name
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "offline.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    repeat = 1
+    while target.exists():
+        repeat += 1
+        target = folder.path / "eval" / f"{name}_{repeat}"
+    target.mkdir(parents=True)
+    write_json(target / "offline.json", report.to_dict())
     for output, classes in report.classification.items():
         title = f"{report.run} on {split}: {output}"
         save_confusion_png(classes, target / f"confusion_{output}.png", title)
-        if json_out is not None:
-            save_confusion_png(classes, json_out.with_name(f"{json_out.stem}_confusion_{output}.png"), title)
+        if output in beside:
+            save_confusion_png(classes, beside[output], title, force=force)
     out.print(f"classification metrics + confusion PNG -> {target}")
 
 

@@ -9,8 +9,9 @@ import typer
 from rich import box
 from rich.table import Table
 
-from drivelab.cli.app import app, out
+from drivelab.cli.app import FORCE_OPTION, app, out
 from drivelab.errors import DrivelabError
+from drivelab.outputs import check_output
 
 RUNS_OPTION = typer.Option("--runs", help="Root folder of the model lines.")
 
@@ -62,6 +63,7 @@ def card(
     html: Annotated[bool, typer.Option("--html", help="Also write a self-contained HTML page.")] = False,
     gif_kb: Annotated[int, typer.Option("--gif-kb", help="Shrink the driving GIF to about this size.")] = 1500,
     runs: Annotated[Path, RUNS_OPTION] = Path("runs"),
+    force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
     """Write a model card (card.md, card/ pictures) for a run, or a line page listing its versions."""
     from drivelab.reports.card import write_card, write_line_page
@@ -74,14 +76,14 @@ def card(
 
     line_dir = resolve_line(target, runs)
     if line_dir is not None:
-        files = write_line_page(line_dir, html=html, gif_bytes=gif_kb * 1000)
+        files = write_line_page(line_dir, html=html, gif_bytes=gif_kb * 1000, force=force)
         out.print(f"[green]line page[/] {files.markdown}" + (f" and {files.html}" if files.html else "")
                   + " (+ the cards of its versions)", soft_wrap=True)
         return
     source = resolve_source(target, runs)
     if source.kind != "run":
         raise DrivelabError(f"{target} is a TensorBoard log, not a drivelab run: a card needs a run folder")
-    files = write_card(RunFolder(source.path), html=html, gif_bytes=gif_kb * 1000)
+    files = write_card(RunFolder(source.path), html=html, gif_bytes=gif_kb * 1000, force=force)
     out.print(f"[green]card[/] {files.markdown}" + (f" and {files.html}" if files.html else "")
               + f", pictures in {files.markdown.parent / 'card'}", soft_wrap=True)
 
@@ -101,6 +103,7 @@ def compare(
     title: Annotated[str | None, typer.Option("--title", help="Figure title.")] = None,
     log_y: Annotated[bool, typer.Option("--log-y", help="Logarithmic value axis.")] = False,
     runs: Annotated[Path, RUNS_OPTION] = Path("runs"),
+    force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
     """Plot the same tags of several runs / TensorBoard logs: one figure per tag (combine_results)."""
     from drivelab.reports.compare import CompareOptions, collect_curves, plot_compare
@@ -108,8 +111,7 @@ def compare(
 
     if not sources:
         raise DrivelabError("name at least one run or log folder to compare")
-    if out_path.suffix.lower() != ".png":
-        raise DrivelabError(f"--out must be a .png file (got {out_path})")
+    check_output(out_path, "--out", (".png",), force=force)
     options = CompareOptions(
         tags=tuple(t.strip() for t in tags.split(",")),
         legend=tuple(n.strip() for n in legend.split(",")) if legend is not None else None,
@@ -117,7 +119,7 @@ def compare(
     )
     resolved = [resolve_source(s, runs) for s in sources]
     curves = collect_curves(resolved, options)
-    for path in plot_compare(curves, options, out_path, panels=panels):
+    for path in plot_compare(curves, options, out_path, panels=panels, force=force):
         out.print(f"[green]figure[/] {path}", soft_wrap=True)
     for tag, lines in curves.items():
         shown = ", ".join(f"{name} {len(s)} points ({s.tag})" for name, s in lines)

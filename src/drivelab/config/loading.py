@@ -239,7 +239,18 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     if not path.is_file():
         raise ConfigError(f"config file not found: {str(path)!r}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded): a config is a YAML "
+            "file; save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path} ({exc.strerror or exc})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path} holds NUL bytes, so it is not a YAML text file: point to a config .yaml")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

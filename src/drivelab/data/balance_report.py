@@ -29,6 +29,7 @@ from drivelab.data.binning import Binning, preset_binning
 from drivelab.data.inspect import read_signal
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
+from drivelab.outputs import atomic_output
 
 
 def dataset_labels(store: DatasetStore, outputs: Sequence[str] | None, preset: str
@@ -110,7 +111,7 @@ def balance_report(binned: BinnedLabels, scheme: str, seed: int = 0, skip_empty:
             "unique_frames": unique, "effective_sample_size": ess, **extra, "outputs": outputs}
 
 
-def plot_balance(report: dict[str, Any], out: str | Path) -> Path:
+def plot_balance(report: dict[str, Any], out: str | Path, force: bool = False) -> Path:
     """Bin histograms before (left) and after (right), one row per output."""
     import matplotlib
 
@@ -132,7 +133,7 @@ def plot_balance(report: dict[str, Any], out: str | Path) -> Path:
                  f"frames, ESS {report['effective_sample_size']:.0f}")
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    with atomic_output(out, force=force, flag="--plot") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return out

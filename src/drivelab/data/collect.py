@@ -22,7 +22,7 @@ import numpy as np
 
 from drivelab.data.recorder import ActionNoise, EpisodeRecorder
 from drivelab.data.store import DatasetError, DatasetMeta, DatasetStore, EpisodeRecord
-from drivelab.errors import DrivelabError
+from drivelab.errors import DrivelabError, Interrupted
 from drivelab.sim import DrivingEnv, make_env, make_expert
 from drivelab.workers import WorkersDied, run_jobs
 
@@ -250,6 +250,12 @@ def collect(
             run_jobs(CollectJob(str(path), plan), indices, workers, on_steps, on_done, on_error)
         except WorkersDied as exc:
             failure.append(str(exc))
+        except KeyboardInterrupt:
+            _refresh_cached_stats(store)
+            raise Interrupted(
+                f"{len(rows)} of {episodes} episodes committed to {path} (episodes being recorded "
+                f"were discarded); add more with `drivelab collect --append --out {path}`"
+            ) from None
         if failure:
             _refresh_cached_stats(store)
             raise DrivelabError(f"{failure[0]}; the episodes committed so far are kept in {path}")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from drivelab.data.store import SPLITS, DatasetStore, episode_name
+from drivelab.outputs import atomic_output
 
 
 def dataset_info(store: DatasetStore) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def read_signal(store: DatasetStore, kind: str, name: str) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def plot_histograms(store: DatasetStore, out: str | Path, bins: int = 41) -> Path:
+def plot_histograms(store: DatasetStore, out: str | Path, bins: int = 41, force: bool = False) -> Path:
     """Per-output histograms (what the Charles team judged balancing by), plus speed."""
     import matplotlib
 
@@ -106,8 +107,8 @@ def plot_histograms(store: DatasetStore, out: str | Path, bins: int = 41) -> Pat
     fig.suptitle(f"{store.path.name}: {n} frames, {len(store.episodes())} episodes")
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_output(out, force=force, flag="--plot") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out
 

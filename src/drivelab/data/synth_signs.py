@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from drivelab.errors import DrivelabError
+from drivelab.outputs import check_output_dir
 
 CSV_HEADER = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"
 TRACK_LENGTH = 5  # views per physical sign (the real set has 30)
@@ -212,7 +213,7 @@ def synthesize_signs(
     test_per_class: int | None = None,
 ) -> SynthSummary:
     """Write a synthetic GTSRB-layout data set to ``out`` (which must not exist yet)."""
-    out = Path(out)
+    out = check_output_dir(out, "--out")
     if out.exists():
         raise DrivelabError(f"{out} already exists: choose a new --out (nothing was overwritten)")
     if classes < 2:

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drivelab.data.classes import ClassGroups
+from drivelab.outputs import atomic_output
 
 __all__ = [
     "DEFAULT_TOP_K",
@@ -222,7 +223,7 @@ def imbalance_report(counts: Mapping[str, np.ndarray], names: Sequence[str]) -> 
     return out
 
 
-def save_confusion_png(report: ClassificationReport, path: str | Path, title: str = "") -> Path:
+def save_confusion_png(report: ClassificationReport, path: str | Path, title: str = "", force: bool = False) -> Path:
     """The row-normalised confusion matrix as a PNG with class names (matplotlib, Agg)."""
     import matplotlib
 
@@ -253,9 +254,10 @@ def save_confusion_png(report: ClassificationReport, path: str | Path, title: st
                  f"top-{report.top_k} {report.top_k_accuracy:.1%}", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=90 if classes > 12 else 100)
+    with atomic_output(path, force=force, flag="--json") as tmp:
+        fig.savefig(tmp, dpi=90 if classes > 12 else 100)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 def _short(name: str, limit: int = 22) -> str:

@@ -24,6 +24,7 @@ def evaluate_many(
     max_steps: int = 1000,
     video_dir: str | Path | None = None,
     on_progress: Callable[[int, int, int], None] | None = None,
+    replace_videos: bool = False,
 ) -> list[EvalReport]:
     """Each driver in turn on the same track seeds; progress counts tracks over all drivers."""
     total = len(specs) * len(seeds)
@@ -41,7 +42,8 @@ def evaluate_many(
     reports = []
     for spec in specs:
         report = evaluate(spec, seeds, env=env, workers=workers, max_steps=max_steps,
-                          video_dir=video_dir, on_progress=steps, on_episode=episode)
+                          video_dir=video_dir, on_progress=steps, on_episode=episode,
+                          replace_videos=replace_videos)
         reports.append(report)
         if report.interrupted:
             break

@@ -69,6 +69,12 @@ def drive_and_measure(
     return finish_episode(seed, tracker, info, completion)
 
 
+def video_path(video_dir: str | Path, driver: DriverSpec, seed: int) -> Path:
+    """Where the GIF of ``driver`` on track ``seed`` goes: known before driving, so checkable."""
+    label = driver.label.replace("/", "_").replace("@", "_at_")
+    return Path(video_dir) / f"{label}_track{seed}.gif"
+
+
 @dataclass
 class EvalJob:
     """The worker side of `evaluate`."""
@@ -77,6 +83,7 @@ class EvalJob:
     driver: DriverSpec
     max_steps: int
     video_dir: str | None = None
+    replace_videos: bool = False  # --force: the caller checked the names before driving
 
     def open(self) -> None:
         # one intra-op thread per worker: the workers already fill the cores, and a batch-1
@@ -90,8 +97,8 @@ class EvalJob:
         row = drive_and_measure(self._env, self._driver, task, self.max_steps, video, report)
         out = row.to_dict()
         if video is not None and len(video):
-            label = self.driver.label.replace("/", "_").replace("@", "_at_")
-            out["video"] = str(video.save(Path(self.video_dir) / f"{label}_track{task}.gif"))
+            target = video_path(self.video_dir, self.driver, task)
+            out["video"] = str(video.save(target, force=self.replace_videos))
         return out
 
     def close(self) -> None:
@@ -136,6 +143,7 @@ def evaluate(
     video_dir: str | Path | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_episode: Callable[[EpisodeResult], None] | None = None,
+    replace_videos: bool = False,
 ) -> EvalReport:
     """Drive every track seed with ``driver``; rows are returned in seed order."""
     if not seeds:
@@ -171,7 +179,7 @@ def evaluate(
 
     started = time.perf_counter()
     interrupted = False
-    job = EvalJob(env, driver, max_steps, str(video_dir) if video_dir else None)
+    job = EvalJob(env, driver, max_steps, str(video_dir) if video_dir else None, replace_videos)
     try:
         run_jobs(job, list(seeds), workers, on_progress, on_done, on_error)
     except KeyboardInterrupt:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from drivelab.outputs import atomic_output
+
 STRIP = 34
 
 
@@ -59,14 +61,16 @@ class OverlayVideo:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, force: bool = False) -> Path:
+        """Write the GIF atomically; an existing file is replaced only with ``force``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not self._frames:
             raise ValueError("no frames to write")
         duration = round(1000 * self.every / self.fps)
         first, *rest = [f.convert("P", palette=Image.ADAPTIVE, colors=128) for f in self._frames]
-        first.save(path, save_all=True, append_images=rest, duration=duration, loop=0, optimize=False)
+        with atomic_output(path, force=force, flag="--video") as tmp:
+            first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=duration, loop=0,
+                       optimize=False)
         return path
 
     def frames(self) -> np.ndarray:

@@ -103,9 +103,7 @@ class CheckpointWatcher:
         result = drive_and_measure(env, driver, self.seed, self.max_steps, video)
         gif = self.folder / f"batch_{batch}.gif"
         if len(video):
-            tmp = self.folder / f".batch_{batch}.tmp-{os.getpid()}.gif"
-            video.save(tmp)
-            os.replace(tmp, gif)  # a killed player leaves no half GIF under the real name
+            video.save(gif, force=True)  # atomic: a killed player leaves no half GIF
         values = {
             "watch/score": result.score,
             "watch/reward": result.reward,

@@ -9,9 +9,12 @@ PilotNet) are small enough to train on a laptop CPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -180,13 +183,14 @@ class TimmBackbone(nn.Module):
 
         global_pool = "" if pool == "flatten" else pool
         try:
-            self.body = timm.create_model(
-                name,
-                pretrained=pretrained,
-                num_classes=0,
-                in_chans=in_channels,
-                global_pool=global_pool,
-            )
+            with hub_or_cache() if pretrained else nullcontext():
+                self.body = timm.create_model(
+                    name,
+                    pretrained=pretrained,
+                    num_classes=0,
+                    in_chans=in_channels,
+                    global_pool=global_pool,
+                )
         except OSError as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(
@@ -268,6 +272,35 @@ def is_known_backbone(name: str) -> bool:
     if "." in name:
         return bool(timm.is_model_pretrained(name))
     return bool(timm.is_model(name))
+
+
+@contextmanager
+def hub_or_cache() -> Iterator[None]:
+    """Use the Hugging Face hub if it answers, else only the local cache: fail in a second.
+
+    Offline, huggingface_hub retries each download for most of a minute with a warning per try;
+    a two-second probe first turns that into one quick, clear error (cached weights still load).
+    """
+    import huggingface_hub.constants as hub
+
+    if hub.is_offline_mode() or _reachable(hub.ENDPOINT):
+        yield
+        return
+    before = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = before
+
+
+def _reachable(endpoint: str, timeout: float = 2.0) -> bool:
+    host = urlparse(endpoint).hostname or ""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def timm_has_pretrained(name: str) -> bool:

@@ -15,6 +15,7 @@ from torch import nn
 
 from drivelab.config import ConfigError, HeadConfig, ModelConfig
 from drivelab.models.backbones import build_backbone
+from drivelab.models.budget import check_fits_memory, meta_parameter_count
 from drivelab.models.heads import ClassificationHead, build_head, build_neck, logits_to_action
 from drivelab.models.history import HistoryBranch
 
@@ -118,12 +119,26 @@ def build_policy(
     config: ModelConfig,
     frame_shape: tuple[int, int, int],
     history_signal_sizes: Mapping[str, int] | None = None,
+    batch_size: int = 1,
 ) -> Policy:
     """Assemble the policy for frames of ``frame_shape`` [C=3k, H, W].
 
     ``history_signal_sizes`` (signal name -> values per step, e.g. from the dataset's signal
     specs) is checked against ``model.history`` when given; the config's sizes build the model.
+    First the policy is sized on the meta device: one that cannot fit in memory (at
+    ``batch_size`` samples) is refused with the figures instead of being allocated.
     """
+    offline = config.model_copy(update={"backbone": config.backbone.model_copy(update={"pretrained": False})})
+    count = meta_parameter_count(lambda: _assemble(offline, frame_shape, history_signal_sizes))
+    check_fits_memory(count, frame_shape, batch_size, config.backbone.name)
+    return _assemble(config, frame_shape, history_signal_sizes)
+
+
+def _assemble(
+    config: ModelConfig,
+    frame_shape: tuple[int, int, int],
+    history_signal_sizes: Mapping[str, int] | None,
+) -> Policy:
     channels, height, width = frame_shape
     if channels % 3 != 0:
         raise ConfigError(f"data.frames: frames must be stacked RGB, got {channels} channels")

@@ -183,8 +183,11 @@ def _timm_weights(name: str) -> dict[str, torch.Tensor]:
 
     if not timm.is_model(name.partition(".")[0]) or not timm.is_model_pretrained(name):
         raise TransferError(f"timm publishes no pretrained weights named {name!r}")
+    from drivelab.models.backbones import hub_or_cache
+
     try:
-        model = timm.create_model(name, pretrained=True, num_classes=0)
+        with hub_or_cache():
+            model = timm.create_model(name, pretrained=True, num_classes=0)
     except (OSError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
         raise TransferError(

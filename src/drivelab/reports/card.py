@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from drivelab.config import load_config
+from drivelab.outputs import check_regenerable, write_generated
 from drivelab.reports.document import Document, to_html, to_markdown
 from drivelab.reports.events import ReportError, Series, best_value, read_run_series
 from drivelab.reports.figures import (
@@ -48,13 +49,26 @@ class CardFiles:
 
 
 # ------------------------------------------------------------------------------ run card
+CARD_MEDIA = ("architecture.png", "losses.png", "driving.gif")
+
+
+def card_files(run: RunFolder, html: bool) -> list[Path]:
+    """Every file `write_card` may (re)write: checked before anything is drawn."""
+    pages = [run.path / "card.md"] + ([run.path / "card.html"] if html else [])
+    return pages + [run.path / MEDIA / name for name in CARD_MEDIA]
+
+
 def write_card(
-    run: RunFolder, html: bool = False, gif_bytes: int = 1_500_000, line_page: bool | None = None
+    run: RunFolder, html: bool = False, gif_bytes: int = 1_500_000, line_page: bool | None = None,
+    force: bool = False,
 ) -> CardFiles:
     """Write ``card.md`` (and ``card.html``) for one run; returns the files written.
 
     ``line_page`` says whether the line's index page exists to link back to (default: look).
+    A card drivelab wrote before is regenerated; a file the user made or edited there is refused
+    up front unless ``force`` (`drivelab.outputs.check_regenerable`).
     """
+    check_regenerable(card_files(run, html), "card", force)
     config = load_config(run.config_path)
     status = version_status(run)
     series = read_run_series(run.path) if run.metrics_path.is_file() else {}
@@ -74,12 +88,10 @@ def write_card(
     _validation(doc, series)
     _driving(doc, run, status, media_dir, media, gif_bytes)
     _provenance(doc, status.info)
-    markdown = run.path / "card.md"
-    markdown.write_text(to_markdown(doc), encoding="utf-8")
+    markdown = write_generated(run.path / "card.md", to_markdown(doc), force=True, flag="card")
     page = None
     if html:
-        page = run.path / "card.html"
-        page.write_text(to_html(doc, run.path), encoding="utf-8")
+        page = write_generated(run.path / "card.html", to_html(doc, run.path), force=True, flag="card")
     return CardFiles(markdown, page, media)
 
 
@@ -360,16 +372,19 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 # ------------------------------------------------------------------------------ line page
-def write_line_page(line_dir: Path, html: bool = False, cards: bool = True, gif_bytes: int = 1_500_000) -> CardFiles:
+def write_line_page(line_dir: Path, html: bool = False, cards: bool = True, gif_bytes: int = 1_500_000,
+                    force: bool = False) -> CardFiles:
     """``<line>/index.md`` listing the versions ("List of the models"); each card is (re)written."""
     runs = line_versions(line_dir)
+    pages = [line_dir / f"{LINE_PAGE}.md"] + ([line_dir / f"{LINE_PAGE}.html"] if html else [])
+    check_regenerable(pages + [f for run in runs if cards for f in card_files(run, html)], "card", force)
     if not runs:
         raise ReportError(f"{line_dir} holds no versions (<line>_vN run folders)")
     media: list[Path] = []
     statuses = []
     for run in runs:
         if cards:
-            media += write_card(run, html=html, gif_bytes=gif_bytes, line_page=True).media
+            media += write_card(run, html=html, gif_bytes=gif_bytes, line_page=True, force=True).media
         statuses.append(version_status(run))
     doc = Document(line_dir.name)
     doc.heading("List of the models:", 2)
@@ -383,12 +398,10 @@ def write_line_page(line_dir: Path, html: bool = False, cards: bool = True, gif_
         rows.append([f"[`{s.name}`]({s.name}/card.md)", s.status, str(s.batches), last, best, driving,
                      _notes_of(s.run)])
     doc.table(["version", "status", "batches", "last period", "best val loss", "driving score", "notes"], rows)
-    markdown = line_dir / f"{LINE_PAGE}.md"
-    markdown.write_text(to_markdown(doc), encoding="utf-8")
+    markdown = write_generated(line_dir / f"{LINE_PAGE}.md", to_markdown(doc), force=True, flag="card")
     page = None
     if html:
-        page = line_dir / f"{LINE_PAGE}.html"
-        page.write_text(to_html(doc, line_dir), encoding="utf-8")
+        page = write_generated(line_dir / f"{LINE_PAGE}.html", to_html(doc, line_dir), force=True, flag="card")
     return CardFiles(markdown, page, media)
 
 

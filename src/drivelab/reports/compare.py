@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drivelab.outputs import atomic_output, check_output
 from drivelab.reports.events import ReportError, Series, Source, find_tag, finite
 
 
@@ -104,17 +105,23 @@ def tag_filename(out: Path, tag: str, several: bool) -> Path:
 
 
 def plot_compare(
-    curves: dict[str, list[tuple[str, Series]]], options: CompareOptions, out: Path, panels: bool = False
+    curves: dict[str, list[tuple[str, Series]]], options: CompareOptions, out: Path, panels: bool = False,
+    force: bool = False,
 ) -> list[Path]:
-    """Write the figures: one PNG per tag, or with ``panels`` one PNG with a panel per tag."""
+    """Write the figures: one PNG per tag, or with ``panels`` one PNG with a panel per tag.
+
+    Every file name is checked before the first is drawn, so a clash costs nothing.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     tags = list(curves)
+    targets = [out] if panels else [tag_filename(out, tag, several=len(tags) > 1) for tag in tags]
+    for target in targets:
+        check_output(target, "--out", (".png",), force=force)
     if panels:
         columns = min(len(tags), 2)
         rows = (len(tags) + columns - 1) // columns
@@ -126,7 +133,8 @@ def plot_compare(
         if options.title:
             figure.suptitle(options.title)
         figure.tight_layout()
-        figure.savefig(out, dpi=100)
+        with atomic_output(out, force=force, flag="--out") as tmp:
+            figure.savefig(tmp, dpi=100)
         plt.close(figure)
         return [out]
     for tag in tags:
@@ -136,7 +144,8 @@ def plot_compare(
             figure.suptitle(options.title)
         figure.tight_layout()
         path = tag_filename(out, tag, several=len(tags) > 1)
-        figure.savefig(path, dpi=100)
+        with atomic_output(path, force=force, flag="--out") as tmp:
+            figure.savefig(tmp, dpi=100)
         plt.close(figure)
         written.append(path)
     return written

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from drivelab.outputs import generated_output
 from drivelab.reports.events import Series, finite
 
 
@@ -56,7 +57,8 @@ def plot_losses(series: dict[str, Series], outputs: list[str], path: Path) -> li
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    with generated_output(path, force=True, flag="card") as tmp:  # the card checked first
+        figure.savefig(tmp, dpi=90)
     plt.close(figure)
     return [key for key, _ in panels]
 
@@ -168,7 +170,8 @@ def draw_architecture(columns: list[list[Block]], path: Path) -> None:
     if keys:
         ax.text(0.05, -0.18, "   ".join(keys), fontsize=7, color="#555")
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    with generated_output(path, force=True, flag="card") as tmp:  # the card checked first
+        figure.savefig(tmp, dpi=90)
     plt.close(figure)
 
 
@@ -207,6 +210,13 @@ def shrink_gif(source: Path, target: Path, max_bytes: int = 1_500_000) -> Path:
         except EOFError:
             pass
     target.parent.mkdir(parents=True, exist_ok=True)
+    with generated_output(target, force=True, flag="card") as staged:  # the card checked first
+        _save_within(frames, durations, staged, max_bytes)
+    return target
+
+
+def _save_within(frames: list[Image.Image], durations: list[int], target: Path, max_bytes: int) -> None:
+    """Save ``frames`` as a GIF at the first frame step / scale that fits ``max_bytes``."""
     # fewer frames first (the lap stays whole, at a lower frame rate; the overlay's numbers stay
     # legible), then fewer pixels
     for step, scale in ((1, 1.0), (2, 1.0), (4, 1.0), (6, 1.0), (8, 1.0), (8, 0.75), (12, 0.75),
@@ -218,4 +228,3 @@ def shrink_gif(source: Path, target: Path, max_bytes: int = 1_500_000) -> Path:
         out[0].save(target, save_all=True, append_images=out[1:], duration=duration, loop=0)
         if target.stat().st_size <= max_bytes:
             break
-    return target

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from drivelab.errors import DrivelabError
+from drivelab.outputs import write_bytes
 
 WEIGHTS_PATTERN = re.compile(r"^batch_(\d+)\.safetensors$")
 
@@ -44,18 +45,12 @@ def state_path(folder: Path, batch: int) -> Path:
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` so that readers see the old file or the whole new one, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace ``path`` so that readers see the old file or the whole new one, never a part.
+
+    The trainer's own bookkeeping (run.json, periods.json, checkpoints) is replaced on purpose,
+    hence ``force``; a full disk raises `OutputError` and leaves the previous file in place.
+    """
+    write_bytes(path, payload, force=True, flag="checkpoint")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -95,11 +90,35 @@ def save_checkpoint(
     return final
 
 
+def _reason(exc: BaseException) -> str:
+    """A short, safe cause: the first line of the library's message, minus advice not to follow.
+
+    torch's unpickler suggests ``weights_only=False`` for a file it cannot read; for a damaged
+    or foreign file that advice would run arbitrary code, so it is never passed on.
+    """
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if not text or "weights_only" in text or len(text) > 160:
+        text = type(exc).__name__
+    if isinstance(exc, OSError) and exc.errno == 22:  # what a truncated zip archive gives
+        text = "truncated or not a trainer-state file"
+    return text
+
+
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; a file that does not parse is one CheckpointError.
+
+    safetensors raises its own ``SafetensorError`` (no OSError/ValueError subclass) for a
+    truncated, empty or lying header, so everything but an interrupt is caught here.
+    """
+    if not Path(path).is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
     try:
         return load_file(str(path))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot read weights {path} ({exc}): the file is damaged") from exc
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot read weights {path} ({_reason(exc)}): the file is damaged or not a "
+            "safetensors file"
+        ) from None
 
 
 def load_trainer_state(folder: Path, batch: int) -> dict[str, Any]:
@@ -110,9 +129,41 @@ def load_trainer_state(folder: Path, batch: int) -> dict[str, Any]:
             "seed a new run (transfer) but not be resumed"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"cannot read trainer state {path} ({exc})") from exc
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read trainer state {path} ({_reason(exc)}): the file is damaged") from None
+    if not isinstance(state, dict) or "batch" not in state:
+        raise CheckpointError(f"{path} is not a drivelab trainer state: the file is damaged")
+    return state
+
+
+def checkpoint_problem(folder: Path, batch: int, resumable: bool = True) -> str | None:
+    """Why checkpoint ``batch`` cannot be used (read in full), or None when it is intact."""
+    try:
+        load_weights(weights_path(folder, batch))
+        if resumable:
+            load_trainer_state(folder, batch)
+    except CheckpointError as exc:
+        return str(exc)
+    return None
+
+
+def last_intact_checkpoint(folder: Path, below: int | None = None) -> int | None:
+    """The newest checkpoint (before ``below``) whose weights and trainer state both read."""
+    for batch in reversed(list_checkpoints(folder)):
+        if (below is None or batch < below) and checkpoint_problem(folder, batch) is None:
+            return batch
+    return None
+
+
+def set_aside_checkpoint(folder: Path, batch: int) -> Path:
+    """Move a damaged checkpoint into ``checkpoints/damaged/`` (kept for inspection, not listed)."""
+    target = folder / "damaged"
+    target.mkdir(exist_ok=True)
+    for source in (state_path(folder, batch), weights_path(folder, batch)):
+        if source.exists():
+            os.replace(source, target / source.name)
+    return target
 
 
 # ---------------------------------------------------------------------------- RNG states

@@ -10,6 +10,7 @@ checkpoint (`RunFolder.is_valid`); the trainer removes a new run that fails befo
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -150,16 +151,29 @@ class RunFolder:
 
     # ------------------------------------------------------------------ periods
     def read_periods(self) -> list[dict[str, Any]]:
-        if not self.periods_path.is_file():
+        """The training sessions; an empty or truncated file reads as unknown (no periods)."""
+        try:
+            periods = json.loads(self.periods_path.read_text())
+        except (OSError, ValueError):
             return []
-        return json.loads(self.periods_path.read_text())
+        return periods if isinstance(periods, list) else []
+
+    def _periods_for_update(self) -> list[dict[str, Any]]:
+        """The periods to extend; a damaged file is set aside (kept) rather than overwritten."""
+        periods = self.read_periods()
+        if not periods and self.periods_path.is_file() and self.periods_path.stat().st_size:
+            try:
+                json.loads(self.periods_path.read_text())
+            except (OSError, ValueError):
+                os.replace(self.periods_path, self.path / f"periods.damaged-{int(time.time())}.json")
+        return periods
 
     def write_periods(self, periods: list[dict[str, Any]]) -> None:
         atomic_write_text(self.periods_path, json.dumps(periods, indent=2) + "\n")
 
     def start_period(self, first_batch: int, **extra: Any) -> int:
         """Open a training session starting after ``first_batch`` batches; returns its number."""
-        periods = self.read_periods()
+        periods = self._periods_for_update()
         for earlier in periods:
             if earlier.get("status") == "training":  # its process died without a word
                 earlier["status"] = "killed"
@@ -180,6 +194,8 @@ class RunFolder:
 
     def update_period(self, period: int, **changes: Any) -> None:
         periods = self.read_periods()
+        if not 0 < period <= len(periods):  # the file was damaged meanwhile: keep what we know
+            return
         periods[period - 1].update(changes)
         self.write_periods(periods)
 

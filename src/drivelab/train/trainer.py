@@ -15,12 +15,13 @@ The order matters for the promises the trainer makes:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import random
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from lightning_fabric import Fabric
 from drivelab.config import ConfigError, ExperimentConfig, TrainConfig, dump_config, load_config
 from drivelab.data.balance import BinnedLabels
 from drivelab.data.classes import with_dataset_classes
-from drivelab.errors import DrivelabError
+from drivelab.errors import DrivelabError, Interrupted
 from drivelab.models import build_policy
 from drivelab.models.heads import StandardizedRegressionHead
 from drivelab.models.transfer import (
@@ -50,6 +51,7 @@ from drivelab.train.checkpoints import (
     load_trainer_state,
     load_weights,
     restore_rng_state,
+    set_aside_checkpoint,
     weights_path,
 )
 from drivelab.train.inputs import (
@@ -65,7 +67,8 @@ from drivelab.train.logs import MetricsLog
 from drivelab.train.loop import ProgressSink, TrainLoop
 from drivelab.train.objectives import Objective, target_scales
 from drivelab.train.optimizers import build_optimizer, build_schedule
-from drivelab.train.runs import RunError, RunFolder, now_iso
+from drivelab.train.resume import ResumePoint, resume_point
+from drivelab.train.runs import RunError, RunFolder, now_iso, parse_checkpoint_ref
 from drivelab.train.sampling import binned_train_labels, build_train_sampler, training_source
 from drivelab.train.watch import WatchOptions, WatchPlayer
 
@@ -141,7 +144,8 @@ def load_train_config(
     if config is None:
         if resume is None:
             raise ConfigError("give a CONFIG file (or --resume RUN to continue a run)")
-        return load_config(RunFolder.open(resume, runs_root).config_path, extra)
+        run_path, _ = parse_checkpoint_ref(str(resume))
+        return load_config(RunFolder.open(run_path, runs_root).config_path, extra)
     return load_config(config, extra)
 
 
@@ -218,14 +222,15 @@ def train(
     config = with_history_sizes(config, inputs.history_sizes)
     config = with_dataset_classes(config, inputs.store)  # kind: class heads: count + labels
     resumed: RunFolder | None = None
+    resume_at: ResumePoint | None = None
     if resume is not None:
-        resumed = RunFolder.open(resume, runs_root)
+        run_path, at_batch = parse_checkpoint_ref(str(resume))
+        resumed = RunFolder.open(run_path, runs_root)
         check_resume_config(resumed, config)
-        if not list_checkpoints(resumed.checkpoints):
-            raise RunError(f"{resumed.path} has no checkpoint to resume from: start a new run")
+        resume_at = resume_point(resumed, at_batch)
     # Everything that can refuse runs before any process is launched: one error line, once.
     seed_everything(config.seed)
-    policy = build_policy(config.model, config.frame_shape, inputs.history_sizes)
+    policy = build_policy(config.model, config.frame_shape, inputs.history_sizes, config.train.batch_size)
     fabric = make_fabric(config.train)
     binned = binned_train_labels(config, inputs.train) if config.data.balance.scheme != "none" else None
     probe = build_train_sampler(config, inputs.train, 0, fabric.world_size, binned=binned)
@@ -247,7 +252,8 @@ def train(
         if resumed is not None:
             if fabric.is_global_zero:
                 stack.enter_context(run_lock(resumed))
-            state = _load_resume_state(resumed, policy, fabric, total)
+            assert resume_at is not None
+            state = _load_resume_state(resumed, resume_at, policy, fabric, total)
         launch(fabric, config.train)
         if fabric.device.type == "cuda":
             # Bit-identical resumes need deterministic convolution kernels.
@@ -273,8 +279,13 @@ def train(
     return result
 
 
-def _load_resume_state(run: RunFolder, policy: torch.nn.Module, fabric: Fabric, total: int) -> dict[str, Any]:
-    batch = list_checkpoints(run.checkpoints)[-1]
+def _load_resume_state(
+    run: RunFolder, point: ResumePoint, policy: torch.nn.Module, fabric: Fabric, total: int
+) -> dict[str, Any]:
+    batch = point.batch
+    if point.damaged_after and fabric.is_global_zero:
+        for damaged in point.damaged_after:  # kept for inspection, no longer a checkpoint
+            set_aside_checkpoint(run.checkpoints, damaged)
     state = load_trainer_state(run.checkpoints, batch)
     if state.get("world_size") != fabric.world_size:
         raise RunError(
@@ -395,6 +406,11 @@ def _train_period(
             _end_watch_after_failure(player, run, period, exc)
         if fabric.is_global_zero:
             _record_failure(run, period, fresh, exc)
+        no_space = _no_space(exc)
+        if no_space is not None:
+            raise _disk_full(run, no_space) from None
+        if isinstance(exc, KeyboardInterrupt):
+            raise _interrupted(run, fresh) from None
         raise
     finally:
         if log is not None:
@@ -444,8 +460,53 @@ def _end_watch_after_failure(player: WatchPlayer, run: RunFolder, period: int, e
         player.stop()
 
 
+def _no_space(exc: BaseException) -> OSError | None:
+    """The ENOSPC (or quota) error behind ``exc``, wherever the write failed (log, checkpoint)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, DrivelabError) and "No space left" in str(exc):
+        return OSError(errno.ENOSPC, "No space left on device")
+    return None
+
+
+def _interrupted(run: RunFolder, fresh: bool) -> Interrupted:
+    """Ctrl-C: say which checkpoint survived and how to go on from it."""
+    kept = list_checkpoints(run.checkpoints)
+    if not kept:
+        return Interrupted("before the first checkpoint: the new run was removed" if fresh else
+                           f"no checkpoint of {run.path} was written in this period")
+    return Interrupted(f"checkpoint at batch {kept[-1]} kept in {run.path}; resume with "
+                       f"`drivelab train --resume {run.path}`")
+
+
+def _disk_full(run: RunFolder, exc: OSError) -> DrivelabError:
+    """One line for a full disk: what is kept and how to continue once there is room."""
+    kept = list_checkpoints(run.checkpoints)
+    if not kept:
+        return DrivelabError(
+            f"no space left on the device while training ({exc.strerror}); nothing was kept "
+            f"(the run had no checkpoint yet): free space and train again"
+        )
+    return DrivelabError(
+        f"no space left on the device while training {run.path}: stopped, checkpoint batch "
+        f"{kept[-1]} is kept; free space and continue with `drivelab train --resume {run.path}`"
+    )
+
+
 def _record_failure(run: RunFolder, period: int, fresh: bool, exc: BaseException) -> None:
-    """Leave no run looking valid: remove a new one without checkpoints, else mark it."""
+    """Leave no run looking valid: remove a new one without checkpoints, else mark it.
+
+    On a full disk the bookkeeping itself may not fit: the run then keeps its last status, which
+    a resume corrects, and the original failure is what the user sees.
+    """
+    with suppress(OSError):
+        _mark_failure(run, period, fresh, exc)
+
+
+def _mark_failure(run: RunFolder, period: int, fresh: bool, exc: BaseException) -> None:
     checkpoints = list_checkpoints(run.checkpoints)
     if fresh and not checkpoints:
         run.remove()
