@@ -137,7 +137,7 @@ def test_generated_reports_are_regenerated_but_user_files_are_not(tmp_path: Path
     write_generated(card, "# second")  # ours, unchanged since: replaced
     assert card.read_text() == "# second"
     card.write_text("# edited by hand")
-    with pytest.raises(OutputError, match="already exists.*--force"):
+    with pytest.raises(OutputError, match=r"already exists.*--force"):
         write_generated(card, "# third")
     assert card.read_text() == "# edited by hand"
     write_generated(card, "# third", force=True)

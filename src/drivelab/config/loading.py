@@ -219,7 +219,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(
-                f"{key}: cannot read {raw!r} as a YAML value ({exc.problem})"
+                f"{key}: cannot read {raw!r} as a YAML value "
+                f"({getattr(exc, 'problem', None) or 'a character YAML does not allow'})"
             ) from exc
         _set_dotted(result, key, value)
     return result
