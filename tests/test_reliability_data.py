@@ -21,20 +21,29 @@ import pytest
 import zarr
 
 from conftest import run_cli
+from drivelab.config import load_config
 from drivelab.data import collect as collect_module
 from drivelab.data.collect import CollectPlan, collect
 from drivelab.data.inspect import dataset_info, verify_dataset
+from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import (
     LOCK_FILE,
     DatasetBusy,
+    DatasetError,
     DatasetStore,
     EpisodeRecord,
     writer_lock,
 )
 from drivelab.errors import DrivelabError
 from drivelab.evaluate.drivers import DriverSpec
+from drivelab.evaluate.offline import OfflineJob
 from drivelab.evaluate.runner import evaluate
+from drivelab.train import train
 from test_store import META, make_record
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
+QUICK = ["data.input_size=[64,64]", "train.batch_size=8", "train.max_batches=2",
+         "train.checkpoint_every=2", "train.log_every=1"]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -122,6 +131,9 @@ def test_verify_never_deletes_a_committed_episode_with_truncated_metadata(ds: Pa
     assert "damaged episodes/000001" in r.stdout
     info = json.loads(run_cli("data", "info", "--json", str(ds)).stdout)
     assert info["damaged"][0]["path"] == "episodes/000001" and info["leftovers"] == []
+    # the loader refuses too: training on the rest would silently drop an episode of some split
+    with pytest.raises(DatasetError, match=r"1 damaged episode group\(s\) \(episodes/000001"):
+        EpisodeFrameDataset(store, "train", ["steering"])
 
 
 def test_uncommitted_group_is_a_leftover_only_while_nobody_writes(
@@ -215,6 +227,60 @@ def test_a_second_open_of_the_lock_in_one_process_conflicts(ds: Path) -> None:
     assert not store.writer_active() and (ds / LOCK_FILE).exists()
 
 
+# ---------------------------------------------------------------------------- item 5
+def _train(ds: Path, root: Path, *extra: str) -> Path:
+    return train(load_config(CONFIG, [f"data.path={ds}", *QUICK, *extra]), runs_root=root).run.path
+
+
+def test_train_on_a_corrupt_chunk_names_episode_and_array(ds: Path, tmp_path: Path) -> None:
+    first_chunk(ds / "episodes" / "000000" / "frames").write_bytes(b"\x00garbage" * 4)
+    # read in a DataLoader worker process: the message must still be the one line
+    with pytest.raises(DatasetError) as caught:
+        _train(ds, tmp_path / "runs", "data.workers=1", "data.val_split=null")
+    message = str(caught.value)
+    assert "\n" not in message and "Caught" not in message, message
+    assert message.startswith(f"{ds}: episode 000000 array frames cannot be read")
+    assert f"run `drivelab data verify {ds}`" in message
+
+
+@pytest.mark.parametrize("damage", ["missing", "wrong_shape", "truncated_meta"])
+def test_loader_refuses_bad_arrays_at_open_time(ds: Path, damage: str) -> None:
+    array = ds / "episodes" / "000001" / "actions" / "steering"
+    if damage == "missing":
+        shutil.rmtree(array)
+        expected = "actions/steering: array is missing"
+    elif damage == "wrong_shape":
+        length = json.loads((array / "zarr.json").read_text())["shape"][0]
+        group = zarr.open_group(str(array.parent), mode="r+")
+        group.create_array("steering", data=np.zeros((length - 3, 1), np.float32), overwrite=True)
+        expected = f"actions/steering is float32[{length - 3}, 1], expected float32[{length}, 1]"
+    else:
+        truncate(array / "zarr.json")
+        expected = "actions/steering: its zarr.json is unreadable"
+    with pytest.raises(DatasetError) as caught:
+        EpisodeFrameDataset(DatasetStore.open(ds), "train", ["steering"])
+    assert f"episode 000001: {expected}" in str(caught.value)
+    assert "drivelab data verify" in str(caught.value)
+    r = run_cli("data", "verify", str(ds))
+    one_error_line(r)
+    assert f"episode 000001: {expected}" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_run(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train(small_dataset, tmp_path_factory.mktemp("runs"), "data.workers=0")
+
+
+def test_offline_eval_on_a_corrupt_chunk_is_one_line(trained_run: Path, ds: Path) -> None:
+    first_chunk(ds / "episodes" / "000002" / "frames").write_bytes(b"\x00garbage" * 4)
+    job = OfflineJob(str(trained_run), "val", dataset=ds, workers=1)  # decoded in a worker
+    with pytest.raises(DatasetError) as caught:
+        job.run()
+    message = str(caught.value)
+    assert "\n" not in message and "Caught" not in message, message
+    assert "episode 000002 array frames cannot be read" in message and "data verify" in message
+
+
 # ---------------------------------------------------------------------------- item 7
 @pytest.mark.parametrize("meta", ["frames/zarr.json", "telemetry/zarr.json"])
 def test_verify_reports_a_truncated_array_or_subgroup_json(ds: Path, meta: str) -> None:
@@ -246,6 +312,21 @@ def test_nan_in_a_committed_array_shows_in_info_and_verify(ds: Path) -> None:
     assert json.loads(run_cli("data", "info", "--json", str(ds)).stdout)["nonfinite"]["values"] == 2
     report = verify_dataset(DatasetStore.open(ds))
     assert report.nonfinite == 2 and any("000001: actions/steering holds NaN/Inf" in p for p in report.problems)
+
+
+def test_train_on_nan_blames_the_dataset_not_the_learning_rate(ds: Path, tmp_path: Path) -> None:
+    inject_nan(ds, "000001", "actions/steering")
+    with pytest.raises(DatasetError) as caught:
+        _train(ds, tmp_path / "runs", "data.workers=0", "data.val_split=null")
+    message = str(caught.value)
+    assert "episode 000001 array actions/steering holds 1 NaN/Inf" in message
+    assert "drivelab data verify" in message and "train.lr" not in message
+
+
+def test_offline_eval_reports_nan_inputs(trained_run: Path, ds: Path) -> None:
+    inject_nan(ds, "000002", "telemetry/speed")  # the run's history input, in val
+    with pytest.raises(DrivelabError, match=r"episode 000002 array telemetry/speed holds 1 NaN/Inf"):
+        OfflineJob(str(trained_run), "val", dataset=ds).run()
 
 
 # ---------------------------------------------------------------------------- items 11, 16
