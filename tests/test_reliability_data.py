@@ -132,7 +132,7 @@ def test_verify_never_deletes_a_committed_episode_with_truncated_metadata(ds: Pa
     info = json.loads(run_cli("data", "info", "--json", str(ds)).stdout)
     assert info["damaged"][0]["path"] == "episodes/000001" and info["leftovers"] == []
     # the loader refuses too: training on the rest would silently drop an episode of some split
-    with pytest.raises(DatasetError, match=r"1 damaged episode group\(s\) \(episodes/000001"):
+    with pytest.raises(DatasetError, match=r"1 damaged episode group\(s\), first episodes/000001: its zarr.json"):
         EpisodeFrameDataset(store, "train", ["steering"])
 
 
@@ -157,6 +157,20 @@ def test_uncommitted_group_is_a_leftover_only_while_nobody_writes(
     assert "removed leftover episodes/000001" in r.stdout and "unknown _staging/notes.txt" in r.stdout
     assert store.leftovers() == [] and (store.path / "_staging" / "notes.txt").exists()
     assert [e.index for e in store.episodes()] == [0]
+
+
+def test_damaged_root_attrs_and_a_vanished_episodes_group(ds: Path, tmp_path: Path) -> None:
+    moved = Path(shutil.copytree(ds, tmp_path / "moved.zarr"))
+    shutil.move(moved / "episodes" / "000002", tmp_path / "000002")  # as the advice says
+    report = verify_dataset(DatasetStore.open(moved))
+    assert report.ok and any("val split names episode(s) 000002" in w for w in report.warnings)
+    shutil.rmtree(ds / "episodes")
+    r = run_cli("data", "verify", str(ds))
+    one_error_line(r)
+    assert "episodes/zarr.json is missing" in r.stderr
+    zarr.open_group(str(ds), mode="r+").attrs["splits"] = "oops"
+    r = run_cli("data", "info", str(ds))
+    assert "its `splits` attribute is damaged" in one_error_line(r)
 
 
 # ---------------------------------------------------------------------------- item 3

@@ -161,6 +161,8 @@ def data_verify(
     report = verify_dataset(store)
     for problem in report.problems:
         err.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     for rel in report.foreign:
         out.print(f"[yellow]unknown[/] {rel} (not made by drivelab; left alone)", highlight=False)
     if report.leftovers:

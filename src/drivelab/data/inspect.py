@@ -178,6 +178,7 @@ class VerifyReport:
     foreign: list[str] = field(default_factory=list)  # _staging entries the store did not make
     writer_active: bool = False  # a collector holds the lock: leftovers are work in progress
     nonfinite: int = 0  # NaN/Inf values found in the float arrays
+    warnings: list[str] = field(default_factory=list)  # odd but not damage: exit 0
 
     @property
     def ok(self) -> bool:
@@ -201,6 +202,7 @@ def verify_dataset(store: DatasetStore) -> VerifyReport:
             f"{group.path} is damaged: {group.reason}; it may hold a committed episode, so it is "
             "kept (restore it from a backup, or move the folder out of episodes/ to use the rest)"
         )
+    _verify_listing(store, report)
     specs = expected_arrays(store.meta)
     for info in store.episodes():
         name = episode_name(info.index)
@@ -214,6 +216,31 @@ def verify_dataset(store: DatasetStore) -> VerifyReport:
                 continue  # reported above; its chunks cannot be trusted to decode
             _verify_array(store, info.index, info.length, spec.key, report)
     return report
+
+
+def _verify_listing(store: DatasetStore, report: VerifyReport) -> None:
+    """The episodes group itself, and episodes the root attrs name that are not there.
+
+    A missing ``episodes/zarr.json`` is damage. Episodes named by a split or counted by the last
+    collect but gone are only warned about: moving a damaged group out of ``episodes/`` is what
+    the user is told to do, and that must not fail every later verify.
+    """
+    if not (store.path / EPISODES / "zarr.json").is_file():
+        report.problems.append(f"{EPISODES}/zarr.json is missing: the episodes group is damaged")
+    present = {e.index for e in store.episodes()} | {int(d.path.rsplit("/", 1)[1]) for d in store.damaged()}
+    for split, members in store.attrs.get("splits", {}).items():
+        gone = sorted(set(members) - present)
+        if gone:
+            report.warnings.append(
+                f"the {split} split names episode(s) {', '.join(map(episode_name, gone))}, which "
+                f"are not in {EPISODES}/ (removed or moved away?)"
+            )
+    recorded = store.attrs.get("episodes")
+    if isinstance(recorded, int) and recorded > len(present):
+        report.warnings.append(
+            f"the last collect recorded {recorded} committed episodes, {len(present)} are "
+            f"there now (removed or moved away?)"
+        )
 
 
 def _verify_array(store: DatasetStore, index: int, length: int, key: str, report: VerifyReport) -> None:

@@ -149,8 +149,8 @@ class EpisodeFrameDataset(Dataset):
         damaged = self.store.damaged()
         if damaged:
             raise DatasetError(
-                f"{path} has {len(damaged)} damaged episode group(s) ({damaged[0]}); their split "
-                f"cannot be read, so using the rest would silently change the data: run "
+                f"{path} has {len(damaged)} damaged episode group(s), first {damaged[0]}; their "
+                f"split cannot be read, so using the rest would silently change the data: run "
                 f"`drivelab data verify {path}`"
             )
         specs = self._needed_arrays()

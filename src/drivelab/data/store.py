@@ -78,7 +78,7 @@ class DamagedGroup:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path} ({self.reason})"
+        return f"{self.path}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,22 @@ class DatasetStore:
                 f"{path} uses dataset format version {version}, newer than this drivelab "
                 f"reads ({FORMAT_VERSION}): upgrade drivelab"
             )
-        return cls(path, DatasetMeta.from_attrs(attrs), attrs)
+        try:
+            meta = DatasetMeta.from_attrs(attrs)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(
+                f"{path}/zarr.json holds damaged dataset attributes ({type(exc).__name__}: {exc}): "
+                "the store is damaged; restore its zarr.json from a backup"
+            ) from None
+        splits = attrs.get("splits", {})
+        if not isinstance(splits, dict) or not all(
+            isinstance(v, list) and all(isinstance(i, int) for i in v) for v in splits.values()
+        ):
+            raise DatasetError(
+                f"{path}/zarr.json: its `splits` attribute is damaged ({splits!r:.80}): restore "
+                "its zarr.json from a backup"
+            )
+        return cls(path, meta, attrs)
 
     # ------------------------------------------------------------------ listing
     @property
