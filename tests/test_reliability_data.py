@@ -305,6 +305,17 @@ def test_verify_reports_a_truncated_array_or_subgroup_json(ds: Path, meta: str) 
     assert (ds / "episodes" / "000001" / meta).exists()
 
 
+@pytest.mark.parametrize("array", ["frames", "actions/steering"])
+def test_a_deleted_chunk_file_is_damage_not_zeros(ds: Path, array: str) -> None:
+    """zarr reads a missing chunk as fill values: without this check verify said "intact"."""
+    first_chunk(ds / "episodes" / "000001" / array).unlink()
+    report = verify_dataset(DatasetStore.open(ds))
+    assert any(f"episode 000001: {array}: chunk file c/0/" in p and "would read as zeros" in p
+               for p in report.problems), report.problems
+    with pytest.raises(DatasetError, match=f"episode 000001: {array}: chunk file c/0"):
+        EpisodeFrameDataset(DatasetStore.open(ds), "train", ["steering"])
+
+
 # ---------------------------------------------------------------------------- item 14
 def inject_nan(ds: Path, episode: str, key: str, step: int = 3, value: float = np.nan) -> None:
     """Write past the store (which refuses NaN at commit) straight into a committed array."""

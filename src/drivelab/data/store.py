@@ -33,6 +33,7 @@ it is reported as a problem and never deleted.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -499,6 +500,13 @@ class DatasetStore:
             dtype = raw.get("data_type")
             if shape != want or dtype != spec.dtype:
                 problems.append((spec.key, f"{spec.key} is {dtype}{shape}, expected {spec.dtype}{want}"))
+                continue
+            # Episodes written with every chunk (and frames always: a chunk of all-black frames
+            # is never left out in practice) must have every chunk file.
+            if info.attrs.get("chunks_complete") is True or spec.key == "frames":
+                missing = _missing_chunk(root / spec.key, raw)
+                if missing is not None:
+                    problems.append((spec.key, f"{spec.key}: {missing}"))
         return problems
 
     def read_array(self, index: int, key: str) -> np.ndarray:
@@ -554,20 +562,27 @@ class DatasetStore:
             "length": len(record),
             "moments": {k: m.to_dict() for k, m in moments.items()},
             "committed": False,
+            # every chunk is written, even one equal to the fill value, so a chunk file that is
+            # missing later is damage (zarr would read it back as zeros without a word)
+            "chunks_complete": True,
         }
         group = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes=attrs)
         t = len(record)
         h, w, c = self.meta.frame_shape
         chunk = max(1, min(self.meta.chunk_frames, t))
+        every = {"write_empty_chunks": True}
         group.create_array(
-            "frames", data=record.frames, chunks=(chunk, h, w, c), compressors=[_codec()]
+            "frames", data=record.frames, chunks=(chunk, h, w, c), compressors=[_codec()], config=every
         )
         for kind, arrays in (("telemetry", record.telemetry), ("actions", record.actions)):
             sub = group.create_group(kind)
             for key, arr in arrays.items():
-                sub.create_array(key, data=np.asarray(arr, np.float32), chunks=(max(t, 1), arr.shape[1]))
-        group.create_array("reward", data=np.asarray(record.reward, np.float32), chunks=(max(t, 1),))
-        group.create_array("perturbed", data=np.asarray(record.perturbed, bool), chunks=(max(t, 1),))
+                sub.create_array(key, data=np.asarray(arr, np.float32), chunks=(max(t, 1), arr.shape[1]),
+                                 config=every)
+        group.create_array("reward", data=np.asarray(record.reward, np.float32), chunks=(max(t, 1),),
+                           config=every)
+        group.create_array("perturbed", data=np.asarray(record.perturbed, bool), chunks=(max(t, 1),),
+                           config=every)
         final = self.path / EPISODES / name
         try:
             os.rename(staging, final)
@@ -633,6 +648,29 @@ class DatasetStore:
         new_val = sorted(set(splits.get("val", [])) | set(val))
         new_test = sorted(set(splits.get("test", [])) | set(test))
         self.update_attrs(splits={"val": new_val, "test": new_test})
+
+
+def _missing_chunk(array_dir: Path, meta: dict[str, Any]) -> str | None:
+    """The first chunk file of a regular-grid array that is absent (it would read as zeros)."""
+    try:
+        shape = [int(n) for n in meta["shape"]]
+        chunks = [int(n) for n in meta["chunk_grid"]["configuration"]["chunk_shape"]]
+        encoding = meta.get("chunk_key_encoding", {})
+        separator = encoding.get("configuration", {}).get("separator", "/")
+    except (KeyError, TypeError, ValueError):
+        return None  # not a layout this store writes: leave it to zarr
+    if meta["chunk_grid"].get("name") != "regular" or encoding.get("name") != "default":
+        return None
+    counts = [-(-n // c) for n, c in zip(shape, chunks, strict=True)]
+    if not shape or any(n == 0 for n in counts):
+        return None
+    for position in itertools.product(*(range(n) for n in counts)):
+        key = "c" + separator + separator.join(map(str, position))
+        if not (array_dir / key).is_file():
+            first = position[0] * chunks[0]
+            last = min(first + chunks[0], shape[0]) - 1
+            return f"chunk file {key} is missing (steps {first}..{last} would read as zeros)"
+    return None
 
 
 def episode_moments(record: EpisodeRecord) -> dict[str, SignalMoments]:
