@@ -40,7 +40,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -399,7 +399,7 @@ class DatasetStore:
         """Whether a `collect` or import holds the dataset's writer lock right now."""
         return writer_active(self.path)
 
-    def writer_lock(self, busy: str = "wait for it to finish") -> Any:
+    def writer_lock(self, busy: str = "wait for it to finish") -> AbstractContextManager[None]:
         """The dataset's writer lock (a context manager); see `writer_lock`."""
         return writer_lock(self.path, busy)
 
