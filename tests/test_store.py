@@ -72,9 +72,9 @@ def test_uncommitted_episode_is_invisible(tmp_path: Path) -> None:
     raw = json.loads(marker.read_text())
     raw["attributes"]["committed"] = False
     marker.write_text(json.dumps(raw))
-    (store.path / "_staging" / "000002-dead").mkdir()
+    (store.path / "_staging" / "000002-deadbeef").mkdir()
     assert [e.index for e in store.episodes()] == [0]
-    assert store.leftovers() == ["_staging/000002-dead", "episodes/000001"]
+    assert store.leftovers() == ["_staging/000002-deadbeef", "episodes/000001"]
     assert store.next_index() == 2
     with pytest.raises(DatasetError, match="not a committed episode"):
         store.episode(1)

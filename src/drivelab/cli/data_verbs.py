@@ -115,7 +115,8 @@ def data_info(
         sig.add_row(f"[bold]{kind}[/]", "", "", "", "", "")
         for name, s in entries.items():
             if "mean" in s:
-                sig.add_row(f"  {name}", s["unit"], fmt(s["mean"]), fmt(s["std"]), fmt(s["min"]), fmt(s["max"]))
+                flag = f" [red]({s['nonfinite']} NaN/Inf)[/]" if s.get("nonfinite") else ""
+                sig.add_row(f"  {name}{flag}", s["unit"], fmt(s["mean"]), fmt(s["std"]), fmt(s["min"]), fmt(s["max"]))
     out.print(sig)
     if info["frame_stats"]:
         fs = info["frame_stats"]
@@ -123,10 +124,30 @@ def data_info(
             "frame mean (RGB, /255): " + ", ".join(f"{v:.3f}" for v in fs["mean"])
             + "   std: " + ", ".join(f"{v:.3f}" for v in fs["std"])
         )
-    if info["leftovers"]:
-        out.print(f"[yellow]{len(info['leftovers'])} uncommitted leftovers[/] (see `drivelab data verify`)")
+    _print_data_warnings(info)
     if plot is not None:
         out.print(f"histograms -> {info['plot']}")
+
+
+def _print_data_warnings(info: dict) -> None:
+    """`data info`'s lines about what needs `data verify`: damage, NaN/Inf, leftovers."""
+    path = info["path"]
+    for group in info["damaged"]:
+        out.print(f"[red]damaged[/] {group['path']}: {group['reason']} (run `drivelab data verify {path}`)",
+                  highlight=False, soft_wrap=True)
+    bad = info["nonfinite"]
+    if bad["values"]:
+        where = ", ".join(f"{k} {n}" for k, n in bad["per_signal"].items())
+        out.print(f"[red]{bad['values']} non-finite (NaN/Inf) value(s)[/] in episode(s) "
+                  f"{', '.join(f'{i:06d}' for i in bad['episodes'])} ({where}): training on them fails; "
+                  f"run `drivelab data verify {path}`", highlight=False, soft_wrap=True)
+    if bad["unreadable"]:
+        more = ", ..." if len(bad["unreadable"]) > 1 else ""
+        out.print(f"[red]{len(bad['unreadable'])} unreadable array(s)[/] ({bad['unreadable'][0]}{more}): "
+                  f"run `drivelab data verify {path}`", highlight=False, soft_wrap=True)
+    if info["leftovers"]:
+        state = "being written by a collector" if info["writer_active"] else "uncommitted leftovers"
+        out.print(f"[yellow]{len(info['leftovers'])} {state}[/] (see `drivelab data verify`)")
 
 
 @data_app.command("verify")
@@ -143,17 +164,30 @@ def data_verify(
     store = DatasetStore.open(path)
     report = verify_dataset(store)
     for problem in report.problems:
-        err.print(f"[red]problem:[/] {problem}")
+        err.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    for rel in report.foreign:
+        out.print(f"[yellow]unknown[/] {rel} (not made by drivelab; left alone)", highlight=False)
     if report.leftovers:
-        if remove_leftovers:
-            for rel in store.remove_leftovers():
-                out.print(f"removed leftover {rel}")
-        else:
+        if report.writer_active:
             for rel in report.leftovers:
-                out.print(f"[yellow]leftover[/] {rel} (never committed; --remove-leftovers deletes it)")
+                out.print(f"in progress: {rel} (a collector is writing it)", highlight=False)
+        elif not remove_leftovers:
+            for rel in report.leftovers:
+                out.print(f"[yellow]leftover[/] {rel} (never committed; --remove-leftovers deletes it)",
+                          highlight=False)
+    removed: list[str] = []
+    if remove_leftovers and (report.leftovers or report.writer_active):
+        removed = store.remove_leftovers()  # refuses, removing nothing, while a collector writes
+        for rel in removed:
+            out.print(f"removed leftover {rel}", highlight=False)
     if not report.ok:
+        damaged = f", {len(report.damaged)} damaged episode group(s) kept" if report.damaged else ""
+        changed = "only never-committed leftovers were removed" if removed else "nothing was changed"
         raise DrivelabError(
             f"{path}: {len(report.problems)} problem(s) in {report.episodes} committed episodes"
+            f"{damaged} (listed above; {changed})"
         )
     out.print(f"[green]ok[/]: {report.episodes} committed episodes, {report.frames} frames intact")
 

@@ -52,7 +52,7 @@ def label_counts(store: DatasetStore, output: str, split: str, classes: int) -> 
     """Frames per class [C] in one split, refusing non-integer labels and labels >= ``classes``."""
     counts = np.zeros(classes, np.int64)
     for info in store.split_episodes(split):
-        labels = np.asarray(store.episode(info.index)[f"actions/{output}"][:], np.float64).reshape(-1)
+        labels = store.read_array(info.index, f"actions/{output}").astype(np.float64).reshape(-1)
         if labels.size == 0:
             continue
         ids = np.rint(labels)
@@ -88,7 +88,7 @@ def resolve_class_count(store: DatasetStore, output: str, configured: int | None
     largest = -1.0
     for split in SPLITS:
         for info in store.split_episodes(split):
-            labels = np.asarray(store.episode(info.index)[f"actions/{output}"][:], np.float64)
+            labels = store.read_array(info.index, f"actions/{output}").astype(np.float64)
             if labels.size:
                 largest = max(largest, float(labels.max()))
     if largest < 1:

@@ -3,17 +3,16 @@
 Episode ``i`` of a dataset always drives track seed ``seed + i`` with noise drawn from
 ``rng([seed, i])``, so the data depends only on the seed and the episode index — not on how many
 workers there are or which one drove it. Workers commit their own episodes (see `store`); the
-parent process alone writes the dataset's root attributes, holding a lock so two collectors never
-append to one dataset at once.
+parent process alone writes the dataset's root attributes, holding the store's writer lock so two
+collectors never append to one dataset at once (and `data verify --remove-leftovers` keeps off).
+Every flag is checked before anything is created, so a refused collect leaves no folder behind.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
+import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,17 @@ from typing import Any
 import numpy as np
 
 from drivelab.data.recorder import ActionNoise, EpisodeRecorder
-from drivelab.data.store import DatasetError, DatasetMeta, DatasetStore, EpisodeRecord
+from drivelab.data.store import (
+    DatasetError,
+    DatasetMeta,
+    DatasetStore,
+    EpisodeRecord,
+    check_creatable,
+    writer_lock,
+)
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.sim import DrivingEnv, make_env, make_expert
 from drivelab.workers import WorkersDied, run_jobs
-
-LOCK_FILE = ".collect.lock"
 
 
 @dataclass(frozen=True)
@@ -140,20 +144,40 @@ class CollectJob:
             self._env.close()
 
 
-@contextmanager
-def collector_lock(path: Path) -> Iterator[None]:
-    """One collector per dataset: a second one fails at once instead of interleaving."""
-    fd = os.open(path / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise DatasetError(
-                f"another `drivelab collect` is writing to {path}: wait for it to finish"
-            ) from exc
-        yield
-    finally:
-        os.close(fd)
+def check_collect_flags(
+    plan: CollectPlan,
+    episodes: int,
+    workers: int,
+    val_episodes: int,
+    test_episodes: int,
+    chunk_frames: int,
+) -> None:
+    """Refuse a bad flag in one line, before any env starts or any folder is made.
+
+    A value a worker would only trip over later (a negative seed fails in its random generator)
+    would otherwise leave an empty dataset behind, and the rerun would be refused as existing.
+    """
+    if episodes < 1:
+        raise DrivelabError(f"--episodes must be at least 1 (got {episodes})")
+    if workers < 1:
+        raise DrivelabError(f"--workers must be at least 1 (got {workers})")
+    if val_episodes < 0 or test_episodes < 0 or val_episodes + test_episodes > episodes:
+        raise DrivelabError(
+            f"--val-episodes ({val_episodes}) + --test-episodes ({test_episodes}) must be "
+            f"between 0 and --episodes ({episodes})"
+        )
+    if plan.seed < 0:
+        raise DrivelabError(f"--seed must be 0 or more (got {plan.seed}): track seeds are SEED+i")
+    if not 0.0 <= plan.noise <= 1.0:
+        raise DrivelabError(f"--noise is a probability in [0, 1] (got {plan.noise})")
+    if plan.noise_hold < 1:
+        raise DrivelabError(f"--noise-hold must be at least 1 step (got {plan.noise_hold})")
+    if plan.max_steps < 1:
+        raise DrivelabError(f"--max-steps must be at least 1 (got {plan.max_steps})")
+    if chunk_frames < 1:
+        raise DrivelabError(f"--chunk-frames must be at least 1 (got {chunk_frames})")
+    if not plan.env.strip():
+        raise DrivelabError("--env is empty: use `carracing` or a gymnasium id with image frames")
 
 
 def open_for_collection(path: Path, env: DrivingEnv, append: bool, chunk_frames: int) -> DatasetStore:
@@ -199,20 +223,12 @@ def collect(
     them to val (like the seeds' ``--val_len 1 --test_len 1``). ``on_progress(frames_delta,
     episodes_done, episodes_total)`` drives a progress bar.
     """
-    if episodes < 1:
-        raise DrivelabError(f"--episodes must be at least 1 (got {episodes})")
-    if workers < 1:
-        raise DrivelabError(f"--workers must be at least 1 (got {workers})")
-    if val_episodes < 0 or test_episodes < 0 or val_episodes + test_episodes > episodes:
-        raise DrivelabError(
-            f"--val-episodes ({val_episodes}) + --test-episodes ({test_episodes}) must be "
-            f"between 0 and --episodes ({episodes})"
-        )
-    if not 0.0 <= plan.noise <= 1.0:
-        raise DrivelabError(f"--noise is a probability in [0, 1] (got {plan.noise})")
-    if plan.max_steps < 1:
-        raise DrivelabError(f"--max-steps must be at least 1 (got {plan.max_steps})")
+    check_collect_flags(plan, episodes, workers, val_episodes, test_episodes, chunk_frames)
     path = Path(out)
+    if not append:
+        check_creatable(path)  # before the env starts: a taken or impossible --out costs nothing
+    elif not path.exists():
+        raise DatasetError(f"--append given but {path} does not exist: drop --append to create it")
     probe = make_env(plan.env, max_steps=plan.max_steps)  # fails fast on a bad env id
     try:
         make_expert(probe)
@@ -220,7 +236,10 @@ def collect(
     finally:
         probe.close()
 
-    with collector_lock(path):
+    with writer_lock(path, "wait for it to finish"):
+        # Read-modify-write of the root attrs happens only under the lock, from what is on disk
+        # now: another appender may have committed episodes and splits since `open` above.
+        store.reload_attrs()
         start = store.next_index()
         indices = list(range(start, start + episodes))
         n_test = test_episodes
@@ -257,6 +276,11 @@ def collect(
                 f"were discarded); add more with `drivelab collect --append --out {path}`"
             ) from None
         if failure:
+            if not append and not store.episodes():
+                # Ours, made by this call and empty: keeping it would only make the rerun fail
+                # with "already exists".
+                shutil.rmtree(path, ignore_errors=True)
+                raise DrivelabError(f"{failure[0]}; no episode was committed, so {path} was removed")
             _refresh_cached_stats(store)
             raise DrivelabError(f"{failure[0]}; the episodes committed so far are kept in {path}")
         seconds = time.perf_counter() - started

@@ -38,6 +38,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -371,7 +372,9 @@ def _write(
     )
     summary = ImportSummary(out, source, class_names, {k: [0] * num_classes for k in ("train", "val", "test")})
     store = DatasetStore.create(out, meta)
+    lock = ExitStack()
     try:
+        lock.enter_context(store.writer_lock())  # keeps `data verify --remove-leftovers` off it
         splits: dict[str, list[int]] = {"val": [], "test": []}
         index = 0
         for done, (split, label, members) in enumerate(plan, start=1):
@@ -414,6 +417,8 @@ def _write(
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # ours: created above, never pre-existing
         raise
+    finally:
+        lock.close()
     return summary
 
 

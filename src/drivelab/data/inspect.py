@@ -7,14 +7,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
-from drivelab.data.store import SPLITS, DatasetStore, episode_name
+from drivelab.data.store import (
+    EPISODES,
+    SPLITS,
+    DatasetError,
+    DatasetStore,
+    EpisodeInfo,
+    episode_name,
+    expected_arrays,
+)
 from drivelab.outputs import atomic_output
 
 
 def dataset_info(store: DatasetStore) -> dict[str, Any]:
-    """The numbers `drivelab data info` shows, as plain JSON-able data. Reads no frames."""
-    episodes = store.episodes()
+    """The numbers `drivelab data info` shows, as plain JSON-able data. Reads no frames.
+
+    The statistics come from the per-episode moments taken at commit time; the signals
+    themselves (small: frames are uint8 and cannot hold NaN) are scanned for NaN/Inf, since a
+    value damaged after the commit would not show in those moments.
+    """
+    episodes, _, damaged = store.scan()
     moments = store.moments(episodes)
     splits: dict[str, dict[str, Any]] = {}
     for split in SPLITS:
@@ -31,7 +45,13 @@ def dataset_info(store: DatasetStore) -> dict[str, Any]:
             entry: dict[str, Any] = {"unit": spec.unit, "size": spec.size}
             if m is not None:
                 entry.update(m.summary())
+            entry["nonfinite"] = 0
             signals[kind][spec.name] = entry
+    nonfinite = count_nonfinite(store, episodes)
+    for key, count in nonfinite["per_signal"].items():
+        kind, _, name = key.partition("/")
+        if kind in signals and name in signals[kind]:
+            signals[kind][name]["nonfinite"] = count
     frame_stats = None
     if "frames" in moments:
         fm = moments["frames"]
@@ -54,6 +74,9 @@ def dataset_info(store: DatasetStore) -> dict[str, Any]:
         "signals": signals,
         "frame_stats": frame_stats,
         "leftovers": store.leftovers(),
+        "writer_active": store.writer_active(),
+        "damaged": [{"path": d.path, "reason": d.reason} for d in damaged],
+        "nonfinite": nonfinite,
         "episode_rows": [
             {
                 "index": e.index,
@@ -70,9 +93,42 @@ def dataset_info(store: DatasetStore) -> dict[str, Any]:
     }
 
 
+def count_nonfinite(store: DatasetStore, episodes: list[EpisodeInfo]) -> dict[str, Any]:
+    """NaN/Inf values in the float arrays (signals and reward) of ``episodes``.
+
+    ``values`` in all, ``per_signal`` (``telemetry/speed``, ``reward``, ...: count),
+    ``episodes`` holding any, and ``unreadable``: arrays that could not be decoded (one line
+    each; `drivelab data verify` tells more).
+    """
+    keys = [s.key for s in expected_arrays(store.meta) if s.dtype == "float32"]
+    per_signal: dict[str, int] = {}
+    bad_episodes: list[int] = []
+    unreadable: list[str] = []
+    for e in episodes:
+        found = 0
+        for key in keys:
+            try:
+                values = store.read_array(e.index, key)
+            except DatasetError:
+                unreadable.append(f"episode {e.name}: {key}")
+                continue
+            n = int(values.size - np.count_nonzero(np.isfinite(values)))
+            if n:
+                per_signal[key] = per_signal.get(key, 0) + n
+                found += n
+        if found:
+            bad_episodes.append(e.index)
+    return {
+        "values": sum(per_signal.values()),
+        "per_signal": per_signal,
+        "episodes": bad_episodes,
+        "unreadable": unreadable,
+    }
+
+
 def read_signal(store: DatasetStore, kind: str, name: str) -> np.ndarray:
     """One signal over all committed episodes, concatenated ([N, size])."""
-    parts = [np.asarray(store.episode(e.index)[f"{kind}/{name}"][:]) for e in store.episodes()]
+    parts = [store.read_array(e.index, f"{kind}/{name}") for e in store.episodes()]
     if not parts:
         return np.zeros((0, 1), np.float32)
     return np.concatenate(parts)
@@ -119,6 +175,11 @@ class VerifyReport:
     frames: int = 0
     problems: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # episode groups with unreadable metadata
+    foreign: list[str] = field(default_factory=list)  # _staging entries the store did not make
+    writer_active: bool = False  # a collector holds the lock: leftovers are work in progress
+    nonfinite: int = 0  # NaN/Inf values found in the float arrays
+    warnings: list[str] = field(default_factory=list)  # odd but not damage: exit 0
 
     @property
     def ok(self) -> bool:
@@ -126,54 +187,84 @@ class VerifyReport:
 
 
 def verify_dataset(store: DatasetStore) -> VerifyReport:
-    """Read every committed episode in full and check shapes, dtypes, finiteness and length."""
-    report = VerifyReport(leftovers=store.leftovers())
-    h, w, c = store.meta.frame_shape
-    expected: list[tuple[str, int | None]] = [("frames", None), ("reward", 0), ("perturbed", 0)]
-    expected += [(f"telemetry/{s.name}", s.size) for s in store.meta.telemetry]
-    expected += [(f"actions/{s.name}", s.size) for s in store.meta.actions]
+    """Read every committed episode in full and check shapes, dtypes, finiteness and length.
+
+    Episode groups whose own metadata cannot be read are problems (they may be committed
+    episodes), never leftovers; see `DatasetStore.leftovers` for what may be deleted.
+    """
+    report = VerifyReport(
+        writer_active=store.writer_active(),
+        leftovers=store.leftovers(),
+        foreign=store.foreign_staging(),
+    )
+    for group in store.damaged():
+        report.damaged.append(group.path)
+        report.problems.append(
+            f"{group.path} is damaged: {group.reason}; it may hold a committed episode, so it is "
+            "kept (restore it from a backup, or move the folder out of episodes/ to use the rest)"
+        )
+    _verify_listing(store, report)
+    specs = expected_arrays(store.meta)
     for info in store.episodes():
         name = episode_name(info.index)
         report.episodes += 1
-        try:
-            group = store.episode(info.index)
-        except Exception as exc:
-            report.problems.append(f"episode {name}: cannot open ({exc})")
-            continue
-        t = info.length
-        for key, size in expected:
-            try:
-                arr = group[key]
-            except KeyError:
-                report.problems.append(f"episode {name}: array {key} is missing")
-                continue
-            if key == "frames":
-                want_shape: tuple[int, ...] = (t, h, w, c)
-                want_dtype = np.dtype(np.uint8)
-            elif key == "perturbed":
-                want_shape, want_dtype = (t,), np.dtype(bool)
-            elif size == 0:
-                want_shape, want_dtype = (t,), np.dtype(np.float32)
-            else:
-                want_shape, want_dtype = (t, int(size or 1)), np.dtype(np.float32)
-            if tuple(arr.shape) != want_shape or np.dtype(arr.dtype) != want_dtype:
-                report.problems.append(
-                    f"episode {name}: {key} is {arr.dtype}{list(arr.shape)}, expected "
-                    f"{want_dtype}{list(want_shape)}"
-                )
-                continue
-            step = max(1, int(arr.chunks[0]))
-            for start in range(0, max(t, 1), step):
-                try:
-                    block = arr[start : start + step]
-                except Exception as exc:
-                    report.problems.append(
-                        f"episode {name}: {key} frames {start}..{start + step - 1} unreadable "
-                        f"({type(exc).__name__}: {exc})"
-                    )
-                    break
-                if block.dtype.kind == "f" and not np.all(np.isfinite(block)):
-                    report.problems.append(f"episode {name}: {key} holds NaN/Inf values")
-                    break
-        report.frames += t
+        report.frames += info.length
+        bad_meta = store.array_problems(info, specs)
+        report.problems += [f"episode {name}: {text}" for _, text in bad_meta]
+        broken = {key for key, _ in bad_meta}
+        for spec in specs:
+            if spec.key in broken or spec.key.rpartition("/")[0] in broken:
+                continue  # reported above; its chunks cannot be trusted to decode
+            _verify_array(store, info.index, info.length, spec.key, report)
     return report
+
+
+def _verify_listing(store: DatasetStore, report: VerifyReport) -> None:
+    """The episodes group itself, and episodes the root attrs name that are not there.
+
+    A missing ``episodes/zarr.json`` is damage. Episodes named by a split or counted by the last
+    collect but gone are only warned about: moving a damaged group out of ``episodes/`` is what
+    the user is told to do, and that must not fail every later verify.
+    """
+    if not (store.path / EPISODES / "zarr.json").is_file():
+        report.problems.append(f"{EPISODES}/zarr.json is missing: the episodes group is damaged")
+    present = {e.index for e in store.episodes()} | {int(d.path.rsplit("/", 1)[1]) for d in store.damaged()}
+    for split, members in store.attrs.get("splits", {}).items():
+        gone = sorted(set(members) - present)
+        if gone:
+            report.warnings.append(
+                f"the {split} split names episode(s) {', '.join(map(episode_name, gone))}, which "
+                f"are not in {EPISODES}/ (removed or moved away?)"
+            )
+    recorded = store.attrs.get("episodes")
+    if isinstance(recorded, int) and recorded > len(present):
+        report.warnings.append(
+            f"the last collect recorded {recorded} committed episodes, {len(present)} are "
+            f"there now (removed or moved away?)"
+        )
+
+
+def _verify_array(store: DatasetStore, index: int, length: int, key: str, report: VerifyReport) -> None:
+    """Decode one array chunk by chunk, recording the first unreadable chunk and NaN/Inf values."""
+    name = episode_name(index)
+    try:
+        arr = zarr.open_array(str(store.path / EPISODES / name / key), mode="r")
+    except Exception as exc:  # metadata looked right but zarr still refuses it
+        report.problems.append(f"episode {name}: {key} cannot be opened ({type(exc).__name__}: {exc})")
+        return
+    step = max(1, int(arr.chunks[0]))
+    nonfinite = 0
+    for start in range(0, max(length, 1), step):
+        try:
+            block = arr[start : start + step]
+        except Exception as exc:
+            report.problems.append(
+                f"episode {name}: {key} steps {start}..{min(start + step, length) - 1} unreadable "
+                f"({type(exc).__name__}: {exc})"
+            )
+            break
+        if block.dtype.kind == "f":
+            nonfinite += int(block.size - np.count_nonzero(np.isfinite(block)))
+    if nonfinite:
+        report.nonfinite += nonfinite
+        report.problems.append(f"episode {name}: {key} holds NaN/Inf values ({nonfinite})")

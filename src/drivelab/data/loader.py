@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from drivelab.data.store import DatasetError, DatasetStore, EpisodeInfo
+from drivelab.data.store import ArraySpec, DatasetError, DatasetStore, EpisodeInfo, episode_name
 
 NORMALIZATIONS = ("none", "shifted", "scaled")
 
@@ -95,6 +95,7 @@ class EpisodeFrameDataset(Dataset):
                 f"{store.path} has no committed episodes in the {split!r} split: collect with "
                 f"--{split}-episodes K (or pick another split)"
             )
+        self._check_episodes()
         lengths = np.array([e.length for e in self.episodes], np.int64)
         self._starts = np.concatenate([[0], np.cumsum(lengths)])
         self._cache = EpisodeCache(cache_bytes)
@@ -128,6 +129,38 @@ class EpisodeFrameDataset(Dataset):
         if self.history_signals and self.history_length < 1:
             raise DatasetError("history signals are set but the history length is < 1")
 
+    def _needed_arrays(self) -> list[ArraySpec]:
+        meta = self.store.meta
+        actions = {s.name: s.size for s in meta.actions}
+        telemetry = {s.name: s.size for s in meta.telemetry}
+        specs = [ArraySpec("frames", "uint8", tuple(meta.frame_shape))]
+        specs += [ArraySpec(f"actions/{o}", "float32", (actions[o],)) for o in self.outputs]
+        for name in dict.fromkeys([*self.history_signals, *self.delta_outputs]):
+            specs.append(ArraySpec(f"telemetry/{name}", "float32", (telemetry[name],)))
+        return specs
+
+    def _check_episodes(self) -> None:
+        """Refuse damaged groups and missing or wrong-shaped arrays now, from metadata only.
+
+        Found mid-training they would be an `IndexError` or `KeyError` from deep inside a
+        DataLoader worker; here they are one line naming the episode and the array.
+        """
+        path = self.store.path
+        damaged = self.store.damaged()
+        if damaged:
+            raise DatasetError(
+                f"{path} has {len(damaged)} damaged episode group(s), first {damaged[0]}; their "
+                f"split cannot be read, so using the rest would silently change the data: run "
+                f"`drivelab data verify {path}`"
+            )
+        specs = self._needed_arrays()
+        for info in self.episodes:
+            problems = self.store.array_problems(info, specs)
+            if problems:
+                raise DatasetError(
+                    f"{path}: episode {info.name}: {problems[0][1]}: run `drivelab data verify {path}`"
+                )
+
     def __len__(self) -> int:
         return int(self._starts[-1])
 
@@ -139,22 +172,40 @@ class EpisodeFrameDataset(Dataset):
     def _episode(self, pos: int) -> _Episode:
         ep = self._cache.get(pos)
         if ep is None:
-            group = self.store.episode(self.episodes[pos].index)
-            frames = np.asarray(group["frames"][:])
+            index = self.episodes[pos].index
+            frames = self.store.read_array(index, "frames")
             t = frames.shape[0]
             if self.history_signals:
                 history = np.concatenate(
-                    [np.asarray(group[f"telemetry/{s}"][:], np.float32) for s in self.history_signals],
-                    axis=1,
+                    [self.signal(index, f"telemetry/{s}") for s in self.history_signals], axis=1
                 )
             else:
                 history = np.zeros((t, 0), np.float32)
-            targets = {o: np.asarray(group[f"actions/{o}"][:], np.float32) for o in self.outputs}
+            targets = {o: self.signal(index, f"actions/{o}") for o in self.outputs}
             for o in self.delta_outputs:
-                targets[o] = targets[o] - np.asarray(group[f"telemetry/{o}"][:], np.float32)
+                targets[o] = targets[o] - self.signal(index, f"telemetry/{o}")
             ep = _Episode(frames, history, targets)
             self._cache.put(pos, ep)
         return ep
+
+    def signal(self, index: int, key: str) -> np.ndarray:
+        """A float signal of an episode, refused if it holds NaN/Inf.
+
+        The store refuses NaN at commit time, so a non-finite value here means the array was
+        damaged afterwards; fed to the policy it would surface as a "non-finite loss" that
+        blames the learning rate. Checked once per decoded episode (signals are small).
+        """
+        values = self.store.read_array(index, key).astype(np.float32, copy=False)
+        finite = np.isfinite(values)
+        if not finite.all():
+            bad = int(values.size - np.count_nonzero(finite))
+            path = self.store.path
+            raise DatasetError(
+                f"{path}: episode {episode_name(index)} array {key} holds {bad} NaN/Inf "
+                f"value(s), which the policy would read as input or target: run "
+                f"`drivelab data verify {path}`"
+            )
+        return values
 
     def _gather(self, pos: int, steps: np.ndarray) -> dict[str, np.ndarray]:
         ep = self._episode(pos)

@@ -11,22 +11,36 @@ Layout (see DESIGN.md)::
         perturbed                  bool [T]            (a noisy action was executed instead)
         reward                     float32 [T]
     root/_staging/                 episodes being written (never read)
+    root/.collect.lock             flock held by the one process writing (collect, import)
 
 Crash safety: a worker writes an episode under `_staging/`, renames the finished group into
 `episodes/` (an atomic directory rename) and only then writes the commit marker (`committed:
 true` in the group's attrs, itself replaced atomically by the store). Readers only ever see
 groups carrying the marker, so a killed recorder leaves at worst a leftover that `data verify`
 reports, never half an episode; parallel workers each write their own group and never share an
-array. The root attrs are written by the single collecting process only.
+array. The root attrs are written by the process holding the writer lock only, re-read from disk
+before every change.
+
+What `data verify` may delete is decided here, strictly (`leftovers`): a `_staging/` entry the
+store named itself, or an episode group whose readable attrs say ``committed: false`` (a
+recorder killed between the rename and the marker: all arrays are there, but nothing ever
+promised them to a reader) — and only while no process holds the writer lock, since either is
+normal while a recorder works. An episode group whose own ``zarr.json`` is missing or cannot be
+parsed is *damaged* (`damaged`): it may well be a committed episode whose metadata got hurt, so
+it is reported as a problem and never deleted.
 """
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +58,116 @@ FORMAT_VERSION = 1
 EPISODES = "episodes"
 STAGING = "_staging"
 SPLITS = ("train", "val", "test")
+LOCK_FILE = ".collect.lock"
+#: `write_episode` names its staging groups ``<episode name>-<8 hex digits>``.
+_STAGING_NAME = re.compile(r"^\d{6,}-[0-9a-f]{8}$")
 
 
 class DatasetError(DrivelabError):
     """A dataset that is missing, not ours, too new, or damaged."""
+
+
+class DatasetBusy(DatasetError):
+    """Another process (a `collect` or an import) holds the dataset's writer lock."""
+
+
+@dataclass(frozen=True)
+class DamagedGroup:
+    """An episode group whose metadata cannot be read: reported, never deleted."""
+
+    path: str  # relative to the store, e.g. "episodes/000001"
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """What one array of every episode must look like (checked from metadata alone)."""
+
+    key: str  # e.g. "frames", "telemetry/speed"
+    dtype: str  # zarr v3 data_type name
+    trailing: tuple[int, ...]  # shape after the time axis
+
+
+def expected_arrays(meta: DatasetMeta) -> list[ArraySpec]:
+    """Every array an episode of a dataset with ``meta`` holds, with dtype and shape."""
+    specs = [
+        ArraySpec("frames", "uint8", tuple(meta.frame_shape)),
+        ArraySpec("reward", "float32", ()),
+        ArraySpec("perturbed", "bool", ()),
+    ]
+    specs += [ArraySpec(f"telemetry/{s.name}", "float32", (s.size,)) for s in meta.telemetry]
+    specs += [ArraySpec(f"actions/{s.name}", "float32", (s.size,)) for s in meta.actions]
+    return specs
+
+
+@contextmanager
+def writer_lock(path: Path, busy: str = "wait for it to finish") -> Iterator[None]:
+    """One writer per dataset (collect, import, leftover removal): a second one fails at once.
+
+    An fcntl flock on ``path/.collect.lock``; it belongs to an open file description, so it goes
+    away with the process however it dies, and a second open in the same process conflicts too.
+    ``busy`` ends the one-line refusal (what the user should do instead).
+    """
+    try:
+        fd = os.open(path / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot take the writer lock {path / LOCK_FILE} ({exc.strerror}): check that "
+            f"{path} is writable"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatasetBusy(
+                f"another drivelab process (`collect` or `data import`) is writing to {path}: {busy}"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def writer_active(path: Path) -> bool:
+    """Whether some process holds the writer lock right now (probed, never held)."""
+    lock = path / LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: nobody ever collected here, nobody is collecting now
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def check_creatable(path: Path) -> None:
+    """Refuse, in one line and before anything is made, a dataset folder that cannot be created.
+
+    ``path`` must not exist, and its nearest existing ancestor must be a writable folder (a plain
+    file there would otherwise surface as `NotADirectoryError` halfway through a verb).
+    """
+    if path.exists() or path.is_symlink():
+        raise DatasetError(
+            f"{path} already exists: pass --append to add episodes to it, "
+            "or choose a new --out path (nothing was overwritten)"
+        )
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DatasetError(
+            f"cannot create {path}: {parent} is a file, not a folder; choose another --out path"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DatasetError(
+            f"cannot create {path}: {parent} is not writable; choose another --out path"
+        )
 
 
 @dataclass(frozen=True)
@@ -140,18 +260,17 @@ class DatasetStore:
     def create(cls, path: str | Path, meta: DatasetMeta) -> DatasetStore:
         """Create an empty dataset; refuses to touch anything that already exists."""
         path = Path(path)
-        if path.exists():
-            raise DatasetError(
-                f"{path} already exists: pass --append to add episodes to it, "
-                "or choose a new --out path (nothing was overwritten)"
-            )
+        check_creatable(path)
         attrs = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             **meta.to_attrs(),
             "splits": {"val": [], "test": []},
         }
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise DatasetError(f"cannot create {path} ({exc.strerror}): choose another --out path") from None
         zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=attrs)
         zarr.open_group(str(path / EPISODES), mode="w-", zarr_format=3)
         return cls(path, meta, attrs)
@@ -184,7 +303,22 @@ class DatasetStore:
                 f"{path} uses dataset format version {version}, newer than this drivelab "
                 f"reads ({FORMAT_VERSION}): upgrade drivelab"
             )
-        return cls(path, DatasetMeta.from_attrs(attrs), attrs)
+        try:
+            meta = DatasetMeta.from_attrs(attrs)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(
+                f"{path}/zarr.json holds damaged dataset attributes ({type(exc).__name__}: {exc}): "
+                "the store is damaged; restore its zarr.json from a backup"
+            ) from None
+        splits = attrs.get("splits", {})
+        if not isinstance(splits, dict) or not all(
+            isinstance(v, list) and all(isinstance(i, int) for i in v) for v in splits.values()
+        ):
+            raise DatasetError(
+                f"{path}/zarr.json: its `splits` attribute is damaged ({splits!r:.80}): restore "
+                "its zarr.json from a backup"
+            )
+        return cls(path, meta, attrs)
 
     # ------------------------------------------------------------------ listing
     @property
@@ -201,36 +335,114 @@ class DatasetStore:
 
     @staticmethod
     def _read_group_attrs(group_dir: Path) -> dict[str, Any] | None:
+        """The group's attrs, or None when its zarr.json is missing or unreadable."""
+        attrs, _ = DatasetStore._group_attrs(group_dir)
+        return attrs
+
+    @staticmethod
+    def _group_attrs(group_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+        """(attrs, None) for a readable group, else (None, why it cannot be read)."""
+        meta = group_dir / "zarr.json"
         try:
-            return json.loads((group_dir / "zarr.json").read_text()).get("attributes", {})
-        except (OSError, json.JSONDecodeError):
-            return None
+            raw = json.loads(meta.read_text())
+        except FileNotFoundError:
+            return None, "its zarr.json is missing"
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return None, f"its zarr.json is unreadable ({type(exc).__name__}: {exc})"
+        if not isinstance(raw, dict) or raw.get("node_type") != "group":
+            return None, "its zarr.json is not a Zarr group's metadata"
+        attrs = raw.get("attributes", {})
+        if not isinstance(attrs, dict):
+            return None, "its zarr.json attributes are not a mapping"
+        return attrs, None
+
+    def scan(self) -> tuple[list[EpisodeInfo], list[str], list[DamagedGroup]]:
+        """Every episode group, sorted into committed, uncommitted and damaged.
+
+        Uncommitted means readable attrs with ``committed: false`` — the state `write_episode`
+        creates, and the one a recorder killed between the rename and the marker leaves.
+        Anything else that cannot be listed as a committed episode is damaged.
+        """
+        committed: list[EpisodeInfo] = []
+        uncommitted: list[str] = []
+        damaged: list[DamagedGroup] = []
+        for index, d in self._episode_dirs():
+            rel = f"{EPISODES}/{d.name}"
+            attrs, why = self._group_attrs(d)
+            if attrs is None:
+                damaged.append(DamagedGroup(rel, why or "unreadable"))
+                continue
+            marker = attrs.get("committed")
+            if marker is False:
+                uncommitted.append(rel)
+            elif marker is not True:
+                damaged.append(DamagedGroup(rel, "its attrs carry no commit marker"))
+            elif not isinstance(attrs.get("length"), int) or attrs["length"] < 0:
+                damaged.append(DamagedGroup(rel, "committed, but its `length` attribute is missing"))
+            else:
+                committed.append(EpisodeInfo(index=index, length=int(attrs["length"]), attrs=attrs))
+        return committed, uncommitted, damaged
 
     def episodes(self) -> list[EpisodeInfo]:
-        """Committed episodes, in index order. Safe while a recorder is writing."""
-        found = []
-        for index, d in self._episode_dirs():
-            attrs = self._read_group_attrs(d)
-            if attrs and attrs.get("committed") is True:
-                found.append(EpisodeInfo(index=index, length=int(attrs["length"]), attrs=attrs))
-        return found
+        """Committed episodes, in index order. Safe while a recorder is writing.
+
+        Damaged groups are not episodes one can read; `damaged` lists them, and `verify`,
+        `data info` and the loader report them rather than carry on without them.
+        """
+        return self.scan()[0]
+
+    def damaged(self) -> list[DamagedGroup]:
+        """Episode groups whose metadata cannot be read (possibly committed): never deleted."""
+        return self.scan()[2]
+
+    def writer_active(self) -> bool:
+        """Whether a `collect` or import holds the dataset's writer lock right now."""
+        return writer_active(self.path)
+
+    def writer_lock(self, busy: str = "wait for it to finish") -> AbstractContextManager[None]:
+        """The dataset's writer lock (a context manager); see `writer_lock`."""
+        return writer_lock(self.path, busy)
+
+    def foreign_staging(self) -> list[str]:
+        """Entries under `_staging/` the store did not name: not ours to delete."""
+        staging = self.path / STAGING
+        if not staging.is_dir():
+            return []
+        return [f"{STAGING}/{p.name}" for p in sorted(staging.iterdir())
+                if not (p.is_dir() and _STAGING_NAME.match(p.name))]
 
     def leftovers(self) -> list[str]:
-        """Paths (relative to the store) of episodes that were started but never committed."""
+        """Paths (relative to the store) of episodes started by the store but never committed.
+
+        Staging groups named by `write_episode`, and episode groups whose readable attrs say
+        ``committed: false``. While `writer_active()` these are a recorder's work in progress.
+        Damaged groups (unreadable metadata) are never leftovers.
+        """
         out = []
         staging = self.path / STAGING
         if staging.is_dir():
-            out += [f"{STAGING}/{p.name}" for p in sorted(staging.iterdir())]
-        for _, d in self._episode_dirs():
-            attrs = self._read_group_attrs(d)
-            if not attrs or attrs.get("committed") is not True:
-                out.append(f"{EPISODES}/{d.name}")
+            out += [f"{STAGING}/{p.name}" for p in sorted(staging.iterdir())
+                    if p.is_dir() and _STAGING_NAME.match(p.name)]
+        out += self.scan()[1]
         return out
 
     def remove_leftovers(self) -> list[str]:
-        removed = self.leftovers()
-        for rel in removed:
-            shutil.rmtree(self.path / rel, ignore_errors=True)
+        """Delete the leftovers, holding the writer lock so no recorder is working meanwhile.
+
+        Refuses (`DatasetBusy`, nothing removed) while a `collect` or import holds the lock:
+        its staging group and its just-renamed episode look exactly like leftovers.
+        """
+        with self.writer_lock(
+            "run `drivelab data verify --remove-leftovers` again after it finishes (nothing was removed)"
+        ):
+            removed = self.leftovers()
+            for rel in removed:
+                try:
+                    shutil.rmtree(self.path / rel)
+                except OSError as exc:
+                    raise DatasetError(
+                        f"could not remove leftover {self.path / rel} ({exc.strerror}); delete it by hand"
+                    ) from None
         return removed
 
     def next_index(self) -> int:
@@ -245,6 +457,75 @@ class DatasetStore:
         if not attrs or attrs.get("committed") is not True:
             raise DatasetError(f"episode {index} is not a committed episode of {self.path}")
         return zarr.open_group(str(d), mode="r", zarr_format=3)
+
+    def array_problems(self, info: EpisodeInfo, specs: Sequence[ArraySpec] | None = None) -> list[tuple[str, str]]:
+        """What is wrong with the metadata of an episode's arrays (all, or ``specs``): cheap.
+
+        Reads only the small ``zarr.json`` files (the arrays' and their parent groups'), so the
+        loader can refuse a missing, truncated or wrong-shaped array when it opens a split
+        instead of failing with an `IndexError` or `KeyError` in the middle of training.
+        Each problem is ``(key, text)``: the array (or parent group) it concerns, and a text
+        reading ``<array>: <what is wrong>``.
+        """
+        specs = expected_arrays(self.meta) if specs is None else specs
+        root = self.path / EPISODES / info.name
+        problems: list[tuple[str, str]] = []
+        groups_checked: dict[str, str | None] = {}
+        for spec in specs:
+            parent = spec.key.rpartition("/")[0]
+            if parent and parent not in groups_checked:
+                _, why = self._group_attrs(root / parent)
+                groups_checked[parent] = why
+                if why is not None:
+                    problems.append((parent, f"group {parent}: {why}"))
+            if parent and groups_checked[parent] is not None:
+                continue
+            meta_file = root / spec.key / "zarr.json"
+            try:
+                raw = json.loads(meta_file.read_text())
+            except FileNotFoundError:
+                problems.append((spec.key, f"{spec.key}: array is missing"))
+                continue
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                problems.append((
+                    spec.key,
+                    f"{spec.key}: its zarr.json is unreadable ({type(exc).__name__}: {exc})",
+                ))
+                continue
+            if not isinstance(raw, dict) or raw.get("node_type") != "array":
+                problems.append((spec.key, f"{spec.key}: {spec.key}/zarr.json is not a Zarr array's metadata"))
+                continue
+            shape = raw.get("shape")
+            want = [info.length, *spec.trailing]
+            dtype = raw.get("data_type")
+            if shape != want or dtype != spec.dtype:
+                problems.append((spec.key, f"{spec.key} is {dtype}{shape}, expected {spec.dtype}{want}"))
+                continue
+            # Episodes written with every chunk (and frames always: a chunk of all-black frames
+            # is never left out in practice) must have every chunk file.
+            if info.attrs.get("chunks_complete") is True or spec.key == "frames":
+                missing = _missing_chunk(root / spec.key, raw)
+                if missing is not None:
+                    problems.append((spec.key, f"{spec.key}: {missing}"))
+        return problems
+
+    def read_array(self, index: int, key: str) -> np.ndarray:
+        """One whole array of a committed episode; a damaged chunk becomes one `DatasetError`.
+
+        The message names the episode and the array and points to `drivelab data verify`,
+        instead of Blosc's "error during blosc decompression" with no hint of where.
+        """
+        name = episode_name(index)
+        try:
+            return np.asarray(zarr.open_array(str(self.path / EPISODES / name / key), mode="r")[:])
+        except MemoryError:
+            raise
+        except Exception as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise DatasetError(
+                f"{self.path}: episode {name} array {key} cannot be read ({type(exc).__name__}"
+                f"{': ' + detail if detail else ''}): run `drivelab data verify {self.path}`"
+            ) from None
 
     def split_of(self, index: int) -> str:
         splits = self._attrs.get("splits", {})
@@ -281,20 +562,27 @@ class DatasetStore:
             "length": len(record),
             "moments": {k: m.to_dict() for k, m in moments.items()},
             "committed": False,
+            # every chunk is written, even one equal to the fill value, so a chunk file that is
+            # missing later is damage (zarr would read it back as zeros without a word)
+            "chunks_complete": True,
         }
         group = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes=attrs)
         t = len(record)
         h, w, c = self.meta.frame_shape
         chunk = max(1, min(self.meta.chunk_frames, t))
+        every = {"write_empty_chunks": True}
         group.create_array(
-            "frames", data=record.frames, chunks=(chunk, h, w, c), compressors=[_codec()]
+            "frames", data=record.frames, chunks=(chunk, h, w, c), compressors=[_codec()], config=every
         )
         for kind, arrays in (("telemetry", record.telemetry), ("actions", record.actions)):
             sub = group.create_group(kind)
             for key, arr in arrays.items():
-                sub.create_array(key, data=np.asarray(arr, np.float32), chunks=(max(t, 1), arr.shape[1]))
-        group.create_array("reward", data=np.asarray(record.reward, np.float32), chunks=(max(t, 1),))
-        group.create_array("perturbed", data=np.asarray(record.perturbed, bool), chunks=(max(t, 1),))
+                sub.create_array(key, data=np.asarray(arr, np.float32), chunks=(max(t, 1), arr.shape[1]),
+                                 config=every)
+        group.create_array("reward", data=np.asarray(record.reward, np.float32), chunks=(max(t, 1),),
+                           config=every)
+        group.create_array("perturbed", data=np.asarray(record.perturbed, bool), chunks=(max(t, 1),),
+                           config=every)
         final = self.path / EPISODES / name
         try:
             os.rename(staging, final)
@@ -334,16 +622,55 @@ class DatasetStore:
                     )
 
     def update_attrs(self, **changes: Any) -> None:
-        """Change root attributes (splits, cached stats). Only the collecting process calls it."""
-        root = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+        """Change root attributes (splits, cached stats); call it holding the writer lock.
+
+        The root attrs are re-read from disk and the changed keys merged in, so what another
+        writer changed since this store was opened (its splits, say) is kept, not overwritten
+        from this object's copy. The copy is refreshed from what was written.
+        """
+        root = zarr.open_group(str(self.path), mode="r+", zarr_format=3)  # reads zarr.json now
         root.attrs.update(_jsonable(changes))
-        self._attrs.update(_jsonable(changes))
+        self._attrs = dict(root.attrs)
+
+    def reload_attrs(self) -> dict[str, Any]:
+        """The root attrs as they are on disk now (another writer may have changed them)."""
+        self._attrs = dict(zarr.open_group(str(self.path), mode="r", zarr_format=3).attrs)
+        return self.attrs
 
     def assign_splits(self, val: Sequence[int], test: Sequence[int]) -> None:
-        splits = self._attrs.get("splits", {"val": [], "test": []})
+        """Add episodes to val / test; call it holding the writer lock.
+
+        The current splits are read from disk, not from this object's copy: a second appender
+        that opened the store before the first one finished would otherwise write back its stale
+        splits and silently move the first one's val/test episodes into train.
+        """
+        splits = self.reload_attrs().get("splits", {"val": [], "test": []})
         new_val = sorted(set(splits.get("val", [])) | set(val))
         new_test = sorted(set(splits.get("test", [])) | set(test))
         self.update_attrs(splits={"val": new_val, "test": new_test})
+
+
+def _missing_chunk(array_dir: Path, meta: dict[str, Any]) -> str | None:
+    """The first chunk file of a regular-grid array that is absent (it would read as zeros)."""
+    try:
+        shape = [int(n) for n in meta["shape"]]
+        chunks = [int(n) for n in meta["chunk_grid"]["configuration"]["chunk_shape"]]
+        encoding = meta.get("chunk_key_encoding", {})
+        separator = encoding.get("configuration", {}).get("separator", "/")
+    except (KeyError, TypeError, ValueError):
+        return None  # not a layout this store writes: leave it to zarr
+    if meta["chunk_grid"].get("name") != "regular" or encoding.get("name") != "default":
+        return None
+    counts = [-(-n // c) for n, c in zip(shape, chunks, strict=True)]
+    if not shape or any(n == 0 for n in counts):
+        return None
+    for position in itertools.product(*(range(n) for n in counts)):
+        key = "c" + separator + separator.join(map(str, position))
+        if not (array_dir / key).is_file():
+            first = position[0] * chunks[0]
+            last = min(first + chunks[0], shape[0]) - 1
+            return f"chunk file {key} is missing (steps {first}..{last} would read as zeros)"
+    return None
 
 
 def episode_moments(record: EpisodeRecord) -> dict[str, SignalMoments]:

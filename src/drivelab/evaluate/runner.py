@@ -150,6 +150,8 @@ def evaluate(
         raise DrivelabError("--episodes must be at least 1")
     if workers < 1:
         raise DrivelabError(f"--workers must be at least 1 (got {workers})")
+    if max_steps < 1:  # the simulator's own check would name its argument, not the flag
+        raise DrivelabError(f"--max-steps must be at least 1 (got {max_steps})")
     probe = make_env(env, max_steps=max_steps)  # a bad env id or run fails here, in one line
     try:
         build_driver(driver, probe)

@@ -13,9 +13,11 @@ as uint8 and become floats on the device (crop, scale, resize), where that work 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,7 +133,26 @@ def open_inputs(config: ExperimentConfig) -> TrainInputs:
     h_mean, h_std = history_statistics(store, train, history.signals if history else [])
     check_augmentation(config, store, history_sizes)
     t_mean, t_std = target_statistics(config, store, train)
+    check_finite_statistics(store, {
+        "frame mean/std": [*(mean or ()), *(std or ())],
+        "history mean/std": [*h_mean, *h_std],
+        "action mean/std": [*t_mean.values(), *t_std.values()],
+    })
     return TrainInputs(store, train, val, history_sizes, mean, std, h_mean, h_std, t_mean, t_std)
+
+
+def check_finite_statistics(store: DatasetStore, stats: dict[str, Sequence[float]]) -> None:
+    """Refuse NaN/Inf in the dataset's recorded moments before they scale every input.
+
+    Non-finite statistics would make every loss NaN, and the trainer would blame the learning
+    rate; the moments are committed with each episode, so the dataset is what is damaged.
+    """
+    for what, values in stats.items():
+        if not all(math.isfinite(v) for v in values):
+            raise InputError(
+                f"{store.path}: the {what} recorded in its episodes' moments are not finite, so "
+                f"every input would be NaN: run `drivelab data verify {store.path}`"
+            )
 
 
 def target_statistics(
@@ -321,6 +342,50 @@ class MaskedBatches(torch.utils.data.Dataset):
         return batch
 
 
+def worker_error_message(exc: DrivelabError) -> str:
+    """The original one-line message of a `DrivelabError` re-raised from a DataLoader worker.
+
+    torch re-raises a worker's exception in the main process as the same type, but with the
+    message "Caught X in DataLoader worker process N. Original Traceback ...", which would turn
+    a one-line data error into a traceback on the user's screen. The original message is the
+    text after the last ``module.Class:`` line of that traceback.
+    """
+    text = str(exc)
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return text
+    cls = type(exc)
+    prefix = f"{cls.__module__}.{cls.__qualname__}: "
+    at = text.rfind(prefix)
+    if at < 0:
+        return text
+    return text[at + len(prefix):].strip()
+
+
+class OneLineErrorLoader(DataLoader):
+    """A DataLoader whose workers' `DrivelabError`s keep their one-line message.
+
+    A damaged chunk or a NaN found while a worker decodes an episode is a `DatasetError`
+    naming the episode and the array; this restores that message (see
+    `worker_error_message`) so the command line still prints one line.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = super().__iter__()
+        try:
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                except DrivelabError as exc:
+                    exc.args = (worker_error_message(exc),)
+                    # without torch's frames, which hold the worker iterator (and processes)
+                    raise exc.with_traceback(None) from None
+                yield batch
+        finally:
+            del batches  # the worker processes stop with their iterator
+
+
 def make_loader(
     dataset: torch.utils.data.Dataset,
     batches: Iterator[list[int]] | Sequence[list[int]] | EpochBatchSampler,
@@ -336,7 +401,7 @@ def make_loader(
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
-    return DataLoader(
+    return OneLineErrorLoader(
         dataset,
         batch_sampler=batches,  # type: ignore[arg-type]
         collate_fn=collate_batch,

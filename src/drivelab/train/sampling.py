@@ -106,9 +106,8 @@ def split_labels(dataset: EpisodeFrameDataset, outputs: Sequence[str]) -> dict[s
     """Every sample's label per output, in the dataset's sample order."""
     values: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
     for info in dataset.episodes:
-        group = dataset.store.episode(info.index)
-        for o in outputs:
-            values[o].append(np.asarray(group[f"actions/{o}"][:], np.float64).reshape(-1))
+        for o in outputs:  # decode failures and NaN/Inf: one line naming episode and array
+            values[o].append(dataset.signal(info.index, f"actions/{o}").astype(np.float64).reshape(-1))
     return {o: np.concatenate(v) for o, v in values.items()}
 
 
