@@ -113,6 +113,8 @@ def test_a_parent_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     one_error_line(r, "is a file")
     r = run_cli("data", "synth-signs", "--out", str(afile / "signs"))
     one_error_line(r, "is a file")
+    r = run_cli("train", str(CONFIG), "data.path=/nonexistent", "--runs", str(afile))  # found beyond the list
+    one_error_line(r, "--runs", "is a file")
     assert afile.read_text() == "x"
 
 

@@ -44,6 +44,7 @@ from drivelab.models.transfer import (
     plan_freeze,
     write_init_report,
 )
+from drivelab.outputs import check_output_dir
 from drivelab.reports.provenance import run_provenance
 from drivelab.train.checkpoints import (
     CheckpointError,
@@ -216,6 +217,7 @@ def train(
     (`drivelab.train.watch`).
     """
     started = time.perf_counter()
+    check_output_dir(runs_root, "--runs")  # a typo'd --runs (a file) fails before any work
     if watch is not None:
         watch.check(config.train)
     inputs = open_inputs(config)
