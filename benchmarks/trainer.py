@@ -1,25 +1,30 @@
-"""Trainer throughput: drivelab's loop vs a bare PyTorch loop, and the loader vs in-RAM arrays.
+"""Trainer throughput per speed setting, against the bare loop and the hardware's limit.
 
-    python benchmarks/trainer.py [--dataset PATH] [--batches 40] [--repeats 3] [--workers 2]
+    python benchmarks/trainer.py [--dataset PATH] [--batches 60] [--repeats 3] [--quick]
 
-1. samples/s of `drivelab.train.train` on `configs/carracing/pilotnet.yaml` vs a bare
-   hand-written loop (same model and seed, data, batch size, optimizer, loss, clipping, loader
-   workers) in this process. Goal: >= 0.97x. Both are timed over windows of steps after a
-   warm-up; the trainer's own metrics rows give its windows.
-2. loader samples/s (frames/s with one frame per sample) reading the Zarr store through
-   `EpisodeFrameDataset` over one whole first epoch from a cold cache (every episode decoded
-   once) vs the same gather from in-RAM numpy arrays, both through the same DataLoader and batch
-   order. Goal: >= 0.5x.
-3. the data-wait share of a training step (time blocked on the loader / step time), from the
-   trainer's metrics. Goal: < 5 %.
+1. samples/s of `drivelab.train.train` on `configs/carracing/pilotnet.yaml` for each speed
+   setting — fp32, fp32 + channels_last, bf16-mixed, bf16-mixed + channels_last, and the best
+   of those + torch.compile — next to a bare hand-written loop with the same setting (same
+   model, seed, data, batch size, optimizer, loss, clipping, loader) in this process. Goal:
+   drivelab / bare >= 0.97x in every row. On a CPU without AMX / AVX-512 BF16, bf16 is
+   emulated (that is why `train.precision: auto` picks fp32 there); its rows are measured over
+   fewer batches and marked.
+2. The hardware limit of the same sitting: FLOPs per sample of forward + backward (PyTorch's
+   FlopCounterMode) and the measured 2048x2048 matmul peak in fp32 and bf16, so every
+   samples/s is also a share of "peak GFLOP/s / FLOP per sample".
+3. torch.compile: its one-off compile time and after how many batches it pays for itself.
+4. The loader: samples/s from Zarr (cold, one first epoch with decode; then warm), from the
+   RAM cache (`data.cache: ram`) with workers and in-process, and the data-wait share of a
+   training step for each (goal: loader >= 2x the trainer, data wait < 5 %).
 
-Medians over repeats; the machine may be shared and noisy. Without ``--dataset`` a small real
-CarRacing dataset is collected first (about a minute).
+Medians over repeats; the machine may be shared and noisy: read the ratios. Without
+``--dataset`` a small real CarRacing dataset is collected first (about a minute).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import tempfile
@@ -39,26 +44,45 @@ from drivelab.data.store import DatasetStore
 from drivelab.models import build_policy
 from drivelab.train import read_metrics, train
 from drivelab.train.inputs import EpochBatchSampler, make_loader, open_inputs, with_history_sizes
+from drivelab.train.speed import bf16_support
 from drivelab.train.trainer import seed_everything
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
 WINDOW = 10  # steps per timing window
 
 
-def drivelab_run(cfg: ExperimentConfig, root: Path) -> tuple[list[float], list[float]]:
-    """(samples/s, data-wait share) of each of the trainer's log windows after the first."""
-    result = train(cfg, runs_root=root)
+def drivelab_run(cfg: ExperimentConfig, root: Path, allow_emulated: bool = False) -> tuple[list[float], list[float]]:
+    """(samples/s, data-wait share) of each of the trainer's log windows after the first.
+
+    ``allow_emulated``: train in bf16 even where the CPU lacks bf16 units (the trainer itself
+    would fall back to fp32 there), to measure what the fallback avoids.
+    """
+    if allow_emulated:
+        import drivelab.train.speed as speed
+
+        saved = speed.bf16_support
+        speed.bf16_support = lambda device: (True, "benchmark: emulated bf16 measured on purpose")
+        try:
+            result = train(cfg, runs_root=root)
+        finally:
+            speed.bf16_support = saved
+    else:
+        result = train(cfg, runs_root=root)
     rows = [r for r in read_metrics(result.run.metrics_path) if "samples_per_s" in r][1:]
     return [r["samples_per_s"] for r in rows], [r["data_wait_share"] for r in rows]
 
 
-def bare_run(cfg: ExperimentConfig, batches: int) -> list[float]:
-    """The same training written by hand: samples/s of each window after the first."""
+def bare_run(cfg: ExperimentConfig, batches: int, bf16: bool, channels_last: bool,
+             compile_model: bool = False) -> tuple[list[float], float]:
+    """The same training written by hand: (samples/s of each window after the first, s of step 1)."""
     inputs = open_inputs(cfg)
     cfg = with_history_sizes(cfg, inputs.history_sizes)
     seed_everything(cfg.seed)
     model = build_policy(cfg.model, cfg.frame_shape, inputs.history_sizes)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    forward = torch.compile(model) if compile_model else model
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(
         inputs.train,
@@ -74,26 +98,61 @@ def bare_run(cfg: ExperimentConfig, batches: int) -> list[float]:
     outputs = cfg.model.outputs
     rates: list[float] = []
     done = 0
+    first_step = 0.0
     window_start = time.perf_counter()
     while done < batches:
         for batch in loader:
+            t0 = time.perf_counter()
             frames = batch["frames"].float().div_(255.0).sub_(0.5)
-            predictions = model(frames, batch["history"])
-            loss = sum(
-                F.mse_loss(predictions[o], batch[f"target/{o}"][:, 0]) for o in outputs
-            )
+            if channels_last:
+                frames = frames.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                predictions = forward(frames, batch["history"])
+                loss = sum(
+                    F.mse_loss(predictions[o].float(), batch[f"target/{o}"][:, 0]) for o in outputs
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
             done += 1
-            if done % WINDOW == 0:
+            if done == 1:
+                first_step = time.perf_counter() - t0
+                window_start = time.perf_counter()  # step 1 (and any compile) is not a rate
+            elif (done - 1) % WINDOW == 0:
                 now = time.perf_counter()
                 rates.append(WINDOW * cfg.train.batch_size / (now - window_start))
                 window_start = now
             if done >= batches:
                 break
-    return rates[1:]
+    return rates[1:] or rates, first_step
+
+
+def flops_per_sample(cfg: ExperimentConfig, dataset: Path) -> float:
+    """Forward + backward FLOPs of one sample (PyTorch's FlopCounterMode, batch 16)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    inputs = open_inputs(cfg)
+    cfg = with_history_sizes(cfg, inputs.history_sizes)
+    model = build_policy(cfg.model, cfg.frame_shape, inputs.history_sizes)
+    batch = collate_batch(inputs.train.__getitems__(list(range(16))))
+    frames = batch["frames"].float() / 255.0
+    with FlopCounterMode(display=False) as counter:
+        predictions = model(frames, batch["history"])
+        sum(v.float().pow(2).mean() for v in predictions.values()).backward()
+    return counter.get_total_flops() / 16
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a size x size matmul in ``dtype`` (median of ``repeats``)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * size**3 / statistics.median(times) / 1e9
 
 
 class InRamFrames(torch.utils.data.Dataset):
@@ -135,10 +194,10 @@ class InRamFrames(torch.utils.data.Dataset):
         return batch
 
 
-def loader_rate(dataset: torch.utils.data.Dataset, cfg: ExperimentConfig, batches: int) -> float:
+def loader_rate(dataset: torch.utils.data.Dataset, cfg: ExperimentConfig, batches: int, workers: int) -> float:
     """Samples/s delivered by the trainer's DataLoader set-up over ``batches`` batches."""
     sampler = EpochBatchSampler(len(dataset), cfg.train.batch_size, cfg.seed)
-    loader = make_loader(dataset, sampler, cfg.data.workers, False, cfg.seed)
+    loader = make_loader(dataset, sampler, workers, False, cfg.seed)
     started = time.perf_counter()
     for n, batch in enumerate(loader, start=1):
         normalize_frames(batch["frames"], "shifted")  # touch the data as the trainer would
@@ -147,80 +206,137 @@ def loader_rate(dataset: torch.utils.data.Dataset, cfg: ExperimentConfig, batche
     return batches * cfg.train.batch_size / (time.perf_counter() - started)
 
 
+VARIANTS = {  # label -> (train.precision, train.channels_last, train.compile)
+    "fp32": ("32-true", False, False),
+    "fp32 + channels_last": ("32-true", True, False),
+    "bf16-mixed": ("bf16-mixed", False, False),
+    "bf16-mixed + channels_last": ("bf16-mixed", True, False),
+}
+
+
+def variant_config(base: list[str], precision: str, channels_last: bool, compiled: bool,
+                   batches: int) -> ExperimentConfig:
+    return load_config(CONFIG, [*base, f"train.precision={precision}",
+                                f"train.channels_last={str(channels_last).lower()}",
+                                f"train.compile={str(compiled).lower()}", f"train.max_batches={batches}",
+                                f"train.checkpoint_every={batches}"])
+
+
+def data_wait(base: list[str], tmp: Path, cache: str, workers: int, precision: str, batches: int) -> tuple[float, float]:
+    """(samples/s, data-wait share) of the trainer with this loader set-up."""
+    cfg = load_config(CONFIG, [*base, f"data.cache={cache}", f"data.workers={workers}",
+                               f"train.precision={precision}", f"train.max_batches={batches}",
+                               f"train.checkpoint_every={batches}"])
+    rates, shares = drivelab_run(cfg, tmp / f"wait_{cache}_{workers}_{precision}")
+    return statistics.median(rates), statistics.median(shares)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, help="Existing dataset (else a small one is collected).")
     ap.add_argument("--batches", type=int, default=60, help="Training batches per run.")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--workers", type=int, default=2, help="Loader worker processes.")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2, help="Loader worker processes (trainer rows).")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--quick", action="store_true", help="1 repeat, 40 batches, no compile row.")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.batches = 1, 40
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         dataset = args.dataset
         if dataset is None:
             from drivelab.data.collect import CollectPlan, collect
 
-            dataset = Path(tmp) / "bench.zarr"
+            dataset = tmp / "bench.zarr"
             print("collecting a small CarRacing dataset (4 episodes x 300 steps) ...")
             collect(dataset, CollectPlan(env="carracing", seed=42, noise=0.1, max_steps=300),
                     episodes=4, workers=2, val_episodes=1)
-        overrides = [
+        base = [
             f"data.path={dataset}",
             f"data.workers={args.workers}",
+            "data.cache=none",
             f"train.batch_size={args.batch_size}",
-            f"train.max_batches={args.batches}",
             f"train.log_every={WINDOW}",
-            f"train.checkpoint_every={args.batches}",
             "train.val_every=null",
             "data.val_split=null",  # the bare loop validates nothing either
             "train.warmup_batches=0",
         ]
-        cfg = load_config(CONFIG, overrides)
-        print(f"{CONFIG.name}: batch {args.batch_size}, {args.workers} loader workers, "
-              f"{args.batches} batches per run, {torch.get_num_threads()} torch threads, "
-              f"{os.cpu_count()} cores; dataset {dataset}")
+        native, why = bf16_support("cpu")
+        print(f"{CONFIG.name}: batch {args.batch_size}, {args.workers} loader workers, {args.batches} "
+              f"batches per run, {args.repeats} repeat(s), {torch.get_num_threads()} torch threads, "
+              f"{os.cpu_count()} cores; {why}; dataset {dataset}")
+        fp32_peak, bf16_peak = matmul_peak(torch.float32), matmul_peak(torch.bfloat16, repeats=1 if not native else 5)
+        flops = flops_per_sample(load_config(CONFIG, base), dataset)
+        print(f"hardware: 2048^2 matmul {fp32_peak:.0f} GFLOP/s fp32, {bf16_peak:.0f} GFLOP/s bf16"
+              f"{'' if native else ' (emulated)'}; policy {flops / 1e6:.1f} MFLOP per sample "
+              f"(forward + backward) -> limit {fp32_peak * 1e9 / flops:.0f} samples/s at the fp32 peak")
 
-        ours: list[float] = []
-        bare: list[float] = []
-        waits: list[float] = []
-        for r in range(args.repeats):
-            # Alternate which loop goes first, so a drift in machine load hits both alike.
-            if r % 2:
-                bare += bare_run(cfg, args.batches)
-            rates, shares = drivelab_run(cfg, Path(tmp) / f"runs{r}")
-            ours += rates
-            waits += shares
-            if not r % 2:
-                bare += bare_run(cfg, args.batches)
-            print(f"  repeat {r + 1}: drivelab {statistics.median(rates):7.1f} samples/s, "
-                  f"bare {statistics.median(bare[-len(rates):]):7.1f}")
-        o, b = statistics.median(ours), statistics.median(bare)
-        windows = f"median of {len(ours)} windows of {WINDOW} steps"
-        print(f"drivelab trainer         : {o:8.1f} samples/s ({windows})")
-        print(f"bare PyTorch loop        : {b:8.1f} samples/s ({len(bare)} windows)")
-        print(f"trainer / bare           : {o / b:.3f}x   (goal >= 0.97x; best window vs best "
-              f"{max(ours) / max(bare):.3f}x)")
-        print(f"data-wait share of a step: {statistics.median(waits):.1%}   (goal < 5 %)")
+        rows: dict[str, tuple[float, float]] = {}
+        for label, (precision, channels_last, _) in VARIANTS.items():
+            bf16 = precision.startswith("bf16")
+            batches = args.batches if native or not bf16 else max(2 * WINDOW + 2, args.batches // 4)
+            ours: list[float] = []
+            bare: list[float] = []
+            for r in range(args.repeats):
+                cfg = variant_config(base, precision, channels_last, False, batches)
+                run_bare = functools.partial(bare_run, cfg, batches, bf16, channels_last)
+                if r % 2:  # alternate which loop goes first: a drift in load hits both alike
+                    bare += run_bare()[0]
+                ours += drivelab_run(cfg, tmp / f"runs_{len(rows)}_{r}", allow_emulated=bf16 and not native)[0]
+                if not r % 2:
+                    bare += run_bare()[0]
+            o, b = statistics.median(ours), statistics.median(bare)
+            rows[label] = (o, b)
+            peak = bf16_peak if bf16 else fp32_peak
+            print(f"{label + ('' if native or not bf16 else ' (emulated)'):36s}: drivelab {o:7.1f} samples/s, "
+                  f"bare {b:7.1f}, ratio {o / b:.3f}x, {o / rows.get('fp32', (o, b))[0]:.2f}x fp32; "
+                  f"{o * flops / 1e9:.0f} GFLOP/s = {o * flops / 1e9 / peak:.0%} of this sitting's "
+                  f"{'bf16' if bf16 else 'fp32'} matmul peak")
 
-        # One whole first epoch from a cold cache: every episode is decoded once, as when a
-        # training run starts; a short window would charge the whole decode to a few batches.
+        best = max(rows, key=lambda k: rows[k][0])
+        if not args.quick:
+            precision, channels_last, _ = VARIANTS[best]
+            bf16 = precision.startswith("bf16")
+            cfg = variant_config(base, precision, channels_last, True, args.batches)
+            eager_rate = rows[best][1]
+            compiled, first = bare_run(cfg, args.batches, bf16, channels_last, compile_model=True)
+            _, eager_first = bare_run(cfg, 2 * WINDOW + 2, bf16, channels_last)
+            c = statistics.median(compiled)
+            ours = drivelab_run(cfg, tmp / "runs_compiled")[0]
+            per_batch_gain = args.batch_size / eager_rate - args.batch_size / c
+            compile_s = first - eager_first
+            pays = f"pays after {compile_s / per_batch_gain:.0f} batches" if per_batch_gain > 0 else "never pays"
+            print(f"{best + ' + compile':36s}: drivelab {statistics.median(ours):7.1f} samples/s, bare {c:7.1f}, "
+                  f"ratio {statistics.median(ours) / c:.3f}x, {c / eager_rate:.2f}x eager; compile "
+                  f"{compile_s:.1f} s, {pays}")
+
+        # The loader, alone: one first epoch from a cold cache (every episode decoded once, as
+        # when a run starts), then a warm epoch; the RAM cache through workers and in-process.
         store = DatasetStore.open(dataset)
-        zarr_rates, ram_rates = [], []
+        cfg = load_config(CONFIG, base)
         history = cfg.model.history
+        rates: dict[str, list[float]] = {}
         for _ in range(args.repeats):
-            cold = EpisodeFrameDataset(
-                store, "train", cfg.model.outputs, cfg.data.frames,
-                history.signals if history else (), history.length if history else 0,
-            )
-            epoch = len(cold) // cfg.train.batch_size
-            zarr_rates.append(loader_rate(cold, cfg, epoch))
-            ram_rates.append(loader_rate(InRamFrames(cold), cfg, epoch))
-        z, m = statistics.median(zarr_rates), statistics.median(ram_rates)
-        print(f"loader from Zarr (cold)  : {z:8.1f} frames/s (median of {args.repeats}; one first "
-              f"epoch, {epoch} batches, decode included)")
-        print(f"same gather from RAM     : {m:8.1f} frames/s")
-        print(f"Zarr / RAM               : {z / m:.3f}x   (goal >= 0.5x)")
+            view = EpisodeFrameDataset(store, "train", cfg.model.outputs, cfg.data.frames,
+                                       history.signals if history else (), history.length if history else 0)
+            epoch = len(view) // cfg.train.batch_size
+            rates.setdefault("Zarr, cold (first epoch)", []).append(loader_rate(view, cfg, epoch, args.workers))
+            rates.setdefault("Zarr, warm (in-process LRU)", []).append(loader_rate(view, cfg, epoch, 0))
+            view.preload()
+            rates.setdefault(f"RAM cache, {args.workers} workers", []).append(loader_rate(view, cfg, epoch, args.workers))
+            rates.setdefault("RAM cache, in-process", []).append(loader_rate(view, cfg, epoch, 0))
+            rates.setdefault("bare numpy gather (baseline)", []).append(loader_rate(InRamFrames(view), cfg, epoch, 0))
+        trainer_best = rows[best][0]
+        for label, values in rates.items():
+            m = statistics.median(values)
+            print(f"loader {label:30s}: {m:9.0f} samples/s = {m / trainer_best:5.1f}x the best trainer row")
+        fast = VARIANTS[best][0]
+        for cache, workers in (("none", args.workers), ("ram", args.workers), ("ram", 0)):
+            rate, share = data_wait(base, tmp, cache, workers, fast, args.batches)
+            print(f"training {fast}, data.cache={cache}, {workers} workers: {rate:7.1f} samples/s, "
+                  f"data wait {share:.1%} of a step (goal < 5 %)")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from drivelab.cli.app import FORCE_OPTION, app, lazy_progress, out
+from drivelab.cli.app import FORCE_OPTION, app, err, lazy_progress, out
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.outputs import check_output, check_output_dir, write_json
 
@@ -44,12 +44,16 @@ def eval_(
         Path | None,
         typer.Option("--group-map", help='With --offline: JSON {"group": [class ids or names]} merged before scoring.'),
     ] = None,
+    precision: Annotated[
+        str, typer.Option("--precision", help="Policy arithmetic: 32, bf16 or auto (bf16 where the CPU has AMX/AVX-512 BF16).")
+    ] = "32",
     force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
     """Drive a policy (and/or baselines) on held-out tracks and measure the driving."""
     from drivelab.evaluate.drivers import BASELINES, DriverSpec
     from drivelab.evaluate.report import evaluate_many, render_report
     from drivelab.evaluate.runner import video_path
+    from drivelab.evaluate.runtime import inference_precision
 
     if json_out is not None:
         check_output(json_out, "--json", force=force)
@@ -66,9 +70,13 @@ def eval_(
         _refuse_classification_run(run, runs)
     if convcam and video is None:
         raise DrivelabError("--convcam draws into the driving videos: add --video DIR")
+    resolved, note = inference_precision(precision)
+    if note:
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     specs: list[DriverSpec] = []
     if run is not None:
-        specs.append(DriverSpec("policy", run=run, runs_root=str(runs), sample=sample, convcam=convcam))
+        specs.append(DriverSpec("policy", run=run, runs_root=str(runs), sample=sample, convcam=convcam,
+                                precision=resolved))
     for name in baseline or []:
         if name not in BASELINES:
             raise DrivelabError(f"--baseline {name!r} is unknown: use {' or '.join(BASELINES)}")

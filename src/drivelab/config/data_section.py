@@ -100,6 +100,10 @@ class DataConfig(_Section):
     crop: CropConfig | None = None
     frames: PositiveInt = 1
     workers: NonNegativeInt = 2
+    #: ``ram`` decodes the whole train split into memory before training (kkelchte's
+    #: ``--load_data_in_ram``), refused with the figures if it does not fit; ``none`` decodes
+    #: episodes from Zarr as batches need them (each loader process keeps a 4 GiB LRU).
+    cache: Literal["none", "ram"] = "none"
     train_split: str = "train"
     val_split: str | None = "val"
     balance: BalanceConfig = Field(default_factory=BalanceConfig)

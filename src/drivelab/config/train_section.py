@@ -145,6 +145,12 @@ class BPTTConfig(_Section):
         return self.step if self.step is not None else self.window
 
 
+#: Short names of train.precision -> Lightning Fabric's names.
+PRECISION_SPELLINGS = {
+    "32": "32-true", "fp32": "32-true", "64": "64-true", "bf16": "bf16-mixed",
+    "16": "16-mixed", "fp16": "16-mixed",
+}
+
 #: Training length when neither ``max_batches`` nor ``epochs`` is given.
 DEFAULT_MAX_BATCHES = 10_000
 
@@ -181,9 +187,18 @@ class TrainConfig(_Section):
         "deepspeed",
     ] = "auto"
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps", "tpu"] = "auto"
-    precision: Literal["32-true", "64-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed"] = (
-        "32-true"
-    )
+    #: Fabric's precision, or ``auto``: bf16-mixed where the device computes bf16 natively
+    #: (CPUs with AMX or AVX-512 BF16, bf16-capable GPUs), else 32-true; resolved once per run
+    #: by `drivelab.train.speed`. Short spellings: 32, 64, bf16, 16 (= 16-mixed).
+    precision: Literal[
+        "auto", "32-true", "64-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed"
+    ] = "32-true"
+    #: Conv weights and frames in NHWC: faster convolutions on CPUs (oneDNN) and tensor cores.
+    #: ``auto`` = on when the policy has 2-D convolutions.
+    channels_last: bool | Literal["auto"] = "auto"
+    #: torch.compile the policy: costs seconds of compilation at the start of every period,
+    #: pays only in long runs (benchmarks/trainer.py measures the break-even), so off by default.
+    compile: bool = False
     #: Sequence training for a recurrent policy (``model.recurrent``); see BPTTConfig.
     bptt: BPTTConfig = Field(default_factory=BPTTConfig)
 
@@ -191,6 +206,13 @@ class TrainConfig(_Section):
     @classmethod
     def _name_shorthand(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_spelling(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        return PRECISION_SPELLINGS.get(value, value) if isinstance(value, str) else value
 
     @field_validator("devices", mode="before")
     @classmethod

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from drivelab.data.store import ArraySpec, DatasetError, DatasetStore, EpisodeInfo, episode_name
+from drivelab.memory import available_bytes, format_bytes
 
 NORMALIZATIONS = ("none", "shifted", "scaled")
 
@@ -160,6 +161,30 @@ class EpisodeFrameDataset(Dataset):
                 raise DatasetError(
                     f"{path}: episode {info.name}: {problems[0][1]}: run `drivelab data verify {path}`"
                 )
+
+    def decoded_bytes(self) -> int:
+        """Bytes the split takes decoded (frames, history, targets), from metadata alone."""
+        meta = self.store.meta
+        per_step = int(np.prod(meta.frame_shape)) + 4 * (self.history_size + len(self.outputs))
+        return int(self._starts[-1]) * per_step
+
+    def preload(self, what: str = "the RAM cache") -> None:
+        """Decode every episode of the split now and keep all of them (no eviction).
+
+        Refused with the figures when the split does not fit in the memory available now
+        (leaving a quarter for the trainer): a cache that swaps is slower than no cache.
+        """
+        need = self.decoded_bytes()
+        free = available_bytes()
+        if need > 0.75 * free:
+            raise DatasetError(
+                f"{what}: the {self.split!r} split of {self.store.path} takes {format_bytes(need)} "
+                f"decoded, but only {format_bytes(free)} of memory is available: set "
+                "data.cache=none (decode from Zarr while training) or use fewer episodes"
+            )
+        self._cache = EpisodeCache(max(need, self._cache.max_bytes))
+        for pos in range(len(self.episodes)):
+            self._episode(pos)
 
     def __len__(self) -> int:
         return int(self._starts[-1])

@@ -37,6 +37,7 @@ class DriverSpec:
     runs_root: str = "runs"
     sample: bool = False
     convcam: bool = False  # policy only: tile the backbone's last feature maps into the video
+    precision: str = "32"  # policy only: 32, bf16 or auto (see drivelab.evaluate.runtime)
 
     @property
     def label(self) -> str:
@@ -90,6 +91,7 @@ def build_driver(spec: DriverSpec, env: DrivingEnv) -> Any:
         if not spec.run:
             raise DrivelabError("a policy driver needs a run reference")
         return PolicyDriver.from_run(
-            spec.run, env, runs_root=spec.runs_root, sample=spec.sample, convcam=spec.convcam
+            spec.run, env, runs_root=spec.runs_root, sample=spec.sample, convcam=spec.convcam,
+            precision=spec.precision,
         )
     raise DrivelabError(f"unknown driver {spec.kind!r}: use a run, or --baseline expert|random")

@@ -27,6 +27,7 @@ from drivelab.sim.base import Observation
 from drivelab.train.checkpoints import load_weights
 from drivelab.train.inputs import InputPipeline
 from drivelab.train.runs import RunFolder, resolve_checkpoint
+from drivelab.train.speed import bf16_support
 
 
 class PolicyLoadError(DrivelabError):
@@ -44,8 +45,12 @@ class PolicyRuntime:
         label: str,
         sample: bool = False,
         seed: int = 0,
+        precision: str = "32",
     ) -> None:
         self.config = config
+        # bf16 autocast for the forward pass where the CPU/GPU computes bf16 natively; the
+        # actions always come out in fp32 (see `inference_precision`)
+        self.precision, _ = inference_precision(precision)
         self.label = label
         self.sample = sample
         history = config.model.history
@@ -85,12 +90,15 @@ class PolicyRuntime:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_ref(cls, ref: str, runs_root: str | Path = "runs", sample: bool = False) -> PolicyRuntime:
+    def from_ref(
+        cls, ref: str, runs_root: str | Path = "runs", sample: bool = False, precision: str = "32"
+    ) -> PolicyRuntime:
         """``<run>[@batch]``: a run folder path or a ``<line>_vN`` name under ``runs_root``."""
         run, batch, weights_file = resolve_checkpoint(ref, Path(runs_root))
         config = load_config(run.config_path)
         facts = _data_facts(run)
-        return cls(config, facts, load_weights(weights_file), f"{run.name}@{batch}", sample)
+        return cls(config, facts, load_weights(weights_file), f"{run.name}@{batch}", sample,
+                   precision=precision)
 
     def check_env(self, env: DrivingEnv) -> None:
         """Refuse an env this policy cannot drive, naming what differs."""
@@ -143,11 +151,15 @@ class PolicyRuntime:
         """One step: observe, run the policy, return {output: action value}."""
         started = time.perf_counter()
         batch = self.observe(obs)
+        bf16 = self.precision == "bf16"
         with torch.inference_mode():
-            if self.recurrent:
-                results, self._state = self.policy.step(*self.pipeline(batch), state=self._state)
-            else:
-                results = self.policy(*self.pipeline(batch))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                if self.recurrent:
+                    results, self._state = self.policy.step(*self.pipeline(batch), state=self._state)
+                else:
+                    results = self.policy(*self.pipeline(batch))
+            if bf16:
+                results = {k: v.float() for k, v in results.items()}
             actions = self.policy.actions(results, sample=self.sample, generator=self._generator)
         out = {name: float(value.reshape(-1)[0]) for name, value in actions.items()}
         for name, (low, high) in self.delta.items():
@@ -155,6 +167,26 @@ class PolicyRuntime:
             out[name] = min(max(last + out[name], low), high)
         self.latencies_s.append(time.perf_counter() - started)
         return out
+
+
+#: eval --precision spellings
+INFERENCE_PRECISIONS = ("32", "bf16", "auto")
+
+
+def inference_precision(requested: str) -> tuple[str, str | None]:
+    """``32``, ``bf16`` or ``auto`` -> (``32`` or ``bf16`` on this CPU, a note on any fallback).
+
+    bf16 is used only where the CPU has AMX / AVX-512 BF16: elsewhere it is emulated and slower
+    than fp32, so an explicit ``bf16`` there drives in fp32 and the note says so.
+    """
+    if requested not in INFERENCE_PRECISIONS:
+        raise PolicyLoadError(f"--precision {requested!r} is unknown: use {', '.join(INFERENCE_PRECISIONS)}")
+    if requested == "32":
+        return "32", None
+    ok, why = bf16_support("cpu")
+    if ok:
+        return "bf16", None
+    return "32", (f"--precision {requested}: {why}; driving in fp32" if requested == "bf16" else None)
 
 
 def _data_facts(run: RunFolder) -> dict[str, Any]:
@@ -187,8 +219,9 @@ class PolicyDriver:
         runs_root: str = "runs",
         sample: bool = False,
         convcam: bool = False,
+        precision: str = "32",
     ) -> PolicyDriver:
-        return cls(PolicyRuntime.from_ref(ref, runs_root, sample), env, convcam=convcam)
+        return cls(PolicyRuntime.from_ref(ref, runs_root, sample, precision), env, convcam=convcam)
 
     def reset(self, seed: int) -> None:
         self.runtime.reset(seed)

@@ -101,7 +101,18 @@ def _training(doc: Document, status: VersionStatus) -> None:
     checkpoints = ", ".join(f"`{b}`" for b in status.checkpoints[-8:]) or "none"
     doc.para(f"Training periods: {shown}  \nTraining batches (total): *{status.batches}*  \n"
              f"Status: `{status.status}`" + (f" ({status.info['error']})" if status.info.get("error") else "")
-             + f"  \nCheckpoints (batch): {checkpoints}" + (" (latest 8)" if len(status.checkpoints) > 8 else ""))
+             + f"  \nCheckpoints (batch): {checkpoints}" + (" (latest 8)" if len(status.checkpoints) > 8 else "")
+             + _speed_text(status.info.get("speed")))
+
+
+def _speed_text(speed: Any) -> str:
+    """Precision, memory format and compilation the run trained with (runs before them: none)."""
+    if not isinstance(speed, dict) or "precision" not in speed:
+        return ""
+    extras = [name for name, on in (("channels_last", speed.get("channels_last")),
+                                    ("torch.compile", speed.get("compile"))) if on]
+    return (f"  \nPrecision: `{speed['precision']}` on {speed.get('device', '?')}"
+            + (f" ({', '.join(extras)})" if extras else ""))
 
 
 def _model_summary(doc: Document, config: Any, info: dict[str, Any]) -> Any:

@@ -28,6 +28,7 @@ from drivelab.config import ExperimentConfig
 from drivelab.data.loader import EpisodeFrameDataset, collate_batch, normalize_frames
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
+from drivelab.train.speed import to_memory_format
 
 
 class InputError(DrivelabError):
@@ -115,6 +116,8 @@ def open_inputs(config: ExperimentConfig) -> TrainInputs:
             f"{data.path} has no {data.train_split!r} episodes to train on: collect more episodes"
         )
     train = dataset(data.train_split)
+    if data.cache == "ram":
+        train.preload("data.cache=ram")  # before loader workers fork: they share the pages
     val = None
     if data.val_split is not None:
         if not store.split_episodes(data.val_split):
@@ -430,8 +433,10 @@ class InputPipeline:
         source_size: tuple[int, int],
         history_mean: Sequence[float] = (),
         history_std: Sequence[float] = (),
+        channels_last: bool = False,
     ) -> None:
         data = config.data
+        self.channels_last = channels_last  # NHWC frames for NHWC convolutions (train.channels_last)
         self.mode = data.normalization
         self.mean = tuple(mean) if mean is not None else None
         self.std = tuple(std) if std is not None else None
@@ -455,7 +460,7 @@ class InputPipeline:
         x = normalize_frames(frames, self.mode, self.mean, self.std)
         if self.resize:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
-        return x
+        return to_memory_format(x, self.channels_last)
 
     def history(self, history: torch.Tensor | None) -> torch.Tensor | None:
         if history is None or self._h_mean.numel() == 0:

@@ -19,6 +19,7 @@ import errno
 import fcntl
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -71,6 +72,7 @@ from drivelab.train.optimizers import build_optimizer, build_schedule
 from drivelab.train.resume import ResumePoint, resume_point
 from drivelab.train.runs import RunError, RunFolder, now_iso, parse_checkpoint_ref
 from drivelab.train.sampling import binned_train_labels, build_train_sampler, training_source
+from drivelab.train.speed import SpeedPlan, plan_speed, prepare_policy
 from drivelab.train.watch import WatchOptions, WatchPlayer
 
 LOCK_NAME = ".train.lock"
@@ -92,6 +94,7 @@ class TrainResult:
     watch: dict[str, Any] | None = None  # what the watch player did (rank 0, --watch-every)
     watch_note: str | None = None  # one line when the player failed or missed checkpoints
     init_report: InitReport | None = None  # what model.init_from copied (new runs)
+    speed: SpeedPlan | None = None  # the precision / memory format / compile this period ran
 
 
 def seed_everything(seed: int) -> None:
@@ -150,14 +153,17 @@ def load_train_config(
     return load_config(config, extra)
 
 
-def make_fabric(train: TrainConfig) -> Fabric:
-    """Fabric for the configured hardware; its complaints become one DrivelabError line."""
+def make_fabric(train: TrainConfig, precision: str | None = None) -> Fabric:
+    """Fabric for the configured hardware (``precision``: the resolved one, see `speed`).
+
+    Its complaints become one DrivelabError line.
+    """
     try:
         return Fabric(
             accelerator=train.accelerator,
             strategy=train.strategy,
             devices=train.devices,
-            precision=train.precision,
+            precision=precision or train.precision,  # type: ignore[arg-type]
         )
     except (ValueError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -233,7 +239,11 @@ def train(
     # Everything that can refuse runs before any process is launched: one error line, once.
     seed_everything(config.seed)
     policy = build_policy(config.model, config.frame_shape, inputs.history_sizes, config.train.batch_size)
-    fabric = make_fabric(config.train)
+    speed = plan_speed(config.train, policy, resumed.read_status().get("speed") if resumed else None)
+    fabric = make_fabric(config.train, speed.precision)
+    if fabric.is_global_zero and speed.fallback:  # said at once, not after the run
+        for note in speed.notes:
+            print(f"note: {note}", file=sys.stderr)
     binned = binned_train_labels(config, inputs.train) if config.data.balance.scheme != "none" else None
     probe = build_train_sampler(config, inputs.train, 0, fabric.world_size, binned=binned)
     if config.train.bptt.mode != "none":  # sequences for a recurrent policy: checked here
@@ -264,7 +274,7 @@ def train(
         optimizer = build_optimizer(
             config.train, parameter_groups(policy, freeze) if freeze else policy.parameters()
         )
-        model, optimizer = fabric.setup(policy, optimizer)
+        model, optimizer = fabric.setup(prepare_policy(policy, speed), optimizer)
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
             fabric.strategy.precision.load_state_dict(state.get("precision", {}))
@@ -275,9 +285,10 @@ def train(
                 write_init_report(run, init_report)
         result = _train_period(
             fabric, config, inputs, policy, model, optimizer, run, total, state, progress, started,
-            fresh=resumed is None, watch=watch, freeze=freeze, binned=binned,
+            fresh=resumed is None, watch=watch, freeze=freeze, binned=binned, speed=speed,
         )
     result.init_report = init_report
+    result.speed = speed
     return result
 
 
@@ -330,6 +341,7 @@ def _train_period(
     watch: WatchOptions | None = None,
     freeze: FreezePlan | None = None,
     binned: BinnedLabels | None = None,
+    speed: SpeedPlan | None = None,
 ) -> TrainResult:
     """Open a period in the run, train it, and record how it ended (rank 0 writes)."""
     rank, world = fabric.global_rank, fabric.world_size
@@ -343,11 +355,14 @@ def _train_period(
             run.write_status(
                 "training", line=run.line, version=run.version, created=now_iso(), data=inputs.describe(),
                 provenance=run_provenance(config, inputs.store),
+                **({"speed": speed.describe()} if speed is not None else {}),
             )
         else:
             run.remove_partial_files()
             run.write_status("training")
         watched = {"watched": True, "watch": watch.describe(watch_env)} if watch is not None else {}
+        if speed is not None:
+            watched["speed"] = speed.describe()
         period = run.start_period(
             done, world_size=world, device=str(fabric.device), resumed_from=done if state else None,
             **watched,
@@ -379,7 +394,8 @@ def _train_period(
             ),
             pipeline=InputPipeline(
                 config, inputs.frame_mean, inputs.frame_std, inputs.dataset_frame_shape[:2],
-                inputs.history_mean, inputs.history_std
+                inputs.history_mean, inputs.history_std,
+                channels_last=speed is not None and speed.channels_last,
             ),
             schedule=build_schedule(config.train, total),
             sampler=sampler,

@@ -1,0 +1,128 @@
+"""How fast a run trains: its precision, memory format and compilation, decided once per run.
+
+``train.precision: auto`` asks for the fastest arithmetic the device computes natively: bf16
+autocast on CPUs with AMX or AVX-512 BF16 and on bf16-capable GPUs, fp32 elsewhere. A CPU
+without bf16 units emulates it (measured ~10x *slower* than fp32 on an AVX2-only EPYC), so an
+explicit ``bf16-mixed`` there falls back to fp32 with one line saying why. The resolved plan is
+recorded in ``run.json`` and per period; a resume reuses the recorded precision where the
+device supports it, so a continued run computes exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from drivelab.config import TrainConfig
+
+#: precisions that autocast to bf16 (they need bf16 arithmetic to be fast)
+BF16 = ("bf16-mixed", "bf16-true")
+#: precisions that compute in fp16 (GPU only: CPUs have no fp16 matmul units worth using)
+FP16 = ("16-mixed", "16-true")
+
+
+@dataclass(frozen=True)
+class SpeedPlan:
+    """What the trainer applies to the policy; ``notes`` say where a request was changed."""
+
+    precision: str
+    channels_last: bool
+    compile: bool
+    device: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    fallback: bool = False  # a precision the config asked for by name was changed (said at once)
+
+    def describe(self) -> dict[str, Any]:
+        """The record kept in ``run.json`` (and shown on the model card)."""
+        return {"precision": self.precision, "channels_last": self.channels_last,
+                "compile": self.compile, "device": self.device, "notes": list(self.notes)}
+
+
+def device_type(train: TrainConfig) -> str:
+    """The device Fabric will pick for ``train.accelerator`` (before any Fabric exists)."""
+    if train.accelerator == "cpu":
+        return "cpu"
+    if train.accelerator in ("cuda", "gpu"):
+        return "cuda"
+    if train.accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return train.accelerator
+
+
+def bf16_support(device: str) -> tuple[bool, str]:
+    """Whether ``device`` computes bf16 natively, and a few words on why (for the notes)."""
+    if device == "cuda":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return True, f"{torch.cuda.get_device_name()} supports bf16"
+        return False, "this GPU has no bf16 support"
+    if device == "cpu":
+        units = [name for name, probe in (("AMX", "_is_amx_tile_supported"),
+                                          ("AVX-512 BF16", "_is_avx512_bf16_supported"))
+                 if getattr(torch.cpu, probe, lambda: False)()]
+        if units:
+            return True, f"this CPU has {' and '.join(units)}"
+        return False, (f"this CPU has no AMX or AVX-512 BF16 (torch capability "
+                       f"{torch.backends.cpu.get_cpu_capability()}): bf16 would be emulated, slower than fp32")
+    return False, f"bf16 support on {device} is not probed"
+
+
+def resolve_precision(requested: str, device: str, recorded: str | None = None) -> tuple[str, list[str]]:
+    """``requested`` (maybe ``auto``) -> the precision to run, plus notes on any change.
+
+    ``recorded`` is the precision a resumed run trained in: kept where the device supports it.
+    """
+    notes: list[str] = []
+    if recorded is not None and recorded != requested and requested == "auto":
+        ok = recorded not in BF16 or bf16_support(device)[0]
+        if ok and not (recorded in FP16 and device != "cuda"):
+            return recorded, [f"precision: resuming in the run's recorded {recorded}"]
+    if requested == "auto":
+        ok, why = bf16_support(device)
+        chosen = "bf16-mixed" if ok else "32-true"
+        return chosen, [f"precision: auto -> {chosen} ({why})"]
+    if requested in BF16:
+        ok, why = bf16_support(device)
+        if not ok:
+            notes.append(f"precision: {requested} requested but {why}; training in 32-true")
+            return "32-true", notes
+    if requested in FP16 and device != "cuda":
+        notes.append(f"precision: {requested} needs a GPU (fp16 on a CPU is emulated); training in 32-true")
+        return "32-true", notes
+    return requested, notes
+
+
+def has_conv2d(policy: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in policy.modules())
+
+
+def plan_speed(
+    train: TrainConfig, policy: torch.nn.Module, recorded: dict[str, Any] | None = None
+) -> SpeedPlan:
+    """Resolve precision, channels_last and compile for this run on this machine."""
+    device = device_type(train)
+    precision, notes = resolve_precision(
+        train.precision, device, (recorded or {}).get("precision")
+    )
+    channels_last = has_conv2d(policy) if train.channels_last == "auto" else bool(train.channels_last)
+    fallback = train.precision != "auto" and precision != train.precision
+    return SpeedPlan(precision, channels_last, train.compile, device, tuple(notes), fallback)
+
+
+def prepare_policy(policy: torch.nn.Module, plan: SpeedPlan) -> torch.nn.Module:
+    """Apply the plan: NHWC weights in place; returns the module to hand to Fabric.
+
+    With ``compile`` the returned module is ``torch.compile(policy)``; ``policy`` itself stays
+    the plain module whose ``state_dict`` the checkpoints hold.
+    """
+    if plan.channels_last:
+        policy.to(memory_format=torch.channels_last)
+    return torch.compile(policy) if plan.compile else policy
+
+
+def to_memory_format(frames: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Frames [B, C, H, W] in NHWC when the policy's convolutions are (no copy otherwise)."""
+    if channels_last and frames.dim() == 4:
+        return frames.contiguous(memory_format=torch.channels_last)
+    return frames
