@@ -269,7 +269,7 @@ def main() -> None:
               f"{os.cpu_count()} cores; {why}; dataset {dataset}")
         fp32_peak, bf16_peak = matmul_peak(torch.float32), matmul_peak(torch.bfloat16, repeats=1 if not native else 5)
         flops = flops_per_sample(load_config(CONFIG, base), dataset)
-        print(f"hardware: 2048^2 matmul {fp32_peak:.0f} GFLOP/s fp32, {bf16_peak:.0f} GFLOP/s bf16"
+        print(f"hardware: 2048^2 matmul {fp32_peak:.0f} GFLOP/s fp32, {bf16_peak:.1f} GFLOP/s bf16"
               f"{'' if native else ' (emulated)'}; policy {flops / 1e6:.1f} MFLOP per sample "
               f"(forward + backward) -> limit {fp32_peak * 1e9 / flops:.0f} samples/s at the fp32 peak")
 
@@ -292,8 +292,9 @@ def main() -> None:
             peak = bf16_peak if bf16 else fp32_peak
             print(f"{label + ('' if native or not bf16 else ' (emulated)'):36s}: drivelab {o:7.1f} samples/s, "
                   f"bare {b:7.1f}, ratio {o / b:.3f}x, {o / rows.get('fp32', (o, b))[0]:.2f}x fp32; "
-                  f"{o * flops / 1e9:.0f} GFLOP/s = {o * flops / 1e9 / peak:.0%} of this sitting's "
-                  f"{'bf16' if bf16 else 'fp32'} matmul peak")
+                  + (f"{o * flops / 1e9:.0f} GFLOP/s = {o * flops / 1e9 / peak:.0%} of this sitting's "
+                     f"{'bf16' if bf16 else 'fp32'} matmul peak" if native or not bf16 else
+                     f"{o * flops / 1e9:.0f} GFLOP/s (no bf16 peak to compare: emulated)"))
 
         best = max(rows, key=lambda k: rows[k][0])
         if not args.quick:

@@ -24,6 +24,36 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     )
 
 
+def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+    """The `drivelab` command line in this process: same exit code and stderr as `run_cli`.
+
+    For refusals and reports that need no process of their own (no signals, no workers to
+    kill): it saves the ~5 s of interpreter + torch start-up each subprocess pays.
+    """
+    import contextlib
+    import io
+
+    from drivelab.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_columns = sys.argv, os.environ.get("COLUMNS")
+    sys.argv, os.environ["COLUMNS"] = ["drivelab", *args], "160"
+    code: int | str | None = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv = saved_argv
+        if saved_columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = saved_columns
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess(["drivelab", *args], returncode, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three short real CarRacing expert episodes (noise on), one of them in val."""

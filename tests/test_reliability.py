@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_here
 from drivelab.config import load_config
 from drivelab.data.store import DatasetStore
 from drivelab.outputs import OutputError, check_output, write_generated, write_text
@@ -66,12 +66,12 @@ def test_json_into_a_dataset_is_refused_and_the_dataset_still_opens(small_datase
     dataset = tmp_path / "ds.zarr"
     shutil.copytree(small_dataset, dataset)
     before = (dataset / "zarr.json").read_bytes()
-    r = run_cli("data", "balance", str(dataset), "--scheme", "v1", "--skip-empty", "--json", str(dataset / "zarr.json"))
+    r = run_cli_here("data", "balance", str(dataset), "--scheme", "v1", "--skip-empty", "--json", str(dataset / "zarr.json"))
     assert "dataset" in one_error_line(r)
     assert (dataset / "zarr.json").read_bytes() == before
     DatasetStore.open(dataset)
     # also a new file anywhere inside the dataset
-    r = run_cli("data", "balance", str(dataset), "--json", str(dataset / "episodes" / "report.json"))
+    r = run_cli_here("data", "balance", str(dataset), "--json", str(dataset / "episodes" / "report.json"))
     one_error_line(r, "inside the drivelab dataset")
     assert not (dataset / "episodes" / "report.json").exists()
 
@@ -79,10 +79,10 @@ def test_json_into_a_dataset_is_refused_and_the_dataset_still_opens(small_datase
 def test_existing_output_needs_force_and_is_replaced_atomically(small_dataset: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     report.write_text("precious")
-    r = run_cli("data", "balance", str(small_dataset), "--json", str(report))
+    r = run_cli_here("data", "balance", str(small_dataset), "--json", str(report))
     one_error_line(r, "already exists", "--force")
     assert report.read_text() == "precious"
-    r = run_cli("data", "balance", str(small_dataset), "--json", str(report), "--force")
+    r = run_cli_here("data", "balance", str(small_dataset), "--json", str(report), "--force")
     assert r.returncode == 0, r.stderr
     assert json.loads(report.read_text())["scheme"] == "none"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left
@@ -101,7 +101,7 @@ def test_outputs_inside_a_runs_bookkeeping_are_refused(trained: RunFolder, tmp_p
 ])
 def test_plot_with_a_wrong_suffix_is_one_line(small_dataset: Path, tmp_path: Path, verb: tuple[str, ...],
                                               flag: str, name: str) -> None:
-    r = run_cli(*verb, str(small_dataset), flag, str(tmp_path / name))
+    r = run_cli_here(*verb, str(small_dataset), flag, str(tmp_path / name))
     one_error_line(r, ".png")
     assert not (tmp_path / name).exists()
 
@@ -109,11 +109,11 @@ def test_plot_with_a_wrong_suffix_is_one_line(small_dataset: Path, tmp_path: Pat
 def test_a_parent_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
-    r = run_cli("demo", "--out", str(afile / "sub"), "--episodes", "3")
+    r = run_cli_here("demo", "--out", str(afile / "sub"), "--episodes", "3")
     one_error_line(r, "is a file")
-    r = run_cli("data", "synth-signs", "--out", str(afile / "signs"))
+    r = run_cli_here("data", "synth-signs", "--out", str(afile / "signs"))
     one_error_line(r, "is a file")
-    r = run_cli("train", str(CONFIG), "data.path=/nonexistent", "--runs", str(afile))  # found beyond the list
+    r = run_cli_here("train", str(CONFIG), "data.path=/nonexistent", "--runs", str(afile))  # found beyond the list
     one_error_line(r, "--runs", "is a file")
     assert afile.read_text() == "x"
 
@@ -122,12 +122,12 @@ def test_eval_video_problems_are_found_before_driving(tmp_path: Path) -> None:
     afile = tmp_path / "video.gif"
     afile.write_text("not a folder")
     started = time.monotonic()
-    r = run_cli("eval", "--baseline", "expert", "--episodes", "1", "--video", str(afile))
+    r = run_cli_here("eval", "--baseline", "expert", "--episodes", "1", "--video", str(afile))
     one_error_line(r, "is a file")
     folder = tmp_path / "videos"
     folder.mkdir()
     (folder / "expert_track10000.gif").write_text("an earlier video")
-    r = run_cli("eval", "--baseline", "expert", "--episodes", "1", "--video", str(folder))
+    r = run_cli_here("eval", "--baseline", "expert", "--episodes", "1", "--video", str(folder))
     one_error_line(r, "expert_track10000.gif already exists")
     assert time.monotonic() - started < 60  # refused up front, not after driving a track
     assert (folder / "expert_track10000.gif").read_text() == "an earlier video"
@@ -150,22 +150,22 @@ def test_generated_reports_are_regenerated_but_user_files_are_not(tmp_path: Path
 
 def test_card_refuses_a_hand_written_card_without_force(trained: RunFolder, tmp_path: Path) -> None:
     run = copy_run(trained, tmp_path)
-    r = run_cli("card", str(run.path))
+    r = run_cli_here("card", str(run.path))
     assert r.returncode == 0, r.stderr
-    r = run_cli("card", str(run.path))  # regenerating its own card is fine
+    r = run_cli_here("card", str(run.path))  # regenerating its own card is fine
     assert r.returncode == 0, r.stderr
     (run.path / "card.md").write_text("my own notes")
-    one_error_line(run_cli("card", str(run.path)), "--force")
+    one_error_line(run_cli_here("card", str(run.path)), "--force")
     assert (run.path / "card.md").read_text() == "my own notes"
-    assert run_cli("card", str(run.path), "--force").returncode == 0
+    assert run_cli_here("card", str(run.path), "--force").returncode == 0
 
 
 def test_compare_refuses_to_replace_a_figure(trained: RunFolder, tmp_path: Path) -> None:
     figure = tmp_path / "cmp.png"
     figure.write_bytes(b"old")
-    one_error_line(run_cli("compare", str(trained.path), "--out", str(figure)), "already exists")
+    one_error_line(run_cli_here("compare", str(trained.path), "--out", str(figure)), "already exists")
     assert figure.read_bytes() == b"old"
-    assert run_cli("compare", str(trained.path), "--out", str(figure), "--force").returncode == 0
+    assert run_cli_here("compare", str(trained.path), "--out", str(figure), "--force").returncode == 0
     assert figure.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -183,7 +183,7 @@ def test_damaged_weights_are_one_line_in_eval_and_init_from(trained: RunFolder, 
     }[damage])
     with pytest.raises(CheckpointError, match="damaged"):
         load_weights(weights)
-    r = run_cli("eval", f"{run.path}@6", "--offline", "val")
+    r = run_cli_here("eval", f"{run.path}@6", "--offline", "val")
     one_error_line(r, "batch_6.safetensors")
 
 
@@ -216,7 +216,7 @@ def test_resume_names_the_damaged_checkpoint_and_resumes_from_the_offered_one(
     again = load_weights(weights_path(run.checkpoints, 6))
     assert all(torch.equal(original[k], again[k]) for k in original)
     # an intact later checkpoint is never skipped
-    one_error_line(run_cli("train", "--resume", f"{run.path}@2", "--no-progress"), "intact checkpoint after batch 2")
+    one_error_line(run_cli_here("train", "--resume", f"{run.path}@2", "--no-progress"), "intact checkpoint after batch 2")
 
 
 # ---------------------------------------------------------------------------- 12: disk full
@@ -259,16 +259,16 @@ def test_disk_full_while_training_keeps_the_last_checkpoint_and_resumes(small_da
 def test_empty_periods_json_is_unknown_for_runs_and_card(trained: RunFolder, tmp_path: Path) -> None:
     run = copy_run(trained, tmp_path)
     run.periods_path.write_text("")
-    r = run_cli("runs", "--runs", str(tmp_path / "runs"))
+    r = run_cli_here("runs", "--runs", str(tmp_path / "runs"))
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
-    r = run_cli("card", str(run.path))
+    r = run_cli_here("card", str(run.path))
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert run.read_periods() == []
 
 
 # ---------------------------------------------------------------------------- 8, 10: configs
 def test_a_huge_input_size_is_refused_with_the_figure(small_dataset: Path) -> None:
-    r = run_cli("summary", str(CONFIG), "data.input_size=[100000,100000]")
+    r = run_cli_here("summary", str(CONFIG), "data.input_size=[100000,100000]")
     one_error_line(r, "TiB", "data.input_size")
 
 
@@ -276,7 +276,7 @@ def test_a_huge_input_size_is_refused_with_the_figure(small_dataset: Path) -> No
 def test_binary_or_utf16_config_is_one_line(tmp_path: Path, payload: bytes) -> None:
     config = tmp_path / "c.yaml"
     config.write_bytes(payload)
-    one_error_line(run_cli("train", str(config)), str(config))
+    one_error_line(run_cli_here("train", str(config)), str(config))
 
 
 # ---------------------------------------------------------------------------- 15: Ctrl-C
@@ -317,7 +317,7 @@ def test_ctrl_c_in_collect_says_what_was_committed(tmp_path: Path) -> None:
     r = _interrupt_when(["collect", "--episodes", "8", "--workers", "2", "--max-steps", "120", "--out", str(out)],
                         one_committed)
     _clean_interrupt(r, "episodes committed", "--append")
-    assert run_cli("data", "verify", str(out)).returncode == 0
+    assert run_cli_here("data", "verify", str(out)).returncode == 0
 
 
 def test_ctrl_c_in_train_names_the_kept_checkpoint(small_dataset: Path, tmp_path: Path) -> None:
@@ -331,7 +331,7 @@ def test_ctrl_c_in_train_names_the_kept_checkpoint(small_dataset: Path, tmp_path
 
 # ---------------------------------------------------------------------------- 18: wording, offline timm
 def test_demo_flags_are_named_as_typed(tmp_path: Path) -> None:
-    last = one_error_line(run_cli("demo", "--out", str(tmp_path / "d"), "--batches", "-3"))
+    last = one_error_line(run_cli_here("demo", "--out", str(tmp_path / "d"), "--batches", "-3"))
     assert "--batches" in last and "train.max_batches" not in last
     assert not (tmp_path / "d").exists()
 
