@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_here
 from drivelab.config import ConfigError, load_config, parse_config
 from drivelab.data.classes import LabelError, group_classes, load_group_map
 from drivelab.data.importers import ImportDataError, ImportOptions, import_gtsrb
@@ -203,7 +203,7 @@ def test_group_map_merges_classes(signs_run: Path, signs: Path, tmp_path: Path) 
 
 
 def test_classification_run_refuses_to_drive(signs_run: Path) -> None:
-    _one_error_line(run_cli("eval", str(signs_run), "--episodes", "1"), "classification run", "--offline test")
+    _one_error_line(run_cli_here("eval", str(signs_run), "--episodes", "1"), "classification run", "--offline test")
 
 
 def test_labels_outside_the_class_count_are_refused(signs: Path, tmp_path: Path) -> None:
@@ -211,7 +211,7 @@ def test_labels_outside_the_class_count_are_refused(signs: Path, tmp_path: Path)
     shutil.copytree(signs, bad)
     DatasetStore.open(bad).update_attrs(num_classes=3)  # labels 3 and 4 now lie outside
     args = ["train", str(SIGNS_CONFIG), *_signs_overrides(bad), "--runs", str(tmp_path / "runs")]
-    _one_error_line(run_cli(*args), "label 3", "outside the 3 classes")
+    _one_error_line(run_cli_here(*args), "label 3", "outside the 3 classes")
     assert not (tmp_path / "runs").exists()
     config = load_config(SIGNS_CONFIG, [*_signs_overrides(signs), "model.heads.0.classes=7"])
     with pytest.raises(LabelError, match=r"model\.heads\.0\.classes: 7 classes, but .* has 5"):
@@ -256,7 +256,7 @@ def test_bad_csv_bytes_and_empty_class_csv(tmp_path: Path) -> None:
     csv = src / "Final_Training" / "Images" / "00001" / "GT-00001.csv"
     original = csv.read_bytes()
     csv.write_bytes(b"\xff\xfe\x00garbage\x80")
-    _one_error_line(run_cli("data", "import", "gtsrb", str(src), "--out", str(tmp_path / "a.zarr")),
+    _one_error_line(run_cli_here("data", "import", "gtsrb", str(src), "--out", str(tmp_path / "a.zarr")),
                     "GT-00001.csv", "not a text CSV")
     csv.write_bytes(original.splitlines(keepends=True)[0])  # the header only
     with pytest.raises(ImportDataError, match=r"GT-00001\.csv lists no images .*4 image file"):

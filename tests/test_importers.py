@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_here
 from drivelab.data.importers import ImportOptions, import_gtsrb, import_imagefolder
 from drivelab.data.inspect import verify_dataset
 from drivelab.data.store import DatasetStore
@@ -148,36 +148,36 @@ def test_cli_bad_inputs(signs: Path, tmp_path: Path) -> None:
 
     src = _copy(signs, tmp_path / "missing")
     (src / images / "00001" / "GT-00001.csv").unlink()
-    _one_error_line(run_cli("data", "import", "gtsrb", str(src), "--out", str(out)), "GT-00001.csv", "missing")
+    _one_error_line(run_cli_here("data", "import", "gtsrb", str(src), "--out", str(out)), "GT-00001.csv", "missing")
 
     src = _copy(signs, tmp_path / "malformed")
     csv = src / images / "00003" / "GT-00003.csv"
     lines = csv.read_text().splitlines()
     lines[2] = "00000_00001.ppm;40;40;5"
     csv.write_text("\n".join(lines) + "\n")
-    _one_error_line(run_cli("data", "import", "gtsrb", str(src), "--out", str(out)), "GT-00003.csv", "line 3")
+    _one_error_line(run_cli_here("data", "import", "gtsrb", str(src), "--out", str(out)), "GT-00003.csv", "line 3")
 
     src = _copy(signs, tmp_path / "label")
     csv = src / "Final_Test" / "Images" / "GT-final_test.csv"
     lines = csv.read_text().splitlines()
     lines[4] = lines[4].rsplit(";", 1)[0] + ";9"
     csv.write_text("\n".join(lines) + "\n")
-    _one_error_line(run_cli("data", "import", "gtsrb", str(src), "--out", str(out)),
+    _one_error_line(run_cli_here("data", "import", "gtsrb", str(src), "--out", str(out)),
                     "GT-final_test.csv", "line 5", "ClassId 9")
 
     src = _copy(signs, tmp_path / "stop")
     (src / images / "00000" / "00001_00000.ppm").write_bytes(b"garbage")
-    _one_error_line(run_cli("data", "import", "gtsrb", str(src), "--out", str(out), "--on-bad-image", "stop"),
+    _one_error_line(run_cli_here("data", "import", "gtsrb", str(src), "--out", str(out), "--on-bad-image", "stop"),
                     "00001_00000.ppm", "cannot decode")
     assert not out.exists()  # the half-written store is removed
 
     one = tmp_path / "one_class" / "stop"
     shutil.copytree(signs / images / "00000", one)
-    _one_error_line(run_cli("data", "import", "imagefolder", str(one.parent), "--out", str(out)),
+    _one_error_line(run_cli_here("data", "import", "imagefolder", str(one.parent), "--out", str(out)),
                     "1 class folder")
 
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    _one_error_line(run_cli("data", "import", "gtsrb", str(signs), "--out", str(out)), "already exists")
-    _one_error_line(run_cli("data", "synth-signs", "--out", str(out), "--classes", "3"), "already exists")
+    _one_error_line(run_cli_here("data", "import", "gtsrb", str(signs), "--out", str(out)), "already exists")
+    _one_error_line(run_cli_here("data", "synth-signs", "--out", str(out), "--classes", "3"), "already exists")
     assert (out / "keep.txt").read_text() == "mine"

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import zarr
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_here
 from drivelab.config import load_config
 from drivelab.data import collect as collect_module
 from drivelab.data.collect import CollectPlan, collect
@@ -118,18 +118,18 @@ def test_verify_never_deletes_a_committed_episode_with_truncated_metadata(ds: Pa
     store = DatasetStore.open(ds)
     assert [d.path for d in store.damaged()] == ["episodes/000001"]
     assert store.leftovers() == [] and [e.index for e in store.episodes()] == [0, 2]
-    r = run_cli("data", "verify", str(ds))
+    r = run_cli_here("data", "verify", str(ds))
     line = one_error_line(r)
     assert "episodes/000001 is damaged" in r.stderr and "zarr.json is unreadable" in r.stderr
     assert "1 damaged episode group(s) kept" in line and "never committed" not in r.stdout
-    r = run_cli("data", "verify", "--remove-leftovers", str(ds))
+    r = run_cli_here("data", "verify", "--remove-leftovers", str(ds))
     one_error_line(r)
     assert "removed" not in r.stdout
     assert tree(group) == before, "the damaged group (its frame chunks) must stay untouched"
-    r = run_cli("data", "info", str(ds))
+    r = run_cli_here("data", "info", str(ds))
     assert r.returncode == 0, r.stderr
     assert "damaged episodes/000001" in r.stdout
-    info = json.loads(run_cli("data", "info", "--json", str(ds)).stdout)
+    info = json.loads(run_cli_here("data", "info", "--json", str(ds)).stdout)
     assert info["damaged"][0]["path"] == "episodes/000001" and info["leftovers"] == []
     # the loader refuses too: training on the rest would silently drop an episode of some split
     with pytest.raises(DatasetError, match=r"1 damaged episode group\(s\), first episodes/000001: its zarr.json"):
@@ -152,7 +152,7 @@ def test_uncommitted_group_is_a_leftover_only_while_nobody_writes(
     leftovers = store.leftovers()
     assert leftovers[-1] == "episodes/000001" and leftovers[0].startswith("_staging/000002-")
     assert store.foreign_staging() == ["_staging/notes.txt"] and store.damaged() == []
-    r = run_cli("data", "verify", "--remove-leftovers", str(store.path))
+    r = run_cli_here("data", "verify", "--remove-leftovers", str(store.path))
     assert r.returncode == 0, r.stderr
     assert "removed leftover episodes/000001" in r.stdout and "unknown _staging/notes.txt" in r.stdout
     assert store.leftovers() == [] and (store.path / "_staging" / "notes.txt").exists()
@@ -165,11 +165,11 @@ def test_damaged_root_attrs_and_a_vanished_episodes_group(ds: Path, tmp_path: Pa
     report = verify_dataset(DatasetStore.open(moved))
     assert report.ok and any("val split names episode(s) 000002" in w for w in report.warnings)
     shutil.rmtree(ds / "episodes")
-    r = run_cli("data", "verify", str(ds))
+    r = run_cli_here("data", "verify", str(ds))
     one_error_line(r)
     assert "episodes/zarr.json is missing" in r.stderr
     zarr.open_group(str(ds), mode="r+").attrs["splits"] = "oops"
-    r = run_cli("data", "info", str(ds))
+    r = run_cli_here("data", "info", str(ds))
     assert "its `splits` attribute is damaged" in one_error_line(r)
 
 
@@ -219,14 +219,14 @@ def test_remove_leftovers_refuses_while_a_collector_holds_the_lock(
     kill_between_writes_and_rename(store, 3, monkeypatch)  # looks exactly like a live staging
     staged = store.leftovers()
     assert len(staged) == 1 and store.writer_active()
-    r = run_cli("data", "verify", "--remove-leftovers", str(ds))
+    r = run_cli_here("data", "verify", "--remove-leftovers", str(ds))
     line = one_error_line(r)
     assert "is writing to" in line and "nothing was removed" in line
     assert store.leftovers() == staged and (ds / staged[0]).is_dir()
-    r = run_cli("data", "verify", str(ds))  # a plain verify calls it work in progress
+    r = run_cli_here("data", "verify", str(ds))  # a plain verify calls it work in progress
     assert r.returncode == 0 and "in progress" in r.stdout and "--remove-leftovers deletes" not in r.stdout
     held_lock.communicate(timeout=30)  # the collector finishes
-    r = run_cli("data", "verify", "--remove-leftovers", str(ds))
+    r = run_cli_here("data", "verify", "--remove-leftovers", str(ds))
     assert r.returncode == 0 and f"removed leftover {staged[0]}" in r.stdout, r.stderr
 
 
@@ -275,7 +275,7 @@ def test_loader_refuses_bad_arrays_at_open_time(ds: Path, damage: str) -> None:
         EpisodeFrameDataset(DatasetStore.open(ds), "train", ["steering"])
     assert f"episode 000001: {expected}" in str(caught.value)
     assert "drivelab data verify" in str(caught.value)
-    r = run_cli("data", "verify", str(ds))
+    r = run_cli_here("data", "verify", str(ds))
     one_error_line(r)
     assert f"episode 000001: {expected}" in r.stderr
 
@@ -299,7 +299,7 @@ def test_offline_eval_on_a_corrupt_chunk_is_one_line(trained_run: Path, ds: Path
 @pytest.mark.parametrize("meta", ["frames/zarr.json", "telemetry/zarr.json"])
 def test_verify_reports_a_truncated_array_or_subgroup_json(ds: Path, meta: str) -> None:
     truncate(ds / "episodes" / "000001" / meta)
-    r = run_cli("data", "verify", str(ds))
+    r = run_cli_here("data", "verify", str(ds))
     one_error_line(r)
     assert "problem: episode 000001:" in r.stderr and "zarr.json is unreadable" in r.stderr
     assert (ds / "episodes" / "000001" / meta).exists()
@@ -331,10 +331,10 @@ def test_nan_in_a_committed_array_shows_in_info_and_verify(ds: Path) -> None:
     assert info["signals"]["actions"]["steering"]["nonfinite"] == 1
     assert info["signals"]["telemetry"]["speed"]["nonfinite"] == 1
     assert info["signals"]["actions"]["accel_brake"]["nonfinite"] == 0
-    r = run_cli("data", "info", str(ds))
+    r = run_cli_here("data", "info", str(ds))
     assert r.returncode == 0, r.stderr
     assert "steering (1 NaN/Inf)" in r.stdout and "2 non-finite (NaN/Inf) value(s)" in r.stdout
-    assert json.loads(run_cli("data", "info", "--json", str(ds)).stdout)["nonfinite"]["values"] == 2
+    assert json.loads(run_cli_here("data", "info", "--json", str(ds)).stdout)["nonfinite"]["values"] == 2
     report = verify_dataset(DatasetStore.open(ds))
     assert report.nonfinite == 2 and any("000001: actions/steering holds NaN/Inf" in p for p in report.problems)
 
@@ -366,7 +366,7 @@ def test_offline_eval_reports_nan_inputs(trained_run: Path, ds: Path) -> None:
 )
 def test_refused_collect_leaves_no_folder(tmp_path: Path, flags: list[str], message: str) -> None:
     out = tmp_path / "new.zarr"
-    r = run_cli("collect", "--episodes", "1", "--max-steps", "5", *flags, "--out", str(out))
+    r = run_cli_here("collect", "--episodes", "1", "--max-steps", "5", *flags, "--out", str(out))
     assert message in one_error_line(r)
     assert not out.exists(), "a refused collect must leave nothing behind (the rerun would fail)"
 
@@ -397,14 +397,14 @@ def test_a_fresh_collect_whose_first_episode_fails_leaves_no_folder(
 
 def test_collect_under_a_plain_file_names_the_parent(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("not a folder")
-    r = run_cli("collect", "--episodes", "1", "--max-steps", "5", "--out", str(tmp_path / "afile" / "x.zarr"))
+    r = run_cli_here("collect", "--episodes", "1", "--max-steps", "5", "--out", str(tmp_path / "afile" / "x.zarr"))
     assert f"{tmp_path / 'afile'} is a file, not a folder" in one_error_line(r)
     assert (tmp_path / "afile").read_text() == "not a folder"
 
 
 @pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs /sys (a folder nobody may add to)")
 def test_collect_into_a_folder_that_refuses_writes_is_one_line() -> None:
-    r = run_cli("collect", "--episodes", "1", "--max-steps", "5", "--out", "/sys/drivelab-test.zarr")
+    r = run_cli_here("collect", "--episodes", "1", "--max-steps", "5", "--out", "/sys/drivelab-test.zarr")
     assert "cannot create /sys/drivelab-test.zarr" in one_error_line(r)
 
 
@@ -413,6 +413,6 @@ def test_wording_names_the_flag_and_says_steps(ds: Path) -> None:
     with pytest.raises(DrivelabError, match=r"^--max-steps must be at least 1 \(got 0\)$"):
         evaluate(DriverSpec("random"), [0], max_steps=0)  # what `eval --max-steps 0` calls
     first_chunk(ds / "episodes" / "000000" / "frames").write_bytes(b"\x00garbage")
-    r = run_cli("data", "verify", str(ds))
+    r = run_cli_here("data", "verify", str(ds))
     one_error_line(r)
     assert "000000: frames steps 0.." in r.stderr and "frames frames" not in r.stderr

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli_here
 from drivelab.config import ConfigError, load_config
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import DatasetStore
@@ -200,7 +200,7 @@ def test_bf16_inference_gives_fp32_actions_close_to_fp32(
 
 
 def test_eval_precision_flag_is_checked_in_one_line(tmp_path: Path) -> None:
-    result = run_cli("eval", "--baseline", "random", "--precision", "fp8", "--episodes", "1",
+    result = run_cli_here("eval", "--baseline", "random", "--precision", "fp8", "--episodes", "1",
                      "--runs", str(tmp_path))
     assert result.returncode == 2 and "--precision 'fp8' is unknown" in result.stderr
     assert "Traceback" not in result.stderr
