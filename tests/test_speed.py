@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,12 +116,16 @@ def test_unsupported_bf16_falls_back_with_one_line(
     }
 
 
-def test_channels_last_trains_the_same_policy_within_float_noise(small_dataset: Path, tmp_path: Path) -> None:
+def train_pair(dataset: Path, root: Path, a: str, b: str) -> tuple[Any, Any, dict, dict]:
+    """Two 3-batch fp32 runs differing in one override: (results, weights at batch 3)."""
     common = ["train.precision=32", "train.max_batches=3", "data.val_split=null"]
-    a = train(load_config(CONFIG, tiny(small_dataset, *common, "train.channels_last=true")), tmp_path / "a")
-    b = train(load_config(CONFIG, tiny(small_dataset, *common, "train.channels_last=false")), tmp_path / "b")
-    wa = load_weights(a.run.checkpoints / "batch_3.safetensors")
-    wb = load_weights(b.run.checkpoints / "batch_3.safetensors")
+    results = [train(load_config(CONFIG, tiny(dataset, *common, o)), root / n) for o, n in ((a, "a"), (b, "b"))]
+    weights = [load_weights(r.run.checkpoints / "batch_3.safetensors") for r in results]
+    return results[0], results[1], weights[0], weights[1]
+
+
+def test_channels_last_trains_the_same_policy_within_float_noise(small_dataset: Path, tmp_path: Path) -> None:
+    a, b, wa, wb = train_pair(small_dataset, tmp_path, "train.channels_last=true", "train.channels_last=false")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     assert a.run.read_status()["speed"]["channels_last"] and not b.run.read_status()["speed"]["channels_last"]
 
@@ -165,11 +170,7 @@ def test_ram_cache_that_does_not_fit_is_refused_with_figures(
 
 
 def test_ram_cache_trains_like_streaming(small_dataset: Path, tmp_path: Path) -> None:
-    common = ["train.max_batches=3", "train.precision=32", "data.val_split=null"]
-    a = train(load_config(CONFIG, tiny(small_dataset, *common, "data.cache=ram")), tmp_path / "a")
-    b = train(load_config(CONFIG, tiny(small_dataset, *common, "data.cache=none")), tmp_path / "b")
-    wa = load_weights(a.run.checkpoints / "batch_3.safetensors")
-    wb = load_weights(b.run.checkpoints / "batch_3.safetensors")
+    _, _, wa, wb = train_pair(small_dataset, tmp_path, "data.cache=ram", "data.cache=none")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 

@@ -32,7 +32,12 @@ class SpeedPlan:
     compile: bool
     device: str
     notes: tuple[str, ...] = field(default_factory=tuple)
-    fallback: bool = False  # a precision the config asked for by name was changed (said at once)
+    requested: str = "auto"  # train.precision as configured
+
+    @property
+    def fallback(self) -> bool:
+        """A precision the config asked for by name was changed (said at once, not just recorded)."""
+        return self.requested != "auto" and self.precision != self.requested
 
     def describe(self) -> dict[str, Any]:
         """The record kept in ``run.json`` (and shown on the model card)."""
@@ -74,9 +79,9 @@ def resolve_precision(requested: str, device: str, recorded: str | None = None) 
     ``recorded`` is the precision a resumed run trained in: kept where the device supports it.
     """
     notes: list[str] = []
-    if recorded is not None and recorded != requested and requested == "auto":
-        ok = recorded not in BF16 or bf16_support(device)[0]
-        if ok and not (recorded in FP16 and device != "cuda"):
+    if requested == "auto" and recorded is not None:
+        usable = (recorded not in BF16 or bf16_support(device)[0]) and (recorded not in FP16 or device == "cuda")
+        if usable:
             return recorded, [f"precision: resuming in the run's recorded {recorded}"]
     if requested == "auto":
         ok, why = bf16_support(device)
@@ -106,8 +111,7 @@ def plan_speed(
         train.precision, device, (recorded or {}).get("precision")
     )
     channels_last = has_conv2d(policy) if train.channels_last == "auto" else bool(train.channels_last)
-    fallback = train.precision != "auto" and precision != train.precision
-    return SpeedPlan(precision, channels_last, train.compile, device, tuple(notes), fallback)
+    return SpeedPlan(precision, channels_last, train.compile, device, tuple(notes), train.precision)
 
 
 def prepare_policy(policy: torch.nn.Module, plan: SpeedPlan) -> torch.nn.Module:
