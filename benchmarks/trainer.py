@@ -42,7 +42,8 @@ from drivelab.config import ExperimentConfig, load_config
 from drivelab.data.loader import EpisodeFrameDataset, collate_batch, normalize_frames
 from drivelab.data.store import DatasetStore
 from drivelab.models import build_policy
-from drivelab.train import read_metrics, train
+from drivelab.runs.metrics import read_metrics
+from drivelab.train import train
 from drivelab.train.inputs import EpochBatchSampler, make_loader, open_inputs, with_history_sizes
 from drivelab.train.speed import bf16_support
 from drivelab.train.trainer import seed_everything

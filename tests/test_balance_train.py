@@ -21,7 +21,8 @@ from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.heads import StandardizedRegressionHead
-from drivelab.train import Objective, list_checkpoints, load_weights, train
+from drivelab.runs.checkpoints import list_checkpoints, load_weights
+from drivelab.train import Objective, train
 from drivelab.train.helper_models import helper_backward
 from drivelab.train.inputs import InputPipeline, open_inputs
 from drivelab.train.sampling import BufferBatchSampler, SchemeBatchSampler, build_train_sampler

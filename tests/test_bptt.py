@@ -21,9 +21,16 @@ from drivelab.data.store import DatasetStore
 from drivelab.evaluate.runtime import PolicyRuntime
 from drivelab.models import build_policy
 from drivelab.models.recurrent import STATE_KEY, RecurrentPolicy
+from drivelab.runs.checkpoints import (
+    list_checkpoints,
+    load_trainer_state,
+    load_weights,
+    state_path,
+    weights_path,
+)
+from drivelab.runs.metrics import read_metrics
 from drivelab.sim.base import Observation
-from drivelab.train import list_checkpoints, load_weights, read_metrics, train
-from drivelab.train.checkpoints import load_trainer_state, state_path, weights_path
+from drivelab.train import train
 from drivelab.train.sequences import (
     BPTTWarning,
     FullSampler,

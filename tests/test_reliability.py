@@ -23,8 +23,16 @@ from conftest import run_cli, run_cli_here
 from drivelab.config import load_config
 from drivelab.data.store import DatasetStore
 from drivelab.outputs import OutputError, check_output, write_generated, write_text
-from drivelab.train import RunFolder, list_checkpoints, load_weights, train
-from drivelab.train.checkpoints import CheckpointError, load_trainer_state, state_path, weights_path
+from drivelab.runs.checkpoints import (
+    CheckpointError,
+    list_checkpoints,
+    load_trainer_state,
+    load_weights,
+    state_path,
+    weights_path,
+)
+from drivelab.runs.folder import RunFolder
+from drivelab.train import train
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
 ENV = {**os.environ, "SDL_VIDEODRIVER": "dummy", "COLUMNS": "160"}

@@ -33,8 +33,9 @@ from drivelab.models.summary import summarize_config
 from drivelab.reports.compare import CompareOptions, collect_curves, ema, prepare
 from drivelab.reports.events import ReportError, Series, find_tag, read_tensorboard, resolve_source
 from drivelab.reports.lines import scan_lines
-from drivelab.reports.provenance import dataset_checksum
-from drivelab.train import RunFolder, train
+from drivelab.runs.folder import RunFolder
+from drivelab.runs.provenance import dataset_checksum
+from drivelab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "carracing" / "pilotnet.yaml"

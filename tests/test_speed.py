@@ -17,8 +17,9 @@ from drivelab.config import ConfigError, load_config
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
-from drivelab.train import list_checkpoints, load_weights, train
+from drivelab.runs.checkpoints import list_checkpoints, load_weights
 from drivelab.train import speed as speed_module
+from drivelab.train import train
 from drivelab.train.speed import resolve_precision
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"

@@ -24,7 +24,9 @@ from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.summary import summarize_config
 from drivelab.models.transfer import FreezePlan, TransferError, initialise_from, plan_freeze
-from drivelab.train import RunFolder, list_checkpoints, load_weights, train
+from drivelab.runs.checkpoints import list_checkpoints, load_weights
+from drivelab.runs.folder import RunFolder
+from drivelab.train import train
 from drivelab.train.trainer import seed_everything
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"

@@ -19,7 +19,9 @@ from typer.testing import CliRunner
 from drivelab.cli import app
 from drivelab.config import load_config
 from drivelab.errors import DrivelabError
-from drivelab.train import RunFolder, read_metrics, train
+from drivelab.runs.folder import RunFolder
+from drivelab.runs.metrics import read_metrics
+from drivelab.train import train
 from drivelab.train.loop import TrainLoop
 from drivelab.train.watch import WatchError, WatchOptions, read_watch_rows
 

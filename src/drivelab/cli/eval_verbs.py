@@ -109,7 +109,7 @@ def eval_(
         out.print(f"results -> {json_out}")
     incomplete = [r.driver for r in reports if not r.complete]
     if run is not None and not incomplete:  # kept with the run for `drivelab runs` and its card
-        from drivelab.reports.evals import save_run_eval
+        from drivelab.runs.evals import save_run_eval
 
         saved = save_run_eval(run, runs, {"env": env, "max_steps": max_steps, "tracks": seeds,
                                           "drivers": [r.to_dict() for r in reports]})
@@ -162,7 +162,7 @@ def confusion_beside(json_out: Path, output: str) -> Path:
 def _refuse_classification_run(run: str, runs: Path) -> None:
     """A classification run has no actions to drive with: point at offline scoring instead."""
     from drivelab.config import load_config
-    from drivelab.train.runs import resolve_checkpoint
+    from drivelab.runs.folder import resolve_checkpoint
 
     folder, _, _ = resolve_checkpoint(run, runs)
     if load_config(folder.config_path).task == "classification":
@@ -184,7 +184,7 @@ def _save_classification(
     """
     from drivelab.evaluate.classification import save_confusion_png
     from drivelab.evaluate.offline import OfflineReport
-    from drivelab.train.runs import resolve_checkpoint
+    from drivelab.runs.folder import resolve_checkpoint
 
     if not isinstance(report, OfflineReport):
         raise TypeError(f"expected an OfflineReport, got {type(report).__name__}")

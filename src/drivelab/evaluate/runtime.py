@@ -22,11 +22,11 @@ from drivelab.config import ExperimentConfig, load_config
 from drivelab.errors import DrivelabError
 from drivelab.evaluate.convcam import ConvCam
 from drivelab.models import build_policy
+from drivelab.runs.checkpoints import load_weights
+from drivelab.runs.folder import RunFolder, resolve_checkpoint
 from drivelab.sim import DrivingEnv
 from drivelab.sim.base import Observation
-from drivelab.train.checkpoints import load_weights
 from drivelab.train.inputs import InputPipeline
-from drivelab.train.runs import RunFolder, resolve_checkpoint
 from drivelab.train.speed import bf16_support
 
 

@@ -38,9 +38,9 @@ from drivelab.errors import DrivelabError
 from drivelab.evaluate.runner import drive_and_measure
 from drivelab.evaluate.runtime import PolicyDriver, PolicyRuntime
 from drivelab.evaluate.video import OverlayVideo
+from drivelab.runs.checkpoints import list_checkpoints
+from drivelab.runs.folder import RunFolder
 from drivelab.sim import DrivingEnv, make_env
-from drivelab.train.checkpoints import list_checkpoints
-from drivelab.train.runs import RunFolder
 from drivelab.train.watch import (
     PLAYER_LOG,
     WATCH_DIR,

@@ -34,7 +34,7 @@ from drivelab.reports.lines import (
     score_text,
     version_status,
 )
-from drivelab.train.runs import RunFolder
+from drivelab.runs.folder import RunFolder
 
 MEDIA = "card"
 INIT_REPORT = "init_report.json"
@@ -255,7 +255,7 @@ def _validation(doc: Document, series: dict[str, Series]) -> None:
 
 def _driving(doc: Document, run: RunFolder, status: VersionStatus, media_dir: Path, media: list[Path], gif_bytes: int) -> None:
     doc.para("*Closed-loop evaluation:*")
-    from drivelab.reports.evals import latest_eval
+    from drivelab.runs.evals import latest_eval
 
     record = latest_eval(run)
     if record is None:
@@ -284,7 +284,7 @@ def _driving(doc: Document, run: RunFolder, status: VersionStatus, media_dir: Pa
             "-" if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)) else f"{ratio:.3f}",
         ])
     doc.table(["driver", "driving score", "reward", "completion", "off-track / unstuck", "laps", "÷ expert"], rows)
-    from drivelab.reports.evals import policy_report
+    from drivelab.runs.evals import policy_report
 
     report = policy_report(record) or {}
     videos = report.get("videos", [])

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from drivelab.errors import DrivelabError
-from drivelab.train.logs import read_metrics
-from drivelab.train.runs import VERSION_PATTERN
+from drivelab.runs.folder import VERSION_PATTERN
+from drivelab.runs.metrics import read_metrics
 
 #: Row keys of ``metrics.jsonl`` that are bookkeeping, not curves.
 ROW_KEYS = ("batch", "period", "time", "epoch")

@@ -26,13 +26,13 @@ from torch.utils.data import DataLoader
 from drivelab.config import ExperimentConfig
 from drivelab.errors import DrivelabError
 from drivelab.models.transfer import FreezePlan
-from drivelab.train.checkpoints import capture_rng_state, save_checkpoint
+from drivelab.runs.checkpoints import capture_rng_state, save_checkpoint
+from drivelab.runs.folder import RunFolder
 from drivelab.train.helper_models import helper_backward, split_by_output
 from drivelab.train.inputs import EpochBatchSampler, InputPipeline
 from drivelab.train.logs import MetricsLog
 from drivelab.train.objectives import Objective
 from drivelab.train.optimizers import set_learning_rate
-from drivelab.train.runs import RunFolder
 from drivelab.train.schedules import LRSchedule
 
 STATE_FORMAT = "drivelab.trainer_state"

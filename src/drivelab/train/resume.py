@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivelab.train.checkpoints import (
+from drivelab.runs.checkpoints import (
     CheckpointError,
     checkpoint_problem,
     last_intact_checkpoint,
     list_checkpoints,
 )
-from drivelab.train.runs import RunError, RunFolder, resolve_checkpoint
+from drivelab.runs.folder import RunError, RunFolder, resolve_checkpoint
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,7 @@ from drivelab.models.transfer import (
     write_init_report,
 )
 from drivelab.outputs import check_output_dir
-from drivelab.reports.provenance import run_provenance
-from drivelab.train.checkpoints import (
+from drivelab.runs.checkpoints import (
     CheckpointError,
     list_checkpoints,
     load_trainer_state,
@@ -56,6 +55,8 @@ from drivelab.train.checkpoints import (
     set_aside_checkpoint,
     weights_path,
 )
+from drivelab.runs.folder import RunError, RunFolder, now_iso, parse_checkpoint_ref
+from drivelab.runs.provenance import run_provenance
 from drivelab.train.inputs import (
     InputPipeline,
     MaskedBatches,
@@ -70,7 +71,6 @@ from drivelab.train.loop import ProgressSink, TrainLoop
 from drivelab.train.objectives import Objective, target_scales
 from drivelab.train.optimizers import build_optimizer, build_schedule
 from drivelab.train.resume import ResumePoint, resume_point
-from drivelab.train.runs import RunError, RunFolder, now_iso, parse_checkpoint_ref
 from drivelab.train.sampling import binned_train_labels, build_train_sampler, training_source
 from drivelab.train.speed import SpeedPlan, plan_speed, prepare_policy
 from drivelab.train.watch import WatchOptions, WatchPlayer

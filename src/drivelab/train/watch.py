@@ -43,10 +43,10 @@ from typing import Any
 
 from drivelab.config import TrainConfig
 from drivelab.errors import DrivelabError
-from drivelab.train.checkpoints import list_checkpoints
-from drivelab.train.runs import RunFolder
+from drivelab.runs.checkpoints import list_checkpoints
+from drivelab.runs.folder import RunFolder
+from drivelab.runs.metrics import WATCH_ROWS
 
-WATCH_ROWS = "watch.jsonl"
 WATCH_DIR = "watch"
 WATCH_TB = "watch"  # under the run's tb/
 PLAYER_LOG = "player.log"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from drivelab.errors import DrivelabError
-from drivelab.train.checkpoints import atomic_write_text, list_checkpoints
+from drivelab.runs.checkpoints import atomic_write_text, list_checkpoints
 
 VERSION_PATTERN = re.compile(r"^(?P<line>.+)_v(?P<version>\d+)$")
 LINE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
