@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import PILOTNET, quick, run_cli
 from drivelab.config import AugmentConfig, BalanceConfig, load_config
 from drivelab.data.augment import BatchAugmenter, resolve_flip_targets
 from drivelab.data.balance import BinnedLabels
@@ -27,19 +27,17 @@ from drivelab.train.helper_models import helper_backward
 from drivelab.train.inputs import InputPipeline, open_inputs
 from drivelab.train.sampling import BufferBatchSampler, SchemeBatchSampler, build_train_sampler
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
+CONFIG = PILOTNET
 
 
 def tiny(dataset: Path, *extra: str) -> list[str]:
-    return [
-        f"data.path={dataset}",
-        "data.input_size=[64,64]",
-        "data.workers=0",
-        "train.batch_size=8",
+    return quick(
+        dataset,
         "train.log_every=2",
         "train.val_every=1000",
         *extra,
-    ]
+        batch_size=8,
+    )
 
 
 def synthetic_labels(n: int = 400, seed: int = 0) -> BinnedLabels:

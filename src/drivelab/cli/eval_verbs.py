@@ -10,6 +10,7 @@ import typer
 from drivelab.cli.app import FORCE_OPTION, app, err, lazy_progress, out
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.outputs import check_output, check_output_dir, write_json
+from drivelab.seeds import HELD_OUT_SEED
 
 
 # --------------------------------------------------------------------------- eval
@@ -17,7 +18,7 @@ from drivelab.outputs import check_output, check_output_dir, write_json
 def eval_(
     run: Annotated[str | None, typer.Argument(help="RUN[@batch]: a run folder or <line>_vN.")] = None,
     episodes: Annotated[int, typer.Option(help="Tracks to drive.")] = 10,
-    seed: Annotated[int, typer.Option(help="First track seed (held out from collection's 0..).")] = 10_000,
+    seed: Annotated[int, typer.Option(help="First track seed (held out from collection's 0..).")] = HELD_OUT_SEED,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
     baseline: Annotated[
         list[str] | None, typer.Option(help="Also drive `expert` and/or `random` on the same tracks.")

@@ -35,6 +35,7 @@ from drivelab.reports.lines import (
     version_status,
 )
 from drivelab.runs.folder import RunFolder
+from drivelab.seeds import HELD_OUT_SEED
 
 MEDIA = "card"
 INIT_REPORT = "init_report.json"
@@ -259,7 +260,7 @@ def _driving(doc: Document, run: RunFolder, status: VersionStatus, media_dir: Pa
 
     record = latest_eval(run)
     if record is None:
-        doc.para(f"Not evaluated yet: `drivelab eval {run.path} --episodes 10 --seed 10000 --baseline expert "
+        doc.para(f"Not evaluated yet: `drivelab eval {run.path} --episodes 10 --seed {HELD_OUT_SEED} --baseline expert "
                  "--video DIR` keeps its results with the run.")
         _watch_gif(doc, run, status, media_dir, media, gif_bytes)
         return

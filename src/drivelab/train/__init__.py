@@ -20,7 +20,6 @@ _EXPORTS = {
     "TrainInputs": "drivelab.train.inputs",
     "TrainResult": "drivelab.train.trainer",
     "TrainingStopped": "drivelab.train.loop",
-    "WatchOptions": "drivelab.train.watch",
     "build_optimizer": "drivelab.train.optimizers",
     "build_schedule": "drivelab.train.optimizers",
     "config_differences": "drivelab.train.trainer",

@@ -73,7 +73,8 @@ from drivelab.train.optimizers import build_optimizer, build_schedule
 from drivelab.train.resume import ResumePoint, resume_point
 from drivelab.train.sampling import binned_train_labels, build_train_sampler, training_source
 from drivelab.train.speed import SpeedPlan, plan_speed, prepare_policy
-from drivelab.train.watch import WatchOptions, WatchPlayer
+from drivelab.watch.launcher import WatchPlayer
+from drivelab.watch.spec import WatchOptions
 
 LOCK_NAME = ".train.lock"
 
@@ -220,7 +221,7 @@ def train(
     """Train a new version of ``config.line`` under ``runs_root``, or continue run ``resume``.
 
     With ``watch``, rank 0 runs a player process beside the loop that drives the checkpoints
-    (`drivelab.train.watch`).
+    (`drivelab.watch`).
     """
     started = time.perf_counter()
     check_output_dir(runs_root, "--runs")  # a typo'd --runs (a file) fails before any work
