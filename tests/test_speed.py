@@ -83,7 +83,7 @@ def test_the_real_probe_agrees_with_torch() -> None:
 
 # ---------------------------------------------------------------------------- training
 def test_bf16_run_is_recorded_kept_fp32_and_resumes_bit_identically(
-    small_dataset: Path, tmp_path: Path, bf16_cpu: None
+    small_dataset: Path, tmp_path: Path, bf16_cpu: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     n = 4
     cfg = load_config(CONFIG, tiny(small_dataset, "train.precision=auto", f"train.max_batches={2 * n}",
@@ -92,6 +92,9 @@ def test_bf16_run_is_recorded_kept_fp32_and_resumes_bit_identically(
     info = straight.run.read_status()
     assert info["speed"]["precision"] == "bf16-mixed" and info["speed"]["channels_last"] is True
     assert straight.run.read_periods()[0]["speed"]["precision"] == "bf16-mixed"
+    # drivelab says what it chose (run.json, the card): Fabric's own info line stays out of
+    # stderr, which belongs to the one line a refusal prints
+    assert not [r for r in caplog.records if "Automatic Mixed Precision" in r.getMessage()]
     last = straight.run.checkpoints / f"batch_{2 * n}.safetensors"
     kept = load_weights(last)  # checkpoints stay fp32 whatever the precision
     assert {v.dtype for v in kept.values() if v.is_floating_point()} == {torch.float32}

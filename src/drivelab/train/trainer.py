@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import random
 import sys
@@ -160,18 +161,36 @@ def make_fabric(train: TrainConfig, precision: str | None = None) -> Fabric:
     Its complaints become one DrivelabError line.
     """
     try:
-        return Fabric(
-            accelerator=train.accelerator,
-            strategy=train.strategy,
-            devices=train.devices,
-            precision=precision or train.precision,  # type: ignore[arg-type]
-        )
+        with _without_fabric_info():
+            return Fabric(
+                accelerator=train.accelerator,
+                strategy=train.strategy,
+                devices=train.devices,
+                precision=precision or train.precision,  # type: ignore[arg-type]
+            )
     except (ValueError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DrivelabError(
             f"train.accelerator/devices/strategy/precision ({train.accelerator}, {train.devices}, "
             f"{train.strategy}, {train.precision}) cannot run here: {first}"
         ) from None
+
+
+@contextmanager
+def _without_fabric_info() -> Iterator[None]:
+    """Mute Fabric's info lines ("Using bfloat16 Automatic Mixed Precision") while it is built.
+
+    The precision is drivelab's decision (`speed.plan_speed`): it is recorded in run.json and the
+    card, and said in a ``note:`` line only when it differs from the request, so stderr stays
+    free for the one line a refusal prints. Fabric's warnings still come through.
+    """
+    logger = logging.getLogger("lightning_fabric.utilities.rank_zero")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def launch(fabric: Fabric, train: TrainConfig) -> None:
