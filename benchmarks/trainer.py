@@ -44,7 +44,8 @@ from drivelab.data.store import DatasetStore
 from drivelab.models import build_policy
 from drivelab.runs.metrics import read_metrics
 from drivelab.train import train
-from drivelab.train.inputs import EpochBatchSampler, make_loader, open_inputs, with_history_sizes
+from drivelab.train.batches import EpochBatchSampler, make_loader
+from drivelab.train.inputs import open_inputs, with_history_sizes
 from drivelab.train.speed import bf16_support
 from drivelab.train.trainer import seed_everything
 

@@ -31,10 +31,10 @@ from drivelab.runs.checkpoints import (
 from drivelab.runs.metrics import read_metrics
 from drivelab.sim.base import Observation
 from drivelab.train import train
+from drivelab.train.sequence_batches import SequenceBatches
 from drivelab.train.sequences import (
     BPTTWarning,
     FullSampler,
-    SequenceBatches,
     SequenceError,
     SlidingSampler,
     WindowSampler,

@@ -40,7 +40,7 @@ from drivelab.evaluate.classification import (
 )
 from drivelab.evaluate.runtime import PolicyRuntime
 from drivelab.models.heads import action_to_bin
-from drivelab.train.inputs import make_loader
+from drivelab.train.batches import make_loader
 from drivelab.train.objectives import HeadObjective, Objective
 
 __all__ = [

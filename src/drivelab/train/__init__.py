@@ -22,7 +22,7 @@ _EXPORTS = {
     "TrainingStopped": "drivelab.train.loop",
     "build_optimizer": "drivelab.train.optimizers",
     "build_schedule": "drivelab.train.optimizers",
-    "config_differences": "drivelab.train.trainer",
+    "config_differences": "drivelab.train.resume",
     "load_train_config": "drivelab.train.trainer",
     "open_inputs": "drivelab.train.inputs",
     "train": "drivelab.train.trainer",

@@ -1,31 +1,24 @@
-"""What the trainer feeds the policy: checked datasets, a resumable batch order, device-side frames.
+"""What the trainer feeds the policy: checked datasets and device-side frames.
 
 Everything that can be wrong with the data (a missing split, a history signal the dataset does
 not record, a crop larger than the frame) is checked here, before a run folder exists, so a bad
-combination of config and dataset costs one error line and leaves nothing behind.
-
-The batch order is a pure function of (seed, epoch, batch in epoch): epoch ``e`` visits the
-training samples in the permutation drawn from ``default_rng([seed, e])``, and DDP rank ``r``
-takes its slice of each global batch. The trainer's data position is therefore just two numbers,
-and a resumed run reads exactly the batches an uninterrupted run would have read. Frames travel
-as uint8 and become floats on the device (crop, scale, resize), where that work is cheapest.
+combination of config and dataset costs one error line and leaves nothing behind. Frames travel
+as uint8 and become floats on the device (crop, scale, resize), where that work is cheapest;
+the order the samples are read in is `drivelab.train.batches`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from drivelab.config import ExperimentConfig
-from drivelab.data.loader import EpisodeFrameDataset, collate_batch, normalize_frames
+from drivelab.data.loader import EpisodeFrameDataset, normalize_frames
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.train.speed import to_memory_format
@@ -262,158 +255,6 @@ def with_history_sizes(config: ExperimentConfig, sizes: dict[str, int]) -> Exper
     history = config.model.history.model_copy(update={"signal_sizes": dict(sizes)})
     model = config.model.model_copy(update={"history": history})
     return config.model_copy(update={"model": model})
-
-
-# ---------------------------------------------------------------------------- batch order
-class EpochBatchSampler:
-    """Index lists for one rank, epoch after epoch, starting at a saved data position.
-
-    Epoch ``e`` is ``default_rng([seed, e]).permutation(n)`` cut into global batches of
-    ``batch_size * world_size`` (the incomplete tail is dropped so every step has the same
-    shape); rank ``r`` takes the ``r``-th ``batch_size`` slice of each global batch.
-    """
-
-    def __init__(
-        self,
-        samples: int,
-        batch_size: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        start_epoch: int = 0,
-        start_batch: int = 0,
-    ) -> None:
-        self.samples = samples
-        self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.start_epoch = start_epoch
-        self.start_batch = start_batch
-        self.global_batch = batch_size * world_size
-        self.batches_per_epoch = samples // self.global_batch
-        if self.batches_per_epoch < 1:
-            raise InputError(
-                f"the training split has {samples} samples, fewer than one batch of "
-                f"{self.global_batch} (train.batch_size {batch_size} x {world_size} device(s)): "
-                "lower train.batch_size or collect more data"
-            )
-
-    def permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.samples)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, batch = self.start_epoch, self.start_batch
-        lo = self.rank * self.batch_size
-        while True:
-            order = self.permutation(epoch)
-            for b in range(batch, self.batches_per_epoch):
-                start = b * self.global_batch + lo
-                yield order[start : start + self.batch_size].tolist()
-            epoch, batch = epoch + 1, 0
-
-    def position(self, batches_done: int) -> tuple[int, int]:
-        """(epoch, batch in epoch) after ``batches_done`` steps in total."""
-        return divmod(batches_done, self.batches_per_epoch)
-
-
-def val_batches(samples: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
-    """Validation index lists for one rank; every rank gets the same number of batches.
-
-    Sample ``i`` goes to rank ``i % world_size``; ranks short of a full last batch get padding
-    index ``-1`` (masked out of the sums), so no rank waits alone in a collective.
-    """
-    mine = list(range(rank, samples, world_size))
-    per_rank = -(-samples // world_size)
-    mine += [-1] * (per_rank - len(mine))
-    return [mine[i : i + batch_size] for i in range(0, per_rank, batch_size)]
-
-
-class MaskedBatches(torch.utils.data.Dataset):
-    """A dataset view where index ``-1`` yields a copy of sample 0 marked ``valid = 0``."""
-
-    def __init__(self, base: EpisodeFrameDataset) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        valid = torch.tensor([i >= 0 for i in indices], dtype=torch.float32)
-        batch = self.base.__getitems__([max(i, 0) for i in indices])
-        batch["valid"] = valid
-        return batch
-
-
-def worker_error_message(exc: DrivelabError) -> str:
-    """The original one-line message of a `DrivelabError` re-raised from a DataLoader worker.
-
-    torch re-raises a worker's exception in the main process as the same type, but with the
-    message "Caught X in DataLoader worker process N. Original Traceback ...", which would turn
-    a one-line data error into a traceback on the user's screen. The original message is the
-    text after the last ``module.Class:`` line of that traceback.
-    """
-    text = str(exc)
-    if not text.startswith("Caught ") or "Original Traceback" not in text:
-        return text
-    cls = type(exc)
-    prefix = f"{cls.__module__}.{cls.__qualname__}: "
-    at = text.rfind(prefix)
-    if at < 0:
-        return text
-    return text[at + len(prefix):].strip()
-
-
-class OneLineErrorLoader(DataLoader):
-    """A DataLoader whose workers' `DrivelabError`s keep their one-line message.
-
-    A damaged chunk or a NaN found while a worker decodes an episode is a `DatasetError`
-    naming the episode and the array; this restores that message (see
-    `worker_error_message`) so the command line still prints one line.
-    """
-
-    def __iter__(self) -> Iterator[Any]:
-        batches = super().__iter__()
-        try:
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    return
-                except DrivelabError as exc:
-                    exc.args = (worker_error_message(exc),)
-                    # without torch's frames, which hold the worker iterator (and processes)
-                    raise exc.with_traceback(None) from None
-                yield batch
-        finally:
-            del batches  # the worker processes stop with their iterator
-
-
-def make_loader(
-    dataset: torch.utils.data.Dataset,
-    batches: Iterator[list[int]] | Sequence[list[int]] | EpochBatchSampler,
-    workers: int,
-    pin_memory: bool,
-    seed: int,
-) -> DataLoader:
-    """A DataLoader that reads whole batches through ``__getitems__``.
-
-    It gets its own seeded generator: a DataLoader otherwise draws its worker seed from the
-    global torch RNG whenever an iterator starts, which would make training depend on how often
-    validation ran.
-    """
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return OneLineErrorLoader(
-        dataset,
-        batch_sampler=batches,  # type: ignore[arg-type]
-        collate_fn=collate_batch,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
-        generator=generator,
-    )
 
 
 # ---------------------------------------------------------------------------- inputs on device
