@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from drivelab.train.objectives import Objective
+from drivelab.models.objectives import Objective
 
 
 def split_by_output(batch: dict[str, torch.Tensor], outputs: Sequence[str], size: int

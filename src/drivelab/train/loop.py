@@ -25,13 +25,14 @@ from torch.utils.data import DataLoader
 
 from drivelab.config import ExperimentConfig
 from drivelab.errors import DrivelabError
+from drivelab.models.objectives import Objective
 from drivelab.models.transfer import FreezePlan
+from drivelab.processor.pipeline import InputPipeline
 from drivelab.runs.checkpoints import capture_rng_state, save_checkpoint
 from drivelab.runs.folder import RunFolder
 from drivelab.train.helper_models import helper_backward, split_by_output
-from drivelab.train.inputs import EpochBatchSampler, InputPipeline
+from drivelab.train.inputs import EpochBatchSampler
 from drivelab.train.logs import MetricsLog
-from drivelab.train.objectives import Objective
 from drivelab.train.optimizers import set_learning_rate
 from drivelab.train.schedules import LRSchedule
 

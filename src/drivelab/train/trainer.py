@@ -37,6 +37,7 @@ from drivelab.data.classes import with_dataset_classes
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.models import build_policy
 from drivelab.models.heads import StandardizedRegressionHead
+from drivelab.models.objectives import Objective
 from drivelab.models.transfer import (
     FreezePlan,
     InitReport,
@@ -46,6 +47,8 @@ from drivelab.models.transfer import (
     write_init_report,
 )
 from drivelab.outputs import check_output_dir
+from drivelab.processor.pipeline import InputPipeline
+from drivelab.processor.state import TargetSteps
 from drivelab.runs.checkpoints import (
     CheckpointError,
     list_checkpoints,
@@ -58,7 +61,6 @@ from drivelab.runs.checkpoints import (
 from drivelab.runs.folder import RunError, RunFolder, now_iso, parse_checkpoint_ref
 from drivelab.runs.provenance import run_provenance
 from drivelab.train.inputs import (
-    InputPipeline,
     MaskedBatches,
     TrainInputs,
     make_loader,
@@ -68,7 +70,6 @@ from drivelab.train.inputs import (
 )
 from drivelab.train.logs import MetricsLog
 from drivelab.train.loop import ProgressSink, TrainLoop
-from drivelab.train.objectives import Objective, target_scales
 from drivelab.train.optimizers import build_optimizer, build_schedule
 from drivelab.train.resume import ResumePoint, resume_point
 from drivelab.train.sampling import binned_train_labels, build_train_sampler, training_source
@@ -196,11 +197,11 @@ def run_lock(run: RunFolder) -> Iterator[None]:
         os.close(fd)
 
 
-def set_target_statistics(policy: torch.nn.Module, inputs: TrainInputs) -> None:
+def set_target_statistics(policy: torch.nn.Module, targets: TargetSteps) -> None:
     """Give every standardised head the training split's action mean/std (kept in its weights)."""
     for name, head in getattr(policy, "heads", {}).items():
         if isinstance(head, StandardizedRegressionHead):
-            head.set_target_statistics(inputs.target_mean[name], inputs.target_std[name])
+            head.set_target_statistics(targets.mean[name], targets.std[name])
 
 
 def total_batches(train: TrainConfig, sampler: Any) -> int:
@@ -236,6 +237,8 @@ def train(
         resumed = RunFolder.open(run_path, runs_root)
         check_resume_config(resumed, config)
         resume_at = resume_point(resumed, at_batch)
+        if resumed.processor_path.is_file():  # continue with the statistics the run started with
+            inputs.processor = resumed.read_processor(config)
     # Everything that can refuse runs before any process is launched: one error line, once.
     seed_everything(config.seed)
     policy = build_policy(config.model, config.frame_shape, inputs.history_sizes, config.train.batch_size)
@@ -251,7 +254,7 @@ def train(
 
         probe = sequence_probe(config, inputs, fabric.world_size)
     total = total_batches(config.train, probe)
-    set_target_statistics(policy, inputs)
+    set_target_statistics(policy, inputs.processor.targets)
     # Transfer learning and freezing are checked here too; sources are read for new runs only
     # (a resume takes every weight from its checkpoint).
     init_report = initialise_from(config.model, policy, runs_root) if resumed is None else None
@@ -352,6 +355,7 @@ def _train_period(
     if fabric.is_global_zero:
         if fresh:
             run.config_path.write_text(dump_config(config), encoding="utf-8")
+            run.write_processor(inputs.processor)
             run.write_status(
                 "training", line=run.line, version=run.version, created=now_iso(), data=inputs.describe(),
                 provenance=run_provenance(config, inputs.store),
@@ -390,13 +394,10 @@ def _train_period(
             model=model,
             optimizer=optimizer,
             objective=Objective(
-                config.model.heads, history.aux_weight if history else 0.0, target_scales(policy)
+                config.model.heads, history.aux_weight if history else 0.0,
+                inputs.processor.targets.scales(),
             ),
-            pipeline=InputPipeline(
-                config, inputs.frame_mean, inputs.frame_std, inputs.dataset_frame_shape[:2],
-                inputs.history_mean, inputs.history_std,
-                channels_last=speed is not None and speed.channels_last,
-            ),
+            pipeline=InputPipeline(inputs.processor, channels_last=speed is not None and speed.channels_last),
             schedule=build_schedule(config.train, total),
             sampler=sampler,
             train_loader=make_loader(train_data, train_batches, workers, pin, config.seed),
