@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader
 
-from drivelab.data.loader import EpisodeFrameDataset, collate_batch
+from drivelab.data.batch_loader import make_loader
+from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import SPLITS, DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.evaluate.classification import (
@@ -232,7 +232,8 @@ class OfflineJob:
         heads = {h.output: h for h in self.objective.heads}
         sums = {o: _Accumulator(len(h.bin_values)) for o, h in heads.items()}
         totals: dict[str, float] = {}
-        loader = self._loader()
+        loader = make_loader(self.samples, self.batches, self.workers,
+                             pin_memory=self.device.type == "cuda", seed=0)
         with torch.inference_mode():
             for done, raw in enumerate(loader, start=1):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in raw.items()}
@@ -258,20 +259,6 @@ class OfflineJob:
             extra={k: v / count for k, v in totals.items() if k != "loss"},
             seconds=time.perf_counter() - started,
             classification=self.scoring.finish(),
-        )
-
-    def _loader(self) -> DataLoader:
-        """Whole batches through ``__getitems__``, in order; workers seeded apart from torch's RNG."""
-        generator = torch.Generator()
-        generator.manual_seed(0)
-        return DataLoader(
-            self.samples,
-            batch_sampler=self.batches,  # type: ignore[arg-type]
-            collate_fn=collate_batch,
-            num_workers=self.workers,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if self.workers > 0 else None,
-            generator=generator,
         )
 
 
