@@ -21,10 +21,12 @@ from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.heads import StandardizedRegressionHead
+from drivelab.models.objectives import Objective
+from drivelab.processor.pipeline import InputPipeline
 from drivelab.runs.checkpoints import list_checkpoints, load_weights
-from drivelab.train import Objective, train
+from drivelab.train import train
 from drivelab.train.helper_models import helper_backward
-from drivelab.train.inputs import InputPipeline, open_inputs
+from drivelab.train.inputs import open_inputs
 from drivelab.train.sampling import BufferBatchSampler, SchemeBatchSampler, build_train_sampler
 
 CONFIG = PILOTNET
@@ -113,8 +115,7 @@ def test_helper_update_equals_the_sum_of_per_output_gradients(small_dataset: Pat
     inputs = open_inputs(cfg)
     torch.manual_seed(0)
     policy = build_policy(cfg.model, cfg.frame_shape, inputs.history_sizes)
-    pipeline = InputPipeline(cfg, None, None, inputs.dataset_frame_shape[:2],
-                             inputs.history_mean, inputs.history_std)
+    pipeline = InputPipeline(inputs.processor)
     objective = Objective(cfg.model.heads)
     outputs = ["steering", "accel_brake"]
     batches = [inputs.train.__getitems__(list(range(k * 8, k * 8 + 8))) for k in range(2)]

@@ -26,10 +26,11 @@ from conftest import PILOTNET, quick, run_cli
 from drivelab.cli import app
 from drivelab.config import ConfigError, ExperimentConfig, HeadConfig, load_config
 from drivelab.errors import DrivelabError
+from drivelab.models.objectives import Objective
 from drivelab.runs.checkpoints import list_checkpoints, load_weights
 from drivelab.runs.folder import RunError, RunFolder, resolve_checkpoint
 from drivelab.runs.metrics import read_metrics
-from drivelab.train import LRSchedule, Objective, TrainingStopped, build_schedule, train
+from drivelab.train import LRSchedule, TrainingStopped, build_schedule, train
 
 CONFIG = PILOTNET
 

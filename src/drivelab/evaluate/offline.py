@@ -3,10 +3,10 @@
 Closed-loop driving is the real test, but it is slow and noisy; scoring predictions on a held-out
 split is quick and repeatable, and it is what Charles compared his Keras models by
 (``<output>_loss``, ``<output>_mean_absolute_error``). The policy is loaded exactly as the
-closed-loop runtime loads it (its config, weights and the input statistics recorded in
-``run.json``), and samples are laid out exactly as in training (the loader's frame stack and
-history window), so the numbers here are the trainer's validation numbers, on any split or on
-another dataset recorded with the same signals.
+closed-loop runtime loads it (its config, weights and the run's `ProcessorState`), and samples
+are laid out exactly as in training (the loader's frame stack and history window), so the
+numbers here are the trainer's validation numbers, on any split or on another dataset recorded
+with the same signals.
 
 Per output: MSE and MAE in action units (a classification head is scored on its argmax bin's
 value), the head's own training loss, and for classification heads the accuracy (the target
@@ -29,6 +29,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from drivelab.data.batch_loader import make_loader
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import SPLITS, DatasetStore
 from drivelab.errors import DrivelabError
@@ -40,15 +41,14 @@ from drivelab.evaluate.classification import (
 )
 from drivelab.evaluate.runtime import PolicyRuntime
 from drivelab.models.heads import action_to_bin
-from drivelab.train.batches import make_loader
-from drivelab.train.objectives import HeadObjective, Objective
+from drivelab.models.objectives import HeadObjective, Objective
+from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 
 __all__ = [
     "OfflineError",
     "OfflineJob",
     "OfflineReport",
     "OutputMetrics",
-    "check_dataset_fits",
     "offline_metrics",
     "render_offline",
 ]
@@ -142,34 +142,6 @@ class OfflineReport:
         }
 
 
-def check_dataset_fits(runtime: PolicyRuntime, store: DatasetStore) -> None:
-    """Refuse a dataset whose frames or signals differ from what the run was trained on."""
-    meta = store.meta
-    if tuple(meta.frame_shape) != runtime.frame_shape:
-        raise OfflineError(
-            f"{store.path} holds {list(meta.frame_shape)} frames, {runtime.label} was trained on "
-            f"{list(runtime.frame_shape)}: score it on a dataset recorded the same way"
-        )
-    actions = {s.name: s.size for s in meta.actions}
-    outputs = runtime.policy.outputs
-    lacking = [o for o in outputs if actions.get(o) != 1]
-    if lacking:
-        raise OfflineError(
-            f"{store.path} has no one-value action {lacking} that {runtime.label} predicts "
-            f"(its actions: {', '.join(f'{n}[{s}]' for n, s in actions.items())})"
-        )
-    history = runtime.config.model.history
-    if history is not None:
-        telemetry = {s.name: s.size for s in meta.telemetry}
-        differ = [s for s in history.signals if telemetry.get(s) != history.signal_size(s)]
-        if differ:
-            wanted = ", ".join(f"{s}[{history.signal_size(s)}]" for s in differ)
-            raise OfflineError(
-                f"{store.path} lacks the history telemetry {runtime.label} reads ({wanted}; its "
-                f"telemetry: {', '.join(f'{n}[{s}]' for n, s in telemetry.items())})"
-            )
-
-
 def _check_split(store: DatasetStore, split: str) -> None:
     if split not in SPLITS:
         raise OfflineError(f"--offline {split!r}: a split is one of {', '.join(SPLITS)}")
@@ -215,7 +187,8 @@ class OfflineJob:
         self.runtime = PolicyRuntime.from_ref(ref, runs_root)
         config = self.runtime.config
         self.store = DatasetStore.open(dataset if dataset is not None else config.data.path)
-        check_dataset_fits(self.runtime, self.store)
+        check_fit(DataSpec.of_dataset(self.store), PolicyNeeds.of_processor(self.runtime.processor),
+                  who=self.runtime.label, error=OfflineError)
         _check_split(self.store, split)
         if workers < 0:
             raise OfflineError(f"--workers must be 0 or more for --offline (got {workers})")
@@ -223,16 +196,17 @@ class OfflineJob:
         if size < 1:
             raise OfflineError(f"the batch size must be at least 1 (got {size})")
         history = config.model.history
+        processor = self.runtime.processor
         self.split = split
         self.workers = workers
         self.samples = EpisodeFrameDataset(
             self.store,
             split,
-            outputs=config.model.outputs,
-            frames=config.data.frames,
-            history_signals=history.signals if history else (),
-            history_length=history.length if history else 0,
-            delta_outputs=[h.output for h in config.model.heads if h.delta],
+            outputs=processor.targets.outputs,
+            frames=processor.frames.stack,
+            history_signals=processor.history.signals,
+            history_length=processor.history.length,
+            delta_outputs=list(processor.targets.delta),
             cache_bytes=CACHE_BYTES,
         )
         n = len(self.samples)

@@ -17,25 +17,17 @@ from drivelab.models.heads import build_head, build_neck
 from drivelab.models.history import HistoryBranch
 from drivelab.models.policy import Policy
 from drivelab.models.recurrent import RecurrentPolicy
+from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 
 __all__ = ["build_policy"]
 
 
 def _history_step_check(config: ModelConfig, signal_sizes: Mapping[str, int] | None) -> None:
-    """The dataset's signal sizes, when known, must agree with the config's."""
+    """The dataset's signal sizes, when known, must agree with the config's (`check_fit`)."""
     if config.history is None or signal_sizes is None:
         return
-    for name in config.history.signals:
-        if name not in signal_sizes:
-            known = ", ".join(signal_sizes) or "none"
-            raise ConfigError(
-                f"model.history.signals: {name!r} is not a recorded signal; available: {known}"
-            )
-        if int(signal_sizes[name]) != config.history.signal_size(name):
-            raise ConfigError(
-                f"model.history.signal_sizes.{name}: the data has {signal_sizes[name]} values "
-                f"per step, the config says {config.history.signal_size(name)}"
-            )
+    needs = PolicyNeeds(history={s: config.history.signal_size(s) for s in config.history.signals})
+    check_fit(DataSpec(None, telemetry=dict(signal_sizes)), needs, error=ConfigError)
 
 
 def build_policy(

@@ -1,4 +1,4 @@
-"""Training: the Fabric loop, objectives, schedules, samplers and logs (run folders: `drivelab.runs`).
+"""Training: the Fabric loop, schedules, samplers and logs (run folders: `drivelab.runs`; losses: `drivelab.models.objectives`).
 
 Names are resolved on first use (PEP 562), so importing one of them pays for Lightning Fabric's
 import (~3 s) only when it needs Fabric.
@@ -10,12 +10,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "HeadObjective": "drivelab.train.objectives",
     "InputError": "drivelab.train.inputs",
-    "InputPipeline": "drivelab.train.inputs",
     "LRSchedule": "drivelab.train.schedules",
     "MetricsLog": "drivelab.train.logs",
-    "Objective": "drivelab.train.objectives",
     "ProgressSink": "drivelab.train.loop",
     "TrainInputs": "drivelab.train.inputs",
     "TrainResult": "drivelab.train.trainer",

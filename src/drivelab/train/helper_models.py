@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from drivelab.train.objectives import Objective
+from drivelab.models.objectives import Objective
 from drivelab.train.steps import Backward, LoopParts
 
 

@@ -18,14 +18,16 @@ from lightning_fabric import Fabric
 
 from drivelab.config import ExperimentConfig, dump_config
 from drivelab.data.balance import BinnedLabels
+from drivelab.data.batch_loader import make_loader
+from drivelab.models.objectives import Objective
 from drivelab.models.transfer import FreezePlan
+from drivelab.processor.pipeline import InputPipeline
 from drivelab.runs.folder import RunFolder, now_iso
 from drivelab.runs.provenance import run_provenance
-from drivelab.train.batches import BatchOrder, MaskedBatches, make_loader, val_batches
+from drivelab.train.batches import BatchOrder, MaskedBatches, val_batches
 from drivelab.train.helper_models import HelperStep
-from drivelab.train.inputs import InputPipeline, TrainInputs
+from drivelab.train.inputs import TrainInputs
 from drivelab.train.loop import TrainLoop
-from drivelab.train.objectives import Objective, target_scales
 from drivelab.train.optimizers import build_schedule
 from drivelab.train.sampling import build_train_sampler, training_source
 from drivelab.train.sequence_batches import SequenceBatches, sequence_inputs
@@ -77,6 +79,7 @@ def open_period(setup: PeriodSetup, watch: WatchOptions | None) -> tuple[int, Wa
     watch_env = (watch.env or setup.inputs.store.meta.env_id) if watch is not None else ""
     if setup.fresh:
         run.config_path.write_text(dump_config(setup.config), encoding="utf-8")
+        run.write_processor(setup.inputs.processor)
         run.write_status(
             "training", line=run.line, version=run.version, created=now_iso(),
             data=setup.inputs.describe(), provenance=run_provenance(setup.config, setup.inputs.store),
@@ -138,11 +141,11 @@ def loop_parts(setup: PeriodSetup, order: BatchOrder, loader: Iterable[dict[str,
         policy=setup.policy,
         model=setup.model,
         optimizer=setup.optimizer,
-        objective=Objective(config.model.heads, history.aux_weight if history else 0.0, target_scales(setup.policy)),
+        objective=Objective(
+            config.model.heads, history.aux_weight if history else 0.0, inputs.processor.targets.scales()
+        ),
         pipeline=InputPipeline(
-            config, inputs.frame_mean, inputs.frame_std, inputs.dataset_frame_shape[:2],
-            inputs.history_mean, inputs.history_std,
-            channels_last=setup.speed is not None and setup.speed.channels_last,
+            inputs.processor, channels_last=setup.speed is not None and setup.speed.channels_last
         ),
         schedule=build_schedule(config.train, setup.total),
         order=order,

@@ -25,7 +25,8 @@ import torch
 from drivelab.config import BPTTConfig, ExperimentConfig
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.models.recurrent import STATE_KEY
-from drivelab.train.inputs import InputPipeline, TrainInputs
+from drivelab.processor.pipeline import InputPipeline
+from drivelab.train.inputs import TrainInputs
 from drivelab.train.sequence_batches import SequenceBatches, val_rows
 from drivelab.train.sequences import (
     FullSampler,

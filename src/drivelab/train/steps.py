@@ -18,10 +18,10 @@ import torch
 from lightning_fabric import Fabric
 
 from drivelab.config import ExperimentConfig
+from drivelab.models.objectives import Objective
 from drivelab.models.transfer import FreezePlan
+from drivelab.processor.pipeline import InputPipeline
 from drivelab.train.batches import BatchOrder
-from drivelab.train.inputs import InputPipeline
-from drivelab.train.objectives import Objective
 from drivelab.train.schedules import LRSchedule
 
 #: What a step hands the loop: the logged values (device tensors) and whether the optimizer

@@ -50,6 +50,7 @@ from drivelab.models.transfer import (
     write_init_report,
 )
 from drivelab.outputs import check_output_dir
+from drivelab.processor.state import TargetSteps
 from drivelab.runs.checkpoints import restore_rng_state
 from drivelab.runs.folder import RunError, RunFolder, parse_checkpoint_ref
 from drivelab.train.balance_labels import binned_train_labels
@@ -186,11 +187,11 @@ def run_lock(run: RunFolder) -> Iterator[None]:
         os.close(fd)
 
 
-def set_target_statistics(policy: torch.nn.Module, inputs: TrainInputs) -> None:
+def set_target_statistics(policy: torch.nn.Module, targets: TargetSteps) -> None:
     """Give every standardised head the training split's action mean/std (kept in its weights)."""
     for name, head in getattr(policy, "heads", {}).items():
         if isinstance(head, StandardizedRegressionHead):
-            head.set_target_statistics(inputs.target_mean[name], inputs.target_std[name])
+            head.set_target_statistics(targets.mean[name], targets.std[name])
 
 
 def total_batches(train: TrainConfig, order: BatchOrder) -> int:
@@ -241,6 +242,8 @@ def train(
         resumed = RunFolder.open(run_path, runs_root)
         check_resume_config(resumed, config)
         resume_at = resume_point(resumed, at_batch)
+        if resumed.processor_path.is_file():  # continue with the statistics the run started with
+            inputs.processor = resumed.read_processor(config)
     plan = _plan(config, inputs, resumed, runs_root)
     with ExitStack() as stack:
         setup = _launch(plan, stack, runs_root, resumed, resume_at)
@@ -267,7 +270,7 @@ def _plan(
     if config.train.bptt.mode != "none":  # sequences for a recurrent policy: checked here
         probe = sequence_probe(config, inputs, fabric.world_size)
     total = total_batches(config.train, probe)
-    set_target_statistics(policy, inputs)
+    set_target_statistics(policy, inputs.processor.targets)
     # Transfer learning and freezing are checked here too; sources are read for new runs only
     # (a resume takes every weight from its checkpoint).
     init_report = initialise_from(config.model, policy, runs_root) if resumed is None else None
