@@ -40,7 +40,6 @@ from drivelab.evaluate.classification import (
     render_classification,
 )
 from drivelab.evaluate.runtime import PolicyRuntime
-from drivelab.models.heads import action_to_bin
 from drivelab.models.objectives import HeadObjective, Objective
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 
@@ -156,13 +155,11 @@ def _check_split(store: DatasetStore, split: str) -> None:
 class _Accumulator:
     """Running sums for one head; float64 so millions of samples add up exactly enough."""
 
-    def __init__(self, n_bins: int) -> None:
+    def __init__(self) -> None:
         self.count = 0
         self.loss = 0.0
         self.squared = 0.0
         self.absolute = 0.0
-        self.correct = 0
-        self.confusion = torch.zeros(n_bins, n_bins, dtype=torch.int64) if n_bins else None
 
 
 class OfflineJob:
@@ -230,7 +227,7 @@ class OfflineJob:
         policy = self.runtime.policy.to(self.device).eval()
         pipeline = self.runtime.pipeline
         heads = {h.output: h for h in self.objective.heads}
-        sums = {o: _Accumulator(len(h.bin_values)) for o, h in heads.items()}
+        sums = {o: _Accumulator() for o in heads}
         totals: dict[str, float] = {}
         loader = make_loader(self.samples, self.batches, self.workers,
                              pin_memory=self.device.type == "cuda", seed=0)
@@ -249,16 +246,18 @@ class OfflineJob:
                 if on_progress is not None:
                     on_progress(len(self.batches[done - 1]), done, len(self.batches))
         count = len(self.samples)
+        classification = self.scoring.finish()
+        outputs = {o: _finish(o, heads[o], sums[o], classification.get(o)) for o in heads}
         return OfflineReport(
             run=self.runtime.label,
             dataset=str(self.store.path),
             split=self.split,
             samples=count,
             loss=totals["loss"] / count,
-            outputs={o: _finish(o, heads[o], sums[o]) for o in heads},
+            outputs=outputs,
             extra={k: v / count for k, v in totals.items() if k != "loss"},
             seconds=time.perf_counter() - started,
-            classification=self.scoring.finish(),
+            classification=classification,
         )
 
 
@@ -294,16 +293,12 @@ def _accumulate(
     acc.loss += loss.double().sum().item()
     acc.squared += error.square().sum().item()
     acc.absolute += error.abs().sum().item()
-    if acc.confusion is not None:
-        n = acc.confusion.shape[0]
-        truth = action_to_bin(action.float(), head.boundaries)
-        guess = prediction.argmax(dim=1)
-        acc.correct += int((truth == guess).sum().item())
-        pairs = (truth * n + guess).cpu()
-        acc.confusion += torch.bincount(pairs, minlength=n * n).reshape(n, n)
 
 
-def _finish(output: str, head: HeadObjective, acc: _Accumulator) -> OutputMetrics:
+def _finish(output: str, head: HeadObjective, acc: _Accumulator,
+            categorical: ClassificationReport | None) -> OutputMetrics:
+    """The head's sums as means; a categorical head's accuracy and confusion are the torchmetrics
+    report's (`drivelab.evaluate.classification`), the one scorer of every class head."""
     n = max(acc.count, 1)
     metrics = OutputMetrics(
         output=output,
@@ -314,10 +309,10 @@ def _finish(output: str, head: HeadObjective, acc: _Accumulator) -> OutputMetric
         mse=acc.squared / n,
         mae=acc.absolute / n,
     )
-    if acc.confusion is not None:
-        metrics.accuracy = acc.correct / n
+    if categorical is not None:
+        metrics.accuracy = categorical.accuracy
         metrics.bins = list(head.bin_values)
-        metrics.confusion = acc.confusion.tolist()
+        metrics.confusion = [list(map(int, row)) for row in categorical.confusion]
     return metrics
 
 
