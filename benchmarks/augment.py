@@ -23,7 +23,8 @@ from pathlib import Path
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 from drivelab.config import load_config
-from drivelab.train.inputs import make_loader, open_inputs
+from drivelab.data.batch_loader import make_loader
+from drivelab.train.inputs import open_inputs
 from drivelab.train.sampling import build_train_sampler, training_source
 
 ROOT = Path(__file__).resolve().parents[1]

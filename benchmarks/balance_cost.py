@@ -21,7 +21,8 @@ from pathlib import Path
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 from drivelab.config import load_config
-from drivelab.train import read_metrics, train
+from drivelab.runs.metrics import read_metrics
+from drivelab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "carracing" / "pilotnet.yaml"

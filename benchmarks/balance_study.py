@@ -34,7 +34,8 @@ from drivelab.data.balance_report import balance_report, dataset_labels, plot_ba
 from drivelab.data.store import DatasetStore
 from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.runner import evaluate
-from drivelab.train import read_metrics, train
+from drivelab.runs.metrics import read_metrics
+from drivelab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "carracing" / "pilotnet.yaml"

@@ -26,8 +26,9 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 from drivelab.config import load_config
 from drivelab.evaluate.runtime import PolicyRuntime
 from drivelab.models import build_policy
+from drivelab.precision import bf16_support
+from drivelab.processor.state import ProcessorState
 from drivelab.sim import make_env, make_expert
-from drivelab.train.speed import bf16_support
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +69,7 @@ def main() -> None:
     native, why = bf16_support("cpu")
     print(f"policy {config.line}, batch 1, {args.threads} CPU thread(s), {len(observations)} steps; {why}")
     for precision in ("32", "bf16"):
-        runtime = PolicyRuntime(config, facts, weights, label="random-init")
+        runtime = PolicyRuntime(config, ProcessorState.from_run_facts(config, facts), weights, label="random-init")
         runtime.precision = precision  # measured as asked, even where auto would not pick it
         runtime.reset()
         for o in observations[:50]:

@@ -28,7 +28,8 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 from drivelab.config import load_config
 from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.runner import evaluate
-from drivelab.train import read_metrics, train
+from drivelab.runs.metrics import read_metrics
+from drivelab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "carracing" / "pilotnet.yaml"

@@ -39,12 +39,16 @@ import torch.nn.functional as F
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 from drivelab.config import ExperimentConfig, load_config
-from drivelab.data.loader import EpisodeFrameDataset, collate_batch, normalize_frames
+from drivelab.data.batch_loader import make_loader
+from drivelab.data.loader import EpisodeFrameDataset, collate_batch
 from drivelab.data.store import DatasetStore
 from drivelab.models import build_policy
-from drivelab.train import read_metrics, train
-from drivelab.train.inputs import EpochBatchSampler, make_loader, open_inputs, with_history_sizes
-from drivelab.train.speed import bf16_support
+from drivelab.precision import bf16_support
+from drivelab.processor.pipeline import normalize_frames
+from drivelab.runs.metrics import read_metrics
+from drivelab.train import train
+from drivelab.train.batches import EpochBatchSampler
+from drivelab.train.inputs import open_inputs, with_history_sizes
 from drivelab.train.trainer import seed_everything
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"

@@ -11,6 +11,17 @@ import pytest
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+#: The demo's config: every training test starts from it (or names another one).
+PILOTNET = CONFIGS / "carracing" / "pilotnet.yaml"
+
+
+def quick(dataset: Path, *extra: str, size: int = 64, batch_size: int = 8) -> list[str]:
+    """Overrides that make a config train in seconds on a CPU: the test's small dataset, small
+    square frames, in-process loading and small batches; ``extra`` comes last and wins."""
+    return [f"data.path={dataset}", f"data.input_size=[{size},{size}]", "data.workers=0",
+            f"train.batch_size={batch_size}", *extra]
+
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real `drivelab` command line in a subprocess (real exit codes, real stderr)."""

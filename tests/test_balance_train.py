@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import PILOTNET, quick, run_cli
 from drivelab.config import AugmentConfig, BalanceConfig, load_config
 from drivelab.data.augment import BatchAugmenter, resolve_flip_targets
 from drivelab.data.balance import BinnedLabels
@@ -21,24 +21,25 @@ from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.heads import StandardizedRegressionHead
-from drivelab.train import Objective, list_checkpoints, load_weights, train
+from drivelab.models.objectives import Objective
+from drivelab.processor.pipeline import InputPipeline
+from drivelab.runs.checkpoints import list_checkpoints, load_weights
+from drivelab.train import train
 from drivelab.train.helper_models import helper_backward
-from drivelab.train.inputs import InputPipeline, open_inputs
+from drivelab.train.inputs import open_inputs
 from drivelab.train.sampling import BufferBatchSampler, SchemeBatchSampler, build_train_sampler
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
+CONFIG = PILOTNET
 
 
 def tiny(dataset: Path, *extra: str) -> list[str]:
-    return [
-        f"data.path={dataset}",
-        "data.input_size=[64,64]",
-        "data.workers=0",
-        "train.batch_size=8",
+    return quick(
+        dataset,
         "train.log_every=2",
         "train.val_every=1000",
         *extra,
-    ]
+        batch_size=8,
+    )
 
 
 def synthetic_labels(n: int = 400, seed: int = 0) -> BinnedLabels:
@@ -114,8 +115,7 @@ def test_helper_update_equals_the_sum_of_per_output_gradients(small_dataset: Pat
     inputs = open_inputs(cfg)
     torch.manual_seed(0)
     policy = build_policy(cfg.model, cfg.frame_shape, inputs.history_sizes)
-    pipeline = InputPipeline(cfg, None, None, inputs.dataset_frame_shape[:2],
-                             inputs.history_mean, inputs.history_std)
+    pipeline = InputPipeline(inputs.processor)
     objective = Objective(cfg.model.heads)
     outputs = ["steering", "accel_brake"]
     batches = [inputs.train.__getitems__(list(range(k * 8, k * 8 + 8))) for k in range(2)]

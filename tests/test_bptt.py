@@ -14,20 +14,27 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import quick, run_cli
 from drivelab.config import ConfigError, load_config
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import DatasetStore
 from drivelab.evaluate.runtime import PolicyRuntime
 from drivelab.models import build_policy
 from drivelab.models.recurrent import STATE_KEY, RecurrentPolicy
+from drivelab.runs.checkpoints import (
+    list_checkpoints,
+    load_trainer_state,
+    load_weights,
+    state_path,
+    weights_path,
+)
+from drivelab.runs.metrics import read_metrics
 from drivelab.sim.base import Observation
-from drivelab.train import list_checkpoints, load_weights, read_metrics, train
-from drivelab.train.checkpoints import load_trainer_state, state_path, weights_path
+from drivelab.train import train
+from drivelab.train.sequence_batches import SequenceBatches
 from drivelab.train.sequences import (
     BPTTWarning,
     FullSampler,
-    SequenceBatches,
     SequenceError,
     SlidingSampler,
     WindowSampler,
@@ -40,18 +47,16 @@ LENGTHS = np.array([50, 23, 81, 40, 64, 35, 90])
 
 def small(dataset: Path, *extra: str) -> list[str]:
     """Overrides that make tiny_LSTM_net train in seconds on the small dataset."""
-    return [
-        f"data.path={dataset}",
-        "data.input_size=[32,32]",
-        "data.workers=0",
+    return quick(
+        dataset,
         "model.recurrent.hidden=16",
-        "train.batch_size=2",
         "train.bptt.window=8",
         "train.log_every=2",
         "train.val_every=null",
         "train.checkpoint_every=1000",
         *extra,
-    ]
+        size=32, batch_size=2,
+    )
 
 
 # ---------------------------------------------------------------------------- samplers

@@ -26,9 +26,9 @@ from drivelab.evaluate.classification import classification_report
 from drivelab.evaluate.offline import OfflineJob
 from drivelab.evaluate.runtime import PolicyRuntime
 from drivelab.models import build_policy
+from drivelab.runs.checkpoints import list_checkpoints, load_weights, weights_path
+from drivelab.runs.metrics import read_metrics
 from drivelab.train import train
-from drivelab.train.checkpoints import list_checkpoints, load_weights, weights_path
-from drivelab.train.logs import read_metrics
 from drivelab.train.trainer import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]

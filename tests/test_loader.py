@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from drivelab.data.loader import EpisodeFrameDataset, collate_batch, normalize_frames
+from drivelab.data.loader import EpisodeFrameDataset, collate_batch
 from drivelab.data.store import DatasetError, DatasetStore
 from test_store import META, make_record
 
@@ -61,14 +61,3 @@ def test_val_split_and_errors(store: DatasetStore) -> None:
         EpisodeFrameDataset(store, "train", ["steering"], history_signals=["gear"], history_length=3)
     with pytest.raises(DatasetError, match=r"output\(s\) \['throttle'\]"):
         EpisodeFrameDataset(store, "train", ["throttle"])
-
-
-def test_normalization_modes() -> None:
-    x = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 1, 2).repeat(1, 6, 1, 1)
-    assert normalize_frames(x, "none").max() == 1.0
-    shifted = normalize_frames(x, "shifted")
-    assert shifted.min() == -0.5 and shifted.max() == 0.5
-    scaled = normalize_frames(x, "scaled", mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
-    assert scaled.min() == -1.0 and scaled.max() == 1.0
-    with pytest.raises(DatasetError, match="needs the dataset"):
-        normalize_frames(x, "scaled")

@@ -19,20 +19,33 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli, run_cli_here
+from conftest import PILOTNET, quick, run_cli, run_cli_here
 from drivelab.config import load_config
 from drivelab.data.store import DatasetStore
 from drivelab.outputs import OutputError, check_output, write_generated, write_text
-from drivelab.train import RunFolder, list_checkpoints, load_weights, train
-from drivelab.train.checkpoints import CheckpointError, load_trainer_state, state_path, weights_path
+from drivelab.runs.checkpoints import (
+    CheckpointError,
+    list_checkpoints,
+    load_trainer_state,
+    load_weights,
+    state_path,
+    weights_path,
+)
+from drivelab.runs.folder import RunFolder
+from drivelab.train import train
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
+CONFIG = PILOTNET
 ENV = {**os.environ, "SDL_VIDEODRIVER": "dummy", "COLUMNS": "160"}
 
 
 def tiny(dataset: Path, *extra: str) -> list[str]:
-    return [f"data.path={dataset}", "data.input_size=[64,64]", "data.workers=0", "train.batch_size=16",
-            "train.log_every=2", "train.val_every=100", *extra]
+    return quick(
+        dataset,
+        "train.log_every=2",
+        "train.val_every=100",
+        *extra,
+        batch_size=16,
+    )
 
 
 def one_error_line(r: subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:

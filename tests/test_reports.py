@@ -24,7 +24,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.util import tensor_util
 from typer.testing import CliRunner, Result
 
-from conftest import run_cli
+from conftest import quick, run_cli
 from drivelab.cli import app
 from drivelab.config import ModelConfig, load_config
 from drivelab.data.store import DatasetStore
@@ -33,8 +33,9 @@ from drivelab.models.summary import summarize_config
 from drivelab.reports.compare import CompareOptions, collect_curves, ema, prepare
 from drivelab.reports.events import ReportError, Series, find_tag, read_tensorboard, resolve_source
 from drivelab.reports.lines import scan_lines
-from drivelab.reports.provenance import dataset_checksum
-from drivelab.train import RunFolder, train
+from drivelab.runs.folder import RunFolder
+from drivelab.runs.provenance import dataset_checksum
+from drivelab.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "carracing" / "pilotnet.yaml"
@@ -46,12 +47,9 @@ HAS_INIT_FROM = "init_from" in ModelConfig.model_fields
 
 
 def tiny(dataset: Path, *extra: str) -> list[str]:
-    return [
+    return quick(
+        dataset,
         f"line={LINE}",
-        f"data.path={dataset}",
-        "data.input_size=[64,64]",
-        "data.workers=0",
-        "train.batch_size=8",
         "train.log_every=2",
         "train.warmup_batches=0",
         "train.max_batches=12",
@@ -59,7 +57,8 @@ def tiny(dataset: Path, *extra: str) -> list[str]:
         "train.checkpoint_every=6",
         "notes=Tiny run for the report tests.",
         *extra,
-    ]
+        batch_size=8,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,27 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli_here
+from conftest import PILOTNET, quick, run_cli_here
 from drivelab.config import ConfigError, load_config
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
-from drivelab.train import list_checkpoints, load_weights, train
+from drivelab.runs.checkpoints import list_checkpoints, load_weights
 from drivelab.train import speed as speed_module
+from drivelab.train import train
 from drivelab.train.speed import resolve_precision
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
+CONFIG = PILOTNET
 
 
 def tiny(dataset: Path, *extra: str) -> list[str]:
-    return [f"data.path={dataset}", "data.input_size=[64,64]", "data.workers=0",
-            "train.batch_size=8", "train.log_every=2", "train.warmup_batches=2", *extra]
+    return quick(
+        dataset,
+        "train.log_every=2",
+        "train.warmup_batches=2",
+        *extra,
+        batch_size=8,
+    )
 
 
 @pytest.fixture

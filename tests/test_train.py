@@ -22,37 +22,27 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
-from conftest import run_cli
+from conftest import PILOTNET, quick, run_cli
 from drivelab.cli import app
 from drivelab.config import ConfigError, ExperimentConfig, HeadConfig, load_config
 from drivelab.errors import DrivelabError
-from drivelab.train import (
-    LRSchedule,
-    Objective,
-    RunError,
-    RunFolder,
-    TrainingStopped,
-    build_schedule,
-    list_checkpoints,
-    load_weights,
-    read_metrics,
-    resolve_checkpoint,
-    train,
-)
+from drivelab.models.objectives import Objective
+from drivelab.runs.checkpoints import list_checkpoints, load_weights
+from drivelab.runs.folder import RunError, RunFolder, resolve_checkpoint
+from drivelab.runs.metrics import read_metrics
+from drivelab.train import LRSchedule, TrainingStopped, build_schedule, train
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
+CONFIG = PILOTNET
 
 
 def tiny(dataset: Path, *extra: str) -> list[str]:
     """Overrides that make the CarRacing PilotNet config train in seconds on a CPU."""
-    return [
-        f"data.path={dataset}",
-        "data.input_size=[64,64]",
-        "data.workers=0",
-        "train.batch_size=16",
+    return quick(
+        dataset,
         "train.log_every=5",
         *extra,
-    ]
+        batch_size=16,
+    )
 
 
 def config_for(dataset: Path, *extra: str) -> ExperimentConfig:

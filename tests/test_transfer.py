@@ -17,28 +17,27 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from conftest import run_cli
+from conftest import PILOTNET, quick, run_cli
 from drivelab.cli import app
 from drivelab.config import ConfigError, ExperimentConfig, load_config
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.summary import summarize_config
 from drivelab.models.transfer import FreezePlan, TransferError, initialise_from, plan_freeze
-from drivelab.train import RunFolder, list_checkpoints, load_weights, train
+from drivelab.runs.checkpoints import list_checkpoints, load_weights
+from drivelab.runs.folder import RunFolder
+from drivelab.train import train
 from drivelab.train.trainer import seed_everything
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
+CONFIG = PILOTNET
 SOURCE_LINE = "src"
 
 
 def tiny(dataset: Path, *extra: str) -> list[str]:
     """PilotNet + a 1-layer LSTM over speed at 64x64, no validation: seconds per run."""
-    return [
-        f"data.path={dataset}",
-        "data.input_size=[64,64]",
-        "data.workers=0",
+    return quick(
+        dataset,
         "data.val_split=null",
-        "train.batch_size=8",
         "train.log_every=1",
         "train.warmup_batches=0",
         "train.val_every=null",
@@ -48,7 +47,8 @@ def tiny(dataset: Path, *extra: str) -> list[str]:
         "train.max_batches=4",
         "train.checkpoint_every=2",
         *extra,
-    ]
+        batch_size=8,
+    )
 
 
 def config_for(dataset: Path, *extra: str) -> ExperimentConfig:

@@ -16,26 +16,27 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
+from conftest import PILOTNET, quick
 from drivelab.cli import app
 from drivelab.config import load_config
 from drivelab.errors import DrivelabError
-from drivelab.train import RunFolder, read_metrics, train
+from drivelab.runs.folder import RunFolder
+from drivelab.runs.metrics import read_metrics
+from drivelab.train import train
 from drivelab.train.loop import TrainLoop
-from drivelab.train.watch import WatchError, WatchOptions, read_watch_rows
+from drivelab.watch.spec import WatchError, WatchOptions, read_watch_rows
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
+CONFIG = PILOTNET
 
 
 def overrides(dataset: Path, *extra: str) -> list[str]:
-    return [
-        f"data.path={dataset}",
-        "data.input_size=[64,64]",
-        "data.workers=0",
-        "train.batch_size=8",
+    return quick(
+        dataset,
         "train.checkpoint_every=3",
         "train.max_batches=6",
         *extra,
-    ]
+        batch_size=8,
+    )
 
 
 def test_watch_drives_each_checkpoint_and_logs_it(small_dataset: Path, tmp_path: Path) -> None:
@@ -140,3 +141,19 @@ def test_watch_settings_are_checked_before_a_run_exists(small_dataset: Path, tmp
                                      str(tmp_path / "runs"), *flags])
         assert isinstance(result.exception, DrivelabError) and str(result.exception) == message
     assert not (tmp_path / "runs").exists()
+
+
+def test_player_spec_round_trips_through_argv(tmp_path: Path) -> None:
+    """The trainer writes the player's command line and the player reads it with the same code."""
+    from drivelab.watch.spec import PlayerSpec
+
+    spec = PlayerSpec(run=tmp_path / "run", every=4, env="CarRacing-v3", max_steps=30, seed=10_003,
+                      period=2, after=8, last=20, poll_s=0.5)
+    assert PlayerSpec.from_argv(spec.to_argv(), prog="player", description="") == spec
+    by_hand = PlayerSpec.from_argv([str(tmp_path), "--every", "5"], prog="player", description="")
+    defaults = WatchOptions(every=5)
+    assert (by_hand.max_steps, by_hand.seed, by_hand.poll_s) == (defaults.max_steps, defaults.seed, defaults.poll_s)
+    assert WatchOptions.given(5, max_steps=None, seed=None) == defaults
+    assert WatchOptions.given(5, seed=3).seed == 3
+    with pytest.raises(SystemExit):  # --every is required
+        PlayerSpec.from_argv([str(tmp_path)], prog="player", description="")

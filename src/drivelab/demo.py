@@ -24,11 +24,11 @@ from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.report import evaluate_many
 from drivelab.evaluate.runner import EvalReport
 from drivelab.outputs import check_output_dir, write_text
+from drivelab.seeds import COLLECTION_SEED, HELD_OUT_SEED
 from drivelab.train import train
 from drivelab.train.loop import ProgressSink
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "carracing" / "pilotnet.yaml"
-HELD_OUT_SEED = 10_000  # evaluation tracks start here; collection uses seeds from 0
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class DemoOptions:
     out: Path
     episodes: int = 32
     workers: int = 2
-    seed: int = 0
+    seed: int = COLLECTION_SEED
     noise: float = 0.03
     max_steps: int = 1000
     batches: int | None = None  # None: the config's train.max_batches

@@ -37,7 +37,7 @@ RUN_MARKERS = ("run.json", "config.yaml")
 # A run's own files and folders: written by the trainer only, never by a user-named output.
 RUN_PROTECTED = (
     "run.json", "config.yaml", "periods.json", "metrics.jsonl", "watch.jsonl", "init_report.json",
-    "checkpoints", "tb", ".train.lock",
+    "processor.json", "checkpoints", "tb", ".train.lock",
 )
 
 

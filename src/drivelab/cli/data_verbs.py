@@ -13,6 +13,7 @@ from rich.table import Table
 from drivelab.cli.app import FORCE_OPTION, app, data_app, err, lazy_progress, out
 from drivelab.errors import DrivelabError
 from drivelab.outputs import check_output, write_json
+from drivelab.seeds import COLLECTION_SEED
 
 
 # --------------------------------------------------------------------------- collect
@@ -22,7 +23,7 @@ def collect(
     episodes: Annotated[int, typer.Option(help="Episodes to record.")] = 4,
     env: Annotated[str, typer.Option(help="`carracing` or a gymnasium id with image frames.")] = "carracing",
     workers: Annotated[int, typer.Option(help="Parallel worker processes, each with its own env.")] = 1,
-    seed: Annotated[int, typer.Option(help="Episode i drives track seed SEED+i.")] = 0,
+    seed: Annotated[int, typer.Option(help="Episode i drives track seed SEED+i.")] = COLLECTION_SEED,
     noise: Annotated[float, typer.Option(help="DART noise: chance per step to start a perturbation.")] = 0.0,
     noise_hold: Annotated[int, typer.Option(help="Steps a perturbation is held.")] = 10,
     val_episodes: Annotated[int, typer.Option(help="Last episodes (before test) for the val split.")] = 0,

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from drivelab.cli.app import app, err, lazy_progress, out
+from drivelab.seeds import COLLECTION_SEED
 
 
 # --------------------------------------------------------------------------- demo
@@ -19,7 +20,7 @@ def demo(
     batches: Annotated[int | None, typer.Option(help="Training batches (default: the config's).")] = None,
     eval_episodes: Annotated[int, typer.Option(help="Held-out tracks to drive.")] = 10,
     workers: Annotated[int, typer.Option(help="Worker processes for collection and evaluation.")] = 2,
-    seed: Annotated[int, typer.Option(help="First track seed of the collection.")] = 0,
+    seed: Annotated[int, typer.Option(help="First track seed of the collection.")] = COLLECTION_SEED,
     noise: Annotated[float, typer.Option(help="DART noise probability while recording.")] = 0.03,
     max_steps: Annotated[int, typer.Option(help="Step cap per episode.")] = 1000,
     config: Annotated[Path | None, typer.Option(help="Experiment YAML (default: configs/carracing/pilotnet.yaml).")] = None,

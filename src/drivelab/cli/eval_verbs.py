@@ -10,6 +10,7 @@ import typer
 from drivelab.cli.app import FORCE_OPTION, app, err, lazy_progress, out
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.outputs import check_output, check_output_dir, write_json
+from drivelab.seeds import HELD_OUT_SEED
 
 
 # --------------------------------------------------------------------------- eval
@@ -17,7 +18,7 @@ from drivelab.outputs import check_output, check_output_dir, write_json
 def eval_(
     run: Annotated[str | None, typer.Argument(help="RUN[@batch]: a run folder or <line>_vN.")] = None,
     episodes: Annotated[int, typer.Option(help="Tracks to drive.")] = 10,
-    seed: Annotated[int, typer.Option(help="First track seed (held out from collection's 0..).")] = 10_000,
+    seed: Annotated[int, typer.Option(help="First track seed (held out from collection's 0..).")] = HELD_OUT_SEED,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
     baseline: Annotated[
         list[str] | None, typer.Option(help="Also drive `expert` and/or `random` on the same tracks.")
@@ -109,7 +110,7 @@ def eval_(
         out.print(f"results -> {json_out}")
     incomplete = [r.driver for r in reports if not r.complete]
     if run is not None and not incomplete:  # kept with the run for `drivelab runs` and its card
-        from drivelab.reports.evals import save_run_eval
+        from drivelab.runs.evals import save_run_eval
 
         saved = save_run_eval(run, runs, {"env": env, "max_steps": max_steps, "tracks": seeds,
                                           "drivers": [r.to_dict() for r in reports]})
@@ -162,7 +163,7 @@ def confusion_beside(json_out: Path, output: str) -> Path:
 def _refuse_classification_run(run: str, runs: Path) -> None:
     """A classification run has no actions to drive with: point at offline scoring instead."""
     from drivelab.config import load_config
-    from drivelab.train.runs import resolve_checkpoint
+    from drivelab.runs.folder import resolve_checkpoint
 
     folder, _, _ = resolve_checkpoint(run, runs)
     if load_config(folder.config_path).task == "classification":
@@ -184,7 +185,7 @@ def _save_classification(
     """
     from drivelab.evaluate.classification import save_confusion_png
     from drivelab.evaluate.offline import OfflineReport
-    from drivelab.train.runs import resolve_checkpoint
+    from drivelab.runs.folder import resolve_checkpoint
 
     if not isinstance(report, OfflineReport):
         raise TypeError(f"expected an OfflineReport, got {type(report).__name__}")

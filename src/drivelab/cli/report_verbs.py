@@ -69,7 +69,7 @@ def card(
     from drivelab.reports.card import write_card, write_line_page
     from drivelab.reports.events import resolve_source
     from drivelab.reports.lines import resolve_line
-    from drivelab.train.runs import RunFolder
+    from drivelab.runs.folder import RunFolder
 
     if gif_kb < 50:
         raise DrivelabError(f"--gif-kb must be at least 50 (got {gif_kb})")

@@ -39,12 +39,11 @@ def train(
     from drivelab.train import load_train_config
     from drivelab.train import train as run_training
     from drivelab.train.progress import RichProgress
-    from drivelab.train.watch import WatchOptions
+    from drivelab.watch.spec import WatchOptions
 
     watch = None
     if watch_every is not None:
-        watch = WatchOptions(every=watch_every, max_steps=1000 if watch_steps is None else watch_steps,
-                             seed=10_000 if watch_seed is None else watch_seed)
+        watch = WatchOptions.given(watch_every, max_steps=watch_steps, seed=watch_seed)
     elif watch_steps is not None or watch_seed is not None:
         raise DrivelabError("--watch-steps and --watch-seed need --watch-every N")
     cfg = load_train_config(config, list(overrides or []), resume, runs)

@@ -195,6 +195,16 @@ class HeadConfig(_Section):
         return self.kind in ("classification", "class")
 
     @property
+    def predicts_labels(self) -> bool:
+        """A ``kind: class`` head: integer labels (GTSRB classes), no action value."""
+        return self.kind == "class"
+
+    @property
+    def predicts_bins(self) -> bool:
+        """A ``kind: classification`` head: logits over bins of a continuous action."""
+        return self.kind == "classification"
+
+    @property
     def size(self) -> int:
         """Values per sample this head produces: 1, or one logit per bin (class)."""
         if self.kind == "class":

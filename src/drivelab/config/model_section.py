@@ -16,6 +16,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from drivelab.backbone_registry import (
+    backbone_names,
+    default_pool,
+    is_builtin,
+    is_known_backbone,
+    timm_has_pretrained,
+)
 from drivelab.config.base import _field_error, _Section
 from drivelab.config.head_section import QUARTER, HeadConfig, quarter_widths
 
@@ -38,8 +45,6 @@ class BackboneConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
-        from drivelab.models.backbones import backbone_names, is_known_backbone
-
         if not is_known_backbone(name):
             close = difflib.get_close_matches(name, backbone_names(name), n=3, cutoff=0.6)
             hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
@@ -60,10 +65,8 @@ class BackboneConfig(_Section):
 
     @model_validator(mode="after")
     def _check_pretrained(self) -> BackboneConfig:
-        from drivelab.models.backbones import BUILTIN_BACKBONES, timm_has_pretrained
-
         if self.pretrained is True:
-            if self.name in BUILTIN_BACKBONES:
+            if is_builtin(self.name):
                 raise _field_error(
                     "pretrained",
                     f"built-in backbone {self.name!r} has no downloadable weights; use false or "
@@ -84,8 +87,6 @@ class BackboneConfig(_Section):
             if not self.pretrained.is_file():
                 raise _field_error("pretrained", f"file not found: {str(self.pretrained)!r}")
         if self.pool is None:
-            from drivelab.models.backbones import default_pool
-
             self.pool = default_pool(self.name)
         return self
 

@@ -48,7 +48,7 @@ class ExperimentConfig(_Section):
     def _heads_fit_task(self) -> ExperimentConfig:
         """Class heads belong to the classification task and only they do."""
         for index, head in enumerate(self.model.heads):
-            if (head.kind == "class") != (self.task == "classification"):
+            if head.predicts_labels != (self.task == "classification"):
                 message = (
                     "a classification task predicts labels: use kind: class"
                     if self.task == "classification"

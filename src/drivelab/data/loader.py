@@ -9,10 +9,11 @@ A sample at step ``t`` of an episode is:
   never contain the current label: the Charles bug is ruled out by the data layout itself;
 - ``targets``: {output: float32 [size]} — the expert's action at ``t``.
 
-Frames stay uint8 until the batch reaches the device (`normalize_frames`), which keeps the loader
-cheap and lets the GPU do the float conversion. Episodes are decoded whole, once, into an LRU
-cache bounded in bytes: Zarr chunks hold many frames, and decoding a chunk per random sample
-would cost ~chunk_frames times more than needed.
+The layout (stack, window, delta targets) is `drivelab.processor.layout`'s, which the runtime
+streams with too. Frames stay uint8 until the batch reaches the device (the processor's
+`InputPipeline`), which keeps the loader cheap and lets the GPU do the float conversion.
+Episodes are decoded whole, once, into an LRU cache bounded in bytes: Zarr chunks hold many
+frames, and decoding a chunk per random sample would cost ~chunk_frames times more than needed.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from torch.utils.data import Dataset
 
 from drivelab.data.store import ArraySpec, DatasetError, DatasetStore, EpisodeInfo, episode_name
 from drivelab.memory import available_bytes, format_bytes
-
-NORMALIZATIONS = ("none", "shifted", "scaled")
+from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
+from drivelab.processor.layout import DeltaActions, FrameStack, Window
 
 
 @dataclass
@@ -90,6 +91,9 @@ class EpisodeFrameDataset(Dataset):
         self.history_signals = list(history_signals)
         self.history_length = int(history_length)
         self._check()
+        self.stack = FrameStack(self.k)
+        self.window = Window(max(self.history_length, 1))
+        self.delta = DeltaActions(tuple(self.delta_outputs))
         self.episodes: list[EpisodeInfo] = store.split_episodes(split)
         if not self.episodes:
             raise DatasetError(
@@ -104,31 +108,16 @@ class EpisodeFrameDataset(Dataset):
         self.history_size = sum(sizes[s] for s in self.history_signals)
 
     def _check(self) -> None:
-        meta = self.store.meta
-        actions = {s.name for s in meta.actions}
-        telemetry = {s.name for s in meta.telemetry}
-        missing = [o for o in self.outputs if o not in actions]
-        if missing:
-            raise DatasetError(
-                f"output(s) {missing} are not actions of {self.store.path} "
-                f"(it has: {sorted(actions)})"
-            )
-        lacking = [o for o in self.delta_outputs if o not in telemetry]
-        if lacking:
-            raise DatasetError(
-                f"delta head(s) {lacking} need the last executed action as telemetry of the same "
-                f"name, which {self.store.path} does not record (it has: {sorted(telemetry)})"
-            )
-        missing = [s for s in self.history_signals if s not in telemetry]
-        if missing:
-            raise DatasetError(
-                f"history signal(s) {missing} are not telemetry of {self.store.path} "
-                f"(it has: {sorted(telemetry)})"
-            )
         if self.k < 1:
             raise DatasetError(f"frames must be >= 1 (got {self.k})")
         if self.history_signals and self.history_length < 1:
             raise DatasetError("history signals are set but the history length is < 1")
+        needs = PolicyNeeds(
+            outputs=tuple(self.outputs),
+            delta_outputs=tuple(self.delta_outputs),
+            history=dict.fromkeys(self.history_signals),
+        )
+        check_fit(DataSpec.of_dataset(self.store), needs, who="these samples", error=DatasetError)
 
     def _needed_arrays(self) -> list[ArraySpec]:
         meta = self.store.meta
@@ -206,9 +195,9 @@ class EpisodeFrameDataset(Dataset):
                 )
             else:
                 history = np.zeros((t, 0), np.float32)
-            targets = {o: self.signal(index, f"actions/{o}") for o in self.outputs}
-            for o in self.delta_outputs:
-                targets[o] = targets[o] - self.signal(index, f"telemetry/{o}")
+            actions = {o: self.signal(index, f"actions/{o}") for o in self.outputs}
+            last = {o: self.signal(index, f"telemetry/{o}") for o in self.delta_outputs}
+            targets = self.delta.targets(actions, last)
             ep = _Episode(frames, history, targets)
             self._cache.put(pos, ep)
         return ep
@@ -234,15 +223,9 @@ class EpisodeFrameDataset(Dataset):
 
     def _gather(self, pos: int, steps: np.ndarray) -> dict[str, np.ndarray]:
         ep = self._episode(pos)
-        k = self.k
-        stack_idx = np.clip(steps[:, None] + np.arange(-k + 1, 1)[None, :], 0, None)  # [n, k]
-        frames = ep.frames[stack_idx]  # [n, k, H, W, 3]
-        n, _, h, w, c = frames.shape
-        frames = frames.transpose(0, 1, 4, 2, 3).reshape(n, k * c, h, w)
-        out = {"frames": frames}
+        out = {"frames": self.stack.gather(ep.frames, steps)}
         if self.history_signals:
-            hist_idx = np.clip(steps[:, None] + np.arange(-self.history_length + 1, 1)[None, :], 0, None)
-            out["history"] = ep.history[hist_idx]
+            out["history"] = self.window.gather(ep.history, steps)
         for o in self.outputs:
             out[f"target/{o}"] = ep.targets[o][steps]
         return out
@@ -277,28 +260,3 @@ def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`__getitems__` already returns a batch; the DataLoader's collate must leave it alone."""
     return batch
 
-
-def normalize_frames(
-    frames: torch.Tensor,
-    mode: str,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> torch.Tensor:
-    """uint8 [B, 3k, H, W] -> float: `none` [0,1], `shifted` [-0.5,0.5], `scaled` (dataset stats).
-
-    kkelchte's three input normalisations; ``mean``/``std`` are per RGB channel in [0,1] units
-    (`data info` reports them) and repeat over the k stacked frames.
-    """
-    x = frames.float().div_(255.0)
-    if mode == "none":
-        return x
-    if mode == "shifted":
-        return x.sub_(0.5)
-    if mode == "scaled":
-        if mean is None or std is None:
-            raise DatasetError("normalization 'scaled' needs the dataset's frame mean/std")
-        reps = x.shape[1] // len(mean)
-        m = torch.tensor(list(mean) * reps, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        s = torch.tensor(list(std) * reps, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        return x.sub_(m).div_(s)
-    raise DatasetError(f"unknown normalization {mode!r}: use one of {', '.join(NORMALIZATIONS)}")

@@ -317,11 +317,11 @@ class ClassificationScoring:
         self.names: dict[str, list[str]] = {}
         self.train_counts: dict[str, list[int] | None] = {}
         self.groups: dict[str, ClassGroups | None] = {}
-        class_heads = [h for h in heads if h.kind == "class"]
+        class_heads = [h for h in heads if h.predicts_labels]
         if group_map is not None and not class_heads:
             raise LabelError("--group-map merges the classes of a class head; this run has none")
         for head in heads:
-            if head.kind == "class":
+            if head.predicts_labels:
                 recorded = store.attrs.get("num_classes")
                 if recorded is not None and int(recorded) != head.classes:
                     raise LabelError(
@@ -338,7 +338,7 @@ class ClassificationScoring:
                 self.groups[head.output] = (
                     load_group_map(group_map, self.names[head.output]) if group_map is not None else None
                 )
-            elif head.kind == "classification":
+            elif head.predicts_bins:
                 self.names[head.output] = [f"{v:g}" for v in head.bin_values()]
                 self.train_counts[head.output] = None
                 self.groups[head.output] = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -21,6 +21,8 @@ BASELINES = ("expert", "random")
 
 
 class Driver(Protocol):
+    """What the runner drives with: the expert, the random baseline or a trained policy."""
+
     name: str
 
     def reset(self, seed: int) -> None: ...
@@ -80,7 +82,7 @@ class RandomDriver:
         return self._rng.uniform(self._low, self._high).astype(np.float32)
 
 
-def build_driver(spec: DriverSpec, env: DrivingEnv) -> Any:
+def build_driver(spec: DriverSpec, env: DrivingEnv) -> Driver:
     if spec.kind == "expert":
         return ExpertDriver(env)
     if spec.kind == "random":

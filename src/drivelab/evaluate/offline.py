@@ -3,10 +3,10 @@
 Closed-loop driving is the real test, but it is slow and noisy; scoring predictions on a held-out
 split is quick and repeatable, and it is what Charles compared his Keras models by
 (``<output>_loss``, ``<output>_mean_absolute_error``). The policy is loaded exactly as the
-closed-loop runtime loads it (its config, weights and the input statistics recorded in
-``run.json``), and samples are laid out exactly as in training (the loader's frame stack and
-history window), so the numbers here are the trainer's validation numbers, on any split or on
-another dataset recorded with the same signals.
+closed-loop runtime loads it (its config, weights and the run's `ProcessorState`), and samples
+are laid out exactly as in training (the loader's frame stack and history window), so the
+numbers here are the trainer's validation numbers, on any split or on another dataset recorded
+with the same signals.
 
 Per output: MSE and MAE in action units (a classification head is scored on its argmax bin's
 value), the head's own training loss, and for classification heads the accuracy (the target
@@ -29,6 +29,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from drivelab.data.batch_loader import make_loader
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import SPLITS, DatasetStore
 from drivelab.errors import DrivelabError
@@ -39,16 +40,14 @@ from drivelab.evaluate.classification import (
     render_classification,
 )
 from drivelab.evaluate.runtime import PolicyRuntime
-from drivelab.models.heads import action_to_bin
-from drivelab.train.inputs import make_loader
-from drivelab.train.objectives import HeadObjective, Objective
+from drivelab.models.objectives import HeadObjective, Objective
+from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 
 __all__ = [
     "OfflineError",
     "OfflineJob",
     "OfflineReport",
     "OutputMetrics",
-    "check_dataset_fits",
     "offline_metrics",
     "render_offline",
 ]
@@ -142,34 +141,6 @@ class OfflineReport:
         }
 
 
-def check_dataset_fits(runtime: PolicyRuntime, store: DatasetStore) -> None:
-    """Refuse a dataset whose frames or signals differ from what the run was trained on."""
-    meta = store.meta
-    if tuple(meta.frame_shape) != runtime.frame_shape:
-        raise OfflineError(
-            f"{store.path} holds {list(meta.frame_shape)} frames, {runtime.label} was trained on "
-            f"{list(runtime.frame_shape)}: score it on a dataset recorded the same way"
-        )
-    actions = {s.name: s.size for s in meta.actions}
-    outputs = runtime.policy.outputs
-    lacking = [o for o in outputs if actions.get(o) != 1]
-    if lacking:
-        raise OfflineError(
-            f"{store.path} has no one-value action {lacking} that {runtime.label} predicts "
-            f"(its actions: {', '.join(f'{n}[{s}]' for n, s in actions.items())})"
-        )
-    history = runtime.config.model.history
-    if history is not None:
-        telemetry = {s.name: s.size for s in meta.telemetry}
-        differ = [s for s in history.signals if telemetry.get(s) != history.signal_size(s)]
-        if differ:
-            wanted = ", ".join(f"{s}[{history.signal_size(s)}]" for s in differ)
-            raise OfflineError(
-                f"{store.path} lacks the history telemetry {runtime.label} reads ({wanted}; its "
-                f"telemetry: {', '.join(f'{n}[{s}]' for n, s in telemetry.items())})"
-            )
-
-
 def _check_split(store: DatasetStore, split: str) -> None:
     if split not in SPLITS:
         raise OfflineError(f"--offline {split!r}: a split is one of {', '.join(SPLITS)}")
@@ -184,13 +155,11 @@ def _check_split(store: DatasetStore, split: str) -> None:
 class _Accumulator:
     """Running sums for one head; float64 so millions of samples add up exactly enough."""
 
-    def __init__(self, n_bins: int) -> None:
+    def __init__(self) -> None:
         self.count = 0
         self.loss = 0.0
         self.squared = 0.0
         self.absolute = 0.0
-        self.correct = 0
-        self.confusion = torch.zeros(n_bins, n_bins, dtype=torch.int64) if n_bins else None
 
 
 class OfflineJob:
@@ -215,7 +184,8 @@ class OfflineJob:
         self.runtime = PolicyRuntime.from_ref(ref, runs_root)
         config = self.runtime.config
         self.store = DatasetStore.open(dataset if dataset is not None else config.data.path)
-        check_dataset_fits(self.runtime, self.store)
+        check_fit(DataSpec.of_dataset(self.store), PolicyNeeds.of_processor(self.runtime.processor),
+                  who=self.runtime.label, error=OfflineError)
         _check_split(self.store, split)
         if workers < 0:
             raise OfflineError(f"--workers must be 0 or more for --offline (got {workers})")
@@ -223,16 +193,17 @@ class OfflineJob:
         if size < 1:
             raise OfflineError(f"the batch size must be at least 1 (got {size})")
         history = config.model.history
+        processor = self.runtime.processor
         self.split = split
         self.workers = workers
         self.samples = EpisodeFrameDataset(
             self.store,
             split,
-            outputs=config.model.outputs,
-            frames=config.data.frames,
-            history_signals=history.signals if history else (),
-            history_length=history.length if history else 0,
-            delta_outputs=[h.output for h in config.model.heads if h.delta],
+            outputs=processor.targets.outputs,
+            frames=processor.frames.stack,
+            history_signals=processor.history.signals,
+            history_length=processor.history.length,
+            delta_outputs=list(processor.targets.delta),
             cache_bytes=CACHE_BYTES,
         )
         n = len(self.samples)
@@ -256,7 +227,7 @@ class OfflineJob:
         policy = self.runtime.policy.to(self.device).eval()
         pipeline = self.runtime.pipeline
         heads = {h.output: h for h in self.objective.heads}
-        sums = {o: _Accumulator(len(h.bin_values)) for o, h in heads.items()}
+        sums = {o: _Accumulator() for o in heads}
         totals: dict[str, float] = {}
         loader = make_loader(self.samples, self.batches, self.workers,
                              pin_memory=self.device.type == "cuda", seed=0)
@@ -275,16 +246,18 @@ class OfflineJob:
                 if on_progress is not None:
                     on_progress(len(self.batches[done - 1]), done, len(self.batches))
         count = len(self.samples)
+        classification = self.scoring.finish()
+        outputs = {o: _finish(o, heads[o], sums[o], classification.get(o)) for o in heads}
         return OfflineReport(
             run=self.runtime.label,
             dataset=str(self.store.path),
             split=self.split,
             samples=count,
             loss=totals["loss"] / count,
-            outputs={o: _finish(o, heads[o], sums[o]) for o in heads},
+            outputs=outputs,
             extra={k: v / count for k, v in totals.items() if k != "loss"},
             seconds=time.perf_counter() - started,
-            classification=self.scoring.finish(),
+            classification=classification,
         )
 
 
@@ -320,16 +293,12 @@ def _accumulate(
     acc.loss += loss.double().sum().item()
     acc.squared += error.square().sum().item()
     acc.absolute += error.abs().sum().item()
-    if acc.confusion is not None:
-        n = acc.confusion.shape[0]
-        truth = action_to_bin(action.float(), head.boundaries)
-        guess = prediction.argmax(dim=1)
-        acc.correct += int((truth == guess).sum().item())
-        pairs = (truth * n + guess).cpu()
-        acc.confusion += torch.bincount(pairs, minlength=n * n).reshape(n, n)
 
 
-def _finish(output: str, head: HeadObjective, acc: _Accumulator) -> OutputMetrics:
+def _finish(output: str, head: HeadObjective, acc: _Accumulator,
+            categorical: ClassificationReport | None) -> OutputMetrics:
+    """The head's sums as means; a categorical head's accuracy and confusion are the torchmetrics
+    report's (`drivelab.evaluate.classification`), the one scorer of every class head."""
     n = max(acc.count, 1)
     metrics = OutputMetrics(
         output=output,
@@ -340,10 +309,10 @@ def _finish(output: str, head: HeadObjective, acc: _Accumulator) -> OutputMetric
         mse=acc.squared / n,
         mae=acc.absolute / n,
     )
-    if acc.confusion is not None:
-        metrics.accuracy = acc.correct / n
+    if categorical is not None:
+        metrics.accuracy = categorical.accuracy
         metrics.bins = list(head.bin_values)
-        metrics.confusion = acc.confusion.tolist()
+        metrics.confusion = [list(map(int, row)) for row in categorical.confusion]
     return metrics
 
 

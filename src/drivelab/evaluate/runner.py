@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from drivelab.errors import DrivelabError
-from drivelab.evaluate.drivers import DriverSpec, build_driver
+from drivelab.evaluate.drivers import Driver, DriverSpec, build_driver
 from drivelab.evaluate.metrics import (
     EpisodeResult,
     EpisodeTracker,
@@ -37,7 +37,7 @@ def _telemetry_value(obs_telemetry: dict[str, np.ndarray], name: str) -> float |
 
 def drive_and_measure(
     env: DrivingEnv,
-    driver: Any,
+    driver: Driver,
     seed: int,
     max_steps: int,
     video: OverlayVideo | None = None,

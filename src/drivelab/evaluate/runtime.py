@@ -1,19 +1,18 @@
 """The policy runtime: a trained run driving step by step.
 
-Training sees samples; driving sees a stream. The runtime turns the stream back into samples the
-way the loader made them: it keeps the last k frames (oldest first, the first frame repeated at
-the start), the last T telemetry rows of the history signals, applies the run's own input
-pipeline (the normalisation and history statistics it trained with, from ``run.json``), and maps
-heads back to actions (regression clipped to the action range; classification by argmax or
-sampling). It needs only a run folder and an env: nothing here knows the trainer.
+Training sees samples; driving sees a stream. The runtime turns the stream back into samples with
+the loader's own layout (`drivelab.processor.SampleStream`: the last k frames and T telemetry
+rows, the first step repeated at the start), applies the run's own input pipeline (the
+normalisation and history statistics it trained with, from its `ProcessorState`), and maps heads
+back to actions (regression clipped to the action range; classification by argmax or sampling;
+delta heads added to the last action). It needs only a run folder and an env: nothing here
+knows the trainer.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -22,12 +21,15 @@ from drivelab.config import ExperimentConfig, load_config
 from drivelab.errors import DrivelabError
 from drivelab.evaluate.convcam import ConvCam
 from drivelab.models import build_policy
+from drivelab.precision import bf16_support
+from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
+from drivelab.processor.layout import DeltaActions, SampleStream
+from drivelab.processor.pipeline import InputPipeline
+from drivelab.processor.state import ProcessorState
+from drivelab.runs.checkpoints import load_weights
+from drivelab.runs.folder import resolve_checkpoint
 from drivelab.sim import DrivingEnv
 from drivelab.sim.base import Observation
-from drivelab.train.checkpoints import load_weights
-from drivelab.train.inputs import InputPipeline
-from drivelab.train.runs import RunFolder, resolve_checkpoint
-from drivelab.train.speed import bf16_support
 
 
 class PolicyLoadError(DrivelabError):
@@ -40,7 +42,7 @@ class PolicyRuntime:
     def __init__(
         self,
         config: ExperimentConfig,
-        data_facts: dict[str, Any],
+        processor: ProcessorState,
         weights: dict[str, torch.Tensor],
         label: str,
         sample: bool = False,
@@ -53,14 +55,10 @@ class PolicyRuntime:
         self.precision, _ = inference_precision(precision)
         self.label = label
         self.sample = sample
-        history = config.model.history
-        self.history_signals = list(history.signals) if history else []
-        self.history_length = history.length if history else 0
-        sizes = data_facts.get("history_sizes") or (
-            {s: history.signal_size(s) for s in history.signals} if history else {}
-        )
-        self.frame_shape = tuple(data_facts["frame_shape"])
-        self.k = config.data.frames
+        self.processor = processor
+        self.frame_shape = processor.frames.source_shape
+        self.k = processor.frames.stack
+        sizes = processor.history.sizes
         self.policy = build_policy(config.model, config.frame_shape, sizes or None)
         missing, unexpected = self.policy.load_state_dict(weights, strict=False)
         missing = [m for m in missing if not m.endswith("bin_values")]
@@ -70,22 +68,15 @@ class PolicyRuntime:
                 f"unexpected {unexpected[:4]})"
             )
         self.policy.eval()
-        self.pipeline = InputPipeline(
-            config,
-            data_facts.get("frame_mean"),
-            data_facts.get("frame_std"),
-            self.frame_shape[:2],
-            data_facts.get("history_mean") or (),
-            data_facts.get("history_std") or (),
-        )
+        self.pipeline = InputPipeline(processor)
+        self.stream = SampleStream(self.k, processor.history.signals, processor.history.length)
         self._generator = torch.Generator().manual_seed(seed)
-        self._frames: deque[np.ndarray] = deque(maxlen=self.k)
-        self._history: deque[np.ndarray] = deque(maxlen=max(self.history_length, 1))
         self.latencies_s: list[float] = []
         # A recurrent policy (model.recurrent) carries its LSTM (h, c) from step to step.
         self.recurrent = config.model.recurrent is not None
-        # delta heads predict a change of the last executed action: output -> its [low, high]
-        self.delta = {h.output: (h.low, h.high) for h in config.model.heads if h.delta}
+        # delta heads predict a change of the last executed action, clipped to its [low, high]
+        targets = processor.targets
+        self.delta = DeltaActions(tuple(targets.delta), targets.delta)
         self._state: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ loading
@@ -96,56 +87,25 @@ class PolicyRuntime:
         """``<run>[@batch]``: a run folder path or a ``<line>_vN`` name under ``runs_root``."""
         run, batch, weights_file = resolve_checkpoint(ref, Path(runs_root))
         config = load_config(run.config_path)
-        facts = _data_facts(run)
-        return cls(config, facts, load_weights(weights_file), f"{run.name}@{batch}", sample,
-                   precision=precision)
+        return cls(config, run.read_processor(config), load_weights(weights_file),
+                   f"{run.name}@{batch}", sample, precision=precision)
 
     def check_env(self, env: DrivingEnv) -> None:
-        """Refuse an env this policy cannot drive, naming what differs."""
-        env_actions = [s.name for s in env.action_specs]
-        outputs = self.policy.outputs
-        unknown = [o for o in outputs if o not in env_actions]
-        if unknown:
-            raise PolicyLoadError(
-                f"{self.label} predicts {unknown}, which {env.env_id} has no action for "
-                f"(its actions: {env_actions})"
-            )
-        if tuple(env.frame_shape) != self.frame_shape:
-            raise PolicyLoadError(
-                f"{self.label} was trained on {list(self.frame_shape)} frames, {env.env_id} "
-                f"gives {list(env.frame_shape)}"
-            )
-        telemetry = {s.name for s in env.telemetry_specs}
-        lacking = [s for s in [*self.history_signals, *self.delta] if s not in telemetry]
-        if lacking:
-            raise PolicyLoadError(f"{self.label} needs telemetry {lacking}, which {env.env_id} lacks")
+        """Refuse an env this policy cannot drive, naming what differs (`check_fit`)."""
+        needs = PolicyNeeds.of_processor(self.processor)
+        check_fit(DataSpec.of_env(env), needs, who=self.label, error=PolicyLoadError)
 
     # ------------------------------------------------------------------ driving
     def reset(self, seed: int = 0) -> None:
         """A new episode: empty buffers, and sampling reseeded so each track replays exactly."""
-        self._frames.clear()
-        self._history.clear()
+        self.stream.reset()
         self._state = None  # a recurrent policy starts every episode from a zero state
         self._generator.manual_seed(seed)
 
     def observe(self, obs: Observation) -> dict[str, torch.Tensor]:
         """Push one observation; return the raw batch of one sample, laid out as the loader does."""
-        frame = np.ascontiguousarray(obs.frame.transpose(2, 0, 1))  # [3, H, W]
-        if not self._frames:
-            self._frames.extend([frame] * self.k)
-        else:
-            self._frames.append(frame)
-        batch = {"frames": torch.from_numpy(np.concatenate(list(self._frames))[None])}
-        if self.history_signals:
-            row = np.concatenate(
-                [np.asarray(obs.telemetry[s], np.float32).reshape(-1) for s in self.history_signals]
-            )
-            if not self._history:
-                self._history.extend([row] * self.history_length)
-            else:
-                self._history.append(row)
-            batch["history"] = torch.from_numpy(np.stack(list(self._history))[None])
-        return batch
+        sample = self.stream.push(obs.frame, obs.telemetry)
+        return {key: torch.from_numpy(value) for key, value in sample.items()}
 
     def act(self, obs: Observation) -> dict[str, float]:
         """One step: observe, run the policy, return {output: action value}."""
@@ -161,10 +121,9 @@ class PolicyRuntime:
             if bf16:
                 results = {k: v.float() for k, v in results.items()}
             actions = self.policy.actions(results, sample=self.sample, generator=self._generator)
-        out = {name: float(value.reshape(-1)[0]) for name, value in actions.items()}
-        for name, (low, high) in self.delta.items():
-            last = float(np.asarray(obs.telemetry[name], np.float32).reshape(-1)[0])
-            out[name] = min(max(last + out[name], low), high)
+        out = self.delta.actions(
+            {name: float(value.reshape(-1)[0]) for name, value in actions.items()}, obs.telemetry
+        )
         self.latencies_s.append(time.perf_counter() - started)
         return out
 
@@ -187,13 +146,6 @@ def inference_precision(requested: str) -> tuple[str, str | None]:
     if ok:
         return "bf16", None
     return "32", (f"--precision {requested}: {why}; driving in fp32" if requested == "bf16" else None)
-
-
-def _data_facts(run: RunFolder) -> dict[str, Any]:
-    facts = run.read_status().get("data")
-    if not facts or "frame_shape" not in facts:
-        raise PolicyLoadError(f"{run.path}/run.json lacks the data facts a policy needs to drive")
-    return facts
 
 
 class PolicyDriver:

@@ -1,9 +1,10 @@
 """Policies: backbones (timm + built-ins), the history branch, neck and heads, and summaries."""
 
 from drivelab.models.backbones import BUILTIN_BACKBONES, build_backbone, load_backbone_weights
+from drivelab.models.factory import build_policy
 from drivelab.models.heads import action_to_bin, logits_to_action
 from drivelab.models.history import AUX_PREFIX, HistoryBranch
-from drivelab.models.policy import Policy, build_policy
+from drivelab.models.policy import Policy
 from drivelab.models.summary import (
     ParamCounts,
     Summary,

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from drivelab.backbone_registry import BUILTIN_BACKBONE_NAMES, default_pool
 from drivelab.config import BackboneConfig, ConfigError
 
 __all__ = [
@@ -28,12 +29,8 @@ __all__ = [
     "PilotNet",
     "TimmBackbone",
     "TinyNet",
-    "backbone_names",
     "build_backbone",
-    "default_pool",
-    "is_known_backbone",
     "load_backbone_weights",
-    "timm_has_pretrained",
 ]
 
 
@@ -247,31 +244,7 @@ BuiltinFactory = Callable[[int, tuple[int, int], str], nn.Module]
 BUILTIN_BACKBONES: Mapping[str, BuiltinFactory] = MappingProxyType(
     {"tiny": TinyNet, "pilotnet": PilotNet, "none": NoFrames}
 )
-
-
-def backbone_names(name: str = "") -> list[str]:
-    """Names ``model.backbone.name`` accepts: the built-ins and timm's architectures.
-
-    For a ``arch.tag`` name the candidates are that architecture's pretrained tags, which is
-    what a close-name suggestion should be drawn from.
-    """
-    import timm
-
-    arch, _, tag = name.partition(".")
-    if tag and timm.is_model(arch):
-        return list(timm.list_pretrained(f"{arch}.*"))
-    return [*BUILTIN_BACKBONES, *timm.list_models()]
-
-
-def is_known_backbone(name: str) -> bool:
-    """Whether ``name`` is a built-in, a timm architecture or a timm ``arch.pretrained_tag``."""
-    if name in BUILTIN_BACKBONES:
-        return True
-    import timm
-
-    if "." in name:
-        return bool(timm.is_model_pretrained(name))
-    return bool(timm.is_model(name))
+assert tuple(BUILTIN_BACKBONES) == BUILTIN_BACKBONE_NAMES, "the registry's names and factories differ"
 
 
 @contextmanager
@@ -301,18 +274,6 @@ def _reachable(endpoint: str, timeout: float = 2.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def timm_has_pretrained(name: str) -> bool:
-    """Whether timm lists downloadable weights for ``name`` (checked without network)."""
-    import timm
-
-    return bool(timm.is_model_pretrained(name))
-
-
-def default_pool(name: str) -> str:
-    """The pool a backbone uses unless told otherwise: timm's global average, built-ins flatten."""
-    return "flatten" if name in BUILTIN_BACKBONES else "avg"
 
 
 def build_backbone(config: BackboneConfig, frames: int, input_size: tuple[int, int]) -> nn.Module:

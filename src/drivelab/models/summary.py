@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from drivelab.config import ExperimentConfig
-from drivelab.models.policy import Policy, build_policy
+from drivelab.models.factory import build_policy
+from drivelab.models.policy import Policy
 from drivelab.models.transfer import plan_freeze
 
 __all__ = [

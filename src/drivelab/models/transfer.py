@@ -26,6 +26,9 @@ from torch import nn
 
 from drivelab.config import InitFromConfig, ModelConfig
 from drivelab.errors import DrivelabError
+from drivelab.models.backbones import hub_or_cache
+from drivelab.runs.checkpoints import atomic_write_text, load_weights
+from drivelab.runs.folder import parse_checkpoint_ref, resolve_checkpoint
 
 __all__ = [
     "FreezePlan",
@@ -151,8 +154,6 @@ def write_init_report(run: Any, report: InitReport) -> None:
     """Keep the report in the run: ``init_report.json`` in full, the counts in ``run.json``."""
     import json
 
-    from drivelab.train.checkpoints import atomic_write_text
-
     atomic_write_text(run.path / INIT_REPORT_NAME, json.dumps(report.to_json(), indent=2) + "\n")
     status = run.read_status().get("status", "created")
     run.write_status(status, init_from=report.to_json()["counts"])
@@ -166,9 +167,6 @@ def _rename(key: str, rename: Mapping[str, str]) -> str:
 
 def _resolve_run_source(source: str, runs_root: Path | None) -> tuple[str, dict[str, torch.Tensor]]:
     """``<run>[@batch]`` -> (description, weights); the run may be given relative to the root."""
-    from drivelab.train.checkpoints import load_weights
-    from drivelab.train.runs import parse_checkpoint_ref, resolve_checkpoint
-
     path, batch = parse_checkpoint_ref(source)
     if not path.is_dir() and runs_root is not None and (runs_root / path).is_dir():
         path = runs_root / path
@@ -183,8 +181,6 @@ def _timm_weights(name: str) -> dict[str, torch.Tensor]:
 
     if not timm.is_model(name.partition(".")[0]) or not timm.is_model_pretrained(name):
         raise TransferError(f"timm publishes no pretrained weights named {name!r}")
-    from drivelab.models.backbones import hub_or_cache
-
     try:
         with hub_or_cache():
             model = timm.create_model(name, pretrained=True, num_classes=0)
@@ -201,8 +197,6 @@ def load_source(
     entry: InitFromConfig, runs_root: Path | None
 ) -> tuple[str, dict[str, torch.Tensor], dict[str, str]]:
     """(description, source tensors, rename map) of one ``init_from`` entry."""
-    from drivelab.train.checkpoints import load_weights
-
     source = entry.source
     if source.startswith(TIMM_PREFIX):
         name = source[len(TIMM_PREFIX):]

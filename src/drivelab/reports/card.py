@@ -34,7 +34,8 @@ from drivelab.reports.lines import (
     score_text,
     version_status,
 )
-from drivelab.train.runs import RunFolder
+from drivelab.runs.folder import RunFolder
+from drivelab.seeds import HELD_OUT_SEED
 
 MEDIA = "card"
 INIT_REPORT = "init_report.json"
@@ -255,11 +256,11 @@ def _validation(doc: Document, series: dict[str, Series]) -> None:
 
 def _driving(doc: Document, run: RunFolder, status: VersionStatus, media_dir: Path, media: list[Path], gif_bytes: int) -> None:
     doc.para("*Closed-loop evaluation:*")
-    from drivelab.reports.evals import latest_eval
+    from drivelab.runs.evals import latest_eval
 
     record = latest_eval(run)
     if record is None:
-        doc.para(f"Not evaluated yet: `drivelab eval {run.path} --episodes 10 --seed 10000 --baseline expert "
+        doc.para(f"Not evaluated yet: `drivelab eval {run.path} --episodes 10 --seed {HELD_OUT_SEED} --baseline expert "
                  "--video DIR` keeps its results with the run.")
         _watch_gif(doc, run, status, media_dir, media, gif_bytes)
         return
@@ -284,7 +285,7 @@ def _driving(doc: Document, run: RunFolder, status: VersionStatus, media_dir: Pa
             "-" if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)) else f"{ratio:.3f}",
         ])
     doc.table(["driver", "driving score", "reward", "completion", "off-track / unstuck", "laps", "÷ expert"], rows)
-    from drivelab.reports.evals import policy_report
+    from drivelab.runs.evals import policy_report
 
     report = policy_report(record) or {}
     videos = report.get("videos", [])

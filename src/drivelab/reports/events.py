@@ -17,15 +17,14 @@ both drivelab's ``steering_loss`` and Keras's ``ModelOutputs.steering_loss``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from drivelab.errors import DrivelabError
-from drivelab.train.logs import read_metrics
-from drivelab.train.runs import VERSION_PATTERN
+from drivelab.runs.folder import VERSION_PATTERN
+from drivelab.runs.metrics import read_metrics
 
 #: Row keys of ``metrics.jsonl`` that are bookkeeping, not curves.
 ROW_KEYS = ("batch", "period", "time", "epoch")
@@ -200,7 +199,3 @@ def best_value(series: Series) -> tuple[int, float] | None:
         return None
     index = int(np.argmin(clean.values))
     return int(clean.steps[index]), float(clean.values[index])
-
-
-def last_value(series: Series) -> float:
-    return float(series.values[-1]) if len(series) else math.nan

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivelab.reports.evals import latest_eval, policy_report
 from drivelab.reports.events import ReportError, Series, best_value, is_run_folder, read_run_series
-from drivelab.train.checkpoints import list_checkpoints
-from drivelab.train.runs import VERSION_PATTERN, RunFolder
+from drivelab.runs.checkpoints import list_checkpoints
+from drivelab.runs.evals import latest_eval, policy_report
+from drivelab.runs.folder import VERSION_PATTERN, RunFolder
 
 
 @dataclass

@@ -279,21 +279,11 @@ class CarRacingEnv:
         return float(self.car_velocity @ forward_vector(self.car_angle))
 
     @property
-    def front_wheel_angle(self) -> float:
-        """Privileged: current steering joint angle (radians, positive = left)."""
-        return float(self._core.car.wheels[0].joint.angle)
-
-    @property
     def wheel_speeds(self) -> np.ndarray:
         """Privileged: rolling speed (omega * radius, world units/s) of the wheels, ordered
         front-left, front-right, rear-left, rear-right; compare with ``forward_speed`` to see
         wheel spin (rear wheels are driven) or locked brakes."""
         return np.array([w.omega * w.wheel_rad for w in self._core.car.wheels], np.float64)
-
-    @property
-    def visited_tiles_mask(self) -> np.ndarray:
-        """Privileged: bool [N], tile i visited (tile i spans centre points i-1 .. i)."""
-        return np.array([bool(t.road_visited) for t in self._core.road], dtype=bool)
 
     # ------------------------------------------------------------------ internals
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from drivelab.train.objectives import Objective
+from drivelab.models.objectives import Objective
+from drivelab.train.steps import Backward, LoopParts
 
 
 def split_by_output(batch: dict[str, torch.Tensor], outputs: Sequence[str], size: int
@@ -53,3 +55,22 @@ def helper_backward(
     assert total is not None
     values["loss"] = total
     return values
+
+
+@dataclass
+class HelperStep:
+    """The v2 step kind: the batch order's one batch per output, each through its helper model."""
+
+    outputs: list[str]  # the order's helper_outputs: the batch holds their batches in this order
+
+    def backward(self, parts: LoopParts, batch: dict[str, torch.Tensor], number: int) -> Backward:
+        parts.optimizer.zero_grad(set_to_none=True)
+        logged = helper_backward(
+            parts.model, parts.pipeline, parts.objective,
+            split_by_output(batch, self.outputs, parts.config.train.batch_size), self.outputs,
+            parts.fabric.backward, lambda: parts.fabric.no_backward_sync(parts.model),
+        )
+        return logged, True
+
+    def state(self, parts: LoopParts, batches_done: int) -> dict[str, Any]:
+        return {}  # the buffers' state is the batch order's ("sampler")

@@ -1,34 +1,26 @@
-"""What the trainer feeds the policy: checked datasets, a resumable batch order, device-side frames.
+"""What the trainer feeds the policy: checked datasets and their preprocessing state.
 
 Everything that can be wrong with the data (a missing split, a history signal the dataset does
-not record, a crop larger than the frame) is checked here, before a run folder exists, so a bad
-combination of config and dataset costs one error line and leaves nothing behind.
+not record, a crop larger than the frame: `drivelab.processor.check_fit`) is checked here, before
+a run folder exists, so a bad combination of config and dataset costs one error line and leaves
+nothing behind. The preprocessing itself (statistics, steps) is `drivelab.processor`'s.
 
-The batch order is a pure function of (seed, epoch, batch in epoch): epoch ``e`` visits the
-training samples in the permutation drawn from ``default_rng([seed, e])``, and DDP rank ``r``
-takes its slice of each global batch. The trainer's data position is therefore just two numbers,
-and a resumed run reads exactly the batches an uninterrupted run would have read. Frames travel
-as uint8 and become floats on the device (crop, scale, resize), where that work is cheapest.
+Frames travel as uint8 and become floats on the device; the order the samples are read in is
+`drivelab.train.batches`'s.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from drivelab.config import ExperimentConfig
-from drivelab.data.loader import EpisodeFrameDataset, collate_batch, normalize_frames
+from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
-from drivelab.train.speed import to_memory_format
+from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
+from drivelab.processor.state import ProcessorState
+from drivelab.processor.statistics import needs_moments, training_statistics
 
 
 class InputError(DrivelabError):
@@ -37,37 +29,26 @@ class InputError(DrivelabError):
 
 @dataclass
 class TrainInputs:
-    """The opened dataset, its train/val samples and the facts the policy is built from."""
+    """The opened dataset, its train/val samples and the preprocessing the policy trains with."""
 
     store: DatasetStore
     train: EpisodeFrameDataset
     val: EpisodeFrameDataset | None
-    history_sizes: dict[str, int]  # history signal -> values per step, from the dataset
-    frame_mean: tuple[float, ...] | None  # per RGB channel in [0, 1] units (train split)
-    frame_std: tuple[float, ...] | None
-    history_mean: tuple[float, ...] = ()  # per history component (train split)
-    history_std: tuple[float, ...] = ()
-    target_mean: dict[str, float] = field(default_factory=dict)  # standardised heads (train split)
-    target_std: dict[str, float] = field(default_factory=dict)
+    processor: ProcessorState  # stack, normalisation, history window, targets (train split)
 
     @property
-    def dataset_frame_shape(self) -> tuple[int, int, int]:
-        return tuple(self.store.meta.frame_shape)  # type: ignore[return-value]
+    def history_sizes(self) -> dict[str, int]:
+        """History signal -> values per step, as the dataset records them."""
+        return dict(self.processor.history.sizes)
 
     def describe(self) -> dict[str, object]:
-        """What a run records about its data (`run.json`), e.g. for the evaluator's frames."""
+        """What a run records about its data in ``run.json`` (its statistics: ``processor.json``)."""
         return {
             "path": str(self.store.path),
-            "frame_shape": list(self.dataset_frame_shape),
+            "frame_shape": list(self.store.meta.frame_shape),
             "train_samples": len(self.train),
             "val_samples": len(self.val) if self.val is not None else 0,
             "history_sizes": self.history_sizes,
-            "frame_mean": list(self.frame_mean) if self.frame_mean else None,
-            "frame_std": list(self.frame_std) if self.frame_std else None,
-            "history_mean": list(self.history_mean),
-            "history_std": list(self.history_std),
-            "target_mean": dict(self.target_mean),
-            "target_std": dict(self.target_std),
         }
 
 
@@ -75,30 +56,10 @@ def open_inputs(config: ExperimentConfig) -> TrainInputs:
     """Open and check the dataset against the config; raise one `DrivelabError` line if unfit."""
     data = config.data
     store = DatasetStore.open(data.path)
-    meta = store.meta
-    height, width, channels = meta.frame_shape
-    if channels != 3:
-        raise InputError(f"{data.path} holds {channels}-channel frames; policies read RGB (3)")
-    crop = data.crop
-    if crop is not None and (crop.top + crop.bottom >= height or crop.left + crop.right >= width):
-        raise InputError(
-            f"data.crop (top {crop.top}, bottom {crop.bottom}, left {crop.left}, right "
-            f"{crop.right}) leaves nothing of the dataset's {height}x{width} frames: crop less"
-        )
     history = config.model.history
-    history_sizes = dataset_history_sizes(config, store)
-    actions = {s.name: s.size for s in meta.actions}
-    for head in config.model.heads:
-        if head.output not in actions:
-            raise InputError(
-                f"model.heads: output {head.output!r} is not an action of {data.path} "
-                f"(its actions: {', '.join(sorted(actions))})"
-            )
-        if actions[head.output] != 1:
-            raise InputError(
-                f"model.heads: action {head.output!r} has {actions[head.output]} values per "
-                "step; a head predicts one"
-            )
+    history_sizes = check_fit(
+        DataSpec.of_dataset(store), PolicyNeeds.of_config(config), who="the config", error=InputError
+    )
 
     def dataset(split: str) -> EpisodeFrameDataset:
         return EpisodeFrameDataset(
@@ -126,49 +87,11 @@ def open_inputs(config: ExperimentConfig) -> TrainInputs:
                 f"--val-episodes K, or set data.val_split=null to train without validation"
             )
         val = dataset(data.val_split)
-    mean = std = None
-    if data.normalization == "scaled":
-        moments = store.moments(train.episodes).get("frames")
-        if moments is None or moments.count == 0:
-            raise InputError(f"{data.path} has no frame statistics; normalization 'scaled' needs them")
-        mean = tuple(m / 255.0 for m in moments.mean)
-        std = tuple(max(s / 255.0, 1e-6) for s in moments.std)
-    h_mean, h_std = history_statistics(store, train, history.signals if history else [])
     check_augmentation(config, store, history_sizes)
-    t_mean, t_std = target_statistics(config, store, train)
-    check_finite_statistics(store, {
-        "frame mean/std": [*(mean or ()), *(std or ())],
-        "history mean/std": [*h_mean, *h_std],
-        "action mean/std": [*t_mean.values(), *t_std.values()],
-    })
-    return TrainInputs(store, train, val, history_sizes, mean, std, h_mean, h_std, t_mean, t_std)
-
-
-def check_finite_statistics(store: DatasetStore, stats: dict[str, Sequence[float]]) -> None:
-    """Refuse NaN/Inf in the dataset's recorded moments before they scale every input.
-
-    Non-finite statistics would make every loss NaN, and the trainer would blame the learning
-    rate; the moments are committed with each episode, so the dataset is what is damaged.
-    """
-    for what, values in stats.items():
-        if not all(math.isfinite(v) for v in values):
-            raise InputError(
-                f"{store.path}: the {what} recorded in its episodes' moments are not finite, so "
-                f"every input would be NaN: run `drivelab data verify {store.path}`"
-            )
-
-
-def target_statistics(
-    config: ExperimentConfig, store: DatasetStore, train: EpisodeFrameDataset
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean/std of every standardised head's action over the training split."""
-    heads = [h.output for h in config.model.heads if h.standardize]
-    if not heads:
-        return {}, {}
-    moments = store.moments(train.episodes)
-    mean = {o: float(moments[f"actions/{o}"].mean[0]) for o in heads}
-    std = {o: max(float(moments[f"actions/{o}"].std[0]), 1e-6) for o in heads}
-    return mean, std
+    moments = store.moments(train.episodes) if needs_moments(config) else {}
+    statistics = training_statistics(config, moments, str(store.path))
+    processor = ProcessorState.from_config(config, store.meta.frame_shape, history_sizes, statistics)
+    return TrainInputs(store, train, val, processor)
 
 
 def check_augmentation(config: ExperimentConfig, store: DatasetStore, history_sizes: dict[str, int]) -> None:
@@ -191,50 +114,6 @@ def check_augmentation(config: ExperimentConfig, store: DatasetStore, history_si
                          f"output of the policy ({', '.join(config.model.outputs)})")
 
 
-def history_statistics(
-    store: DatasetStore, train: EpisodeFrameDataset, signals: Sequence[str]
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean/std of each history component over the training split, for standardisation.
-
-    Telemetry mixes scales (speed reaches ~100 m/s, steering stays within 0.4): standardised
-    inputs keep an LSTM's gates out of saturation and let one learning rate fit every signal.
-    """
-    if not signals:
-        return (), ()
-    moments = store.moments(train.episodes)
-    mean: list[float] = []
-    std: list[float] = []
-    for name in signals:
-        m = moments[f"telemetry/{name}"]
-        mean += m.mean
-        std += [max(v, 1e-6) for v in m.std]
-    return tuple(mean), tuple(std)
-
-
-def dataset_history_sizes(config: ExperimentConfig, store: DatasetStore) -> dict[str, int]:
-    """Values per step of each configured history signal, as the dataset records them."""
-    history = config.model.history
-    if history is None:
-        return {}
-    available = {s.name: s.size for s in store.meta.telemetry}
-    missing = [s for s in history.signals if s not in available]
-    if missing:
-        raise InputError(
-            f"model.history.signals: {', '.join(missing)} not recorded in {store.path} "
-            f"(its telemetry: {', '.join(sorted(available))})"
-        )
-    sizes: dict[str, int] = {}
-    for name in history.signals:
-        wanted = history.signal_sizes.get(name)
-        if wanted is not None and wanted != available[name]:
-            raise InputError(
-                f"model.history.signal_sizes.{name}: {wanted}, but {store.path} records "
-                f"{available[name]} value(s) per step"
-            )
-        sizes[name] = available[name]
-    return sizes
-
-
 def fit_config_to_dataset(config: ExperimentConfig, path: Path) -> tuple[ExperimentConfig, str]:
     """The config with the dataset's history-signal sizes, and how its frames reach the policy.
 
@@ -252,7 +131,9 @@ def fit_config_to_dataset(config: ExperimentConfig, path: Path) -> tuple[Experim
     from drivelab.data.classes import with_dataset_classes
 
     config = with_dataset_classes(config, store)
-    return with_history_sizes(config, dataset_history_sizes(config, store)), source
+    spec = DataSpec.of_dataset(store)
+    sizes = check_fit(spec, PolicyNeeds.of_config(config), who="the config", error=InputError)
+    return with_history_sizes(config, sizes), source
 
 
 def with_history_sizes(config: ExperimentConfig, sizes: dict[str, int]) -> ExperimentConfig:
@@ -262,213 +143,3 @@ def with_history_sizes(config: ExperimentConfig, sizes: dict[str, int]) -> Exper
     history = config.model.history.model_copy(update={"signal_sizes": dict(sizes)})
     model = config.model.model_copy(update={"history": history})
     return config.model_copy(update={"model": model})
-
-
-# ---------------------------------------------------------------------------- batch order
-class EpochBatchSampler:
-    """Index lists for one rank, epoch after epoch, starting at a saved data position.
-
-    Epoch ``e`` is ``default_rng([seed, e]).permutation(n)`` cut into global batches of
-    ``batch_size * world_size`` (the incomplete tail is dropped so every step has the same
-    shape); rank ``r`` takes the ``r``-th ``batch_size`` slice of each global batch.
-    """
-
-    def __init__(
-        self,
-        samples: int,
-        batch_size: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        start_epoch: int = 0,
-        start_batch: int = 0,
-    ) -> None:
-        self.samples = samples
-        self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.start_epoch = start_epoch
-        self.start_batch = start_batch
-        self.global_batch = batch_size * world_size
-        self.batches_per_epoch = samples // self.global_batch
-        if self.batches_per_epoch < 1:
-            raise InputError(
-                f"the training split has {samples} samples, fewer than one batch of "
-                f"{self.global_batch} (train.batch_size {batch_size} x {world_size} device(s)): "
-                "lower train.batch_size or collect more data"
-            )
-
-    def permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.samples)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, batch = self.start_epoch, self.start_batch
-        lo = self.rank * self.batch_size
-        while True:
-            order = self.permutation(epoch)
-            for b in range(batch, self.batches_per_epoch):
-                start = b * self.global_batch + lo
-                yield order[start : start + self.batch_size].tolist()
-            epoch, batch = epoch + 1, 0
-
-    def position(self, batches_done: int) -> tuple[int, int]:
-        """(epoch, batch in epoch) after ``batches_done`` steps in total."""
-        return divmod(batches_done, self.batches_per_epoch)
-
-
-def val_batches(samples: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
-    """Validation index lists for one rank; every rank gets the same number of batches.
-
-    Sample ``i`` goes to rank ``i % world_size``; ranks short of a full last batch get padding
-    index ``-1`` (masked out of the sums), so no rank waits alone in a collective.
-    """
-    mine = list(range(rank, samples, world_size))
-    per_rank = -(-samples // world_size)
-    mine += [-1] * (per_rank - len(mine))
-    return [mine[i : i + batch_size] for i in range(0, per_rank, batch_size)]
-
-
-class MaskedBatches(torch.utils.data.Dataset):
-    """A dataset view where index ``-1`` yields a copy of sample 0 marked ``valid = 0``."""
-
-    def __init__(self, base: EpisodeFrameDataset) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        valid = torch.tensor([i >= 0 for i in indices], dtype=torch.float32)
-        batch = self.base.__getitems__([max(i, 0) for i in indices])
-        batch["valid"] = valid
-        return batch
-
-
-def worker_error_message(exc: DrivelabError) -> str:
-    """The original one-line message of a `DrivelabError` re-raised from a DataLoader worker.
-
-    torch re-raises a worker's exception in the main process as the same type, but with the
-    message "Caught X in DataLoader worker process N. Original Traceback ...", which would turn
-    a one-line data error into a traceback on the user's screen. The original message is the
-    text after the last ``module.Class:`` line of that traceback.
-    """
-    text = str(exc)
-    if not text.startswith("Caught ") or "Original Traceback" not in text:
-        return text
-    cls = type(exc)
-    prefix = f"{cls.__module__}.{cls.__qualname__}: "
-    at = text.rfind(prefix)
-    if at < 0:
-        return text
-    return text[at + len(prefix):].strip()
-
-
-class OneLineErrorLoader(DataLoader):
-    """A DataLoader whose workers' `DrivelabError`s keep their one-line message.
-
-    A damaged chunk or a NaN found while a worker decodes an episode is a `DatasetError`
-    naming the episode and the array; this restores that message (see
-    `worker_error_message`) so the command line still prints one line.
-    """
-
-    def __iter__(self) -> Iterator[Any]:
-        batches = super().__iter__()
-        try:
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    return
-                except DrivelabError as exc:
-                    exc.args = (worker_error_message(exc),)
-                    # without torch's frames, which hold the worker iterator (and processes)
-                    raise exc.with_traceback(None) from None
-                yield batch
-        finally:
-            del batches  # the worker processes stop with their iterator
-
-
-def make_loader(
-    dataset: torch.utils.data.Dataset,
-    batches: Iterator[list[int]] | Sequence[list[int]] | EpochBatchSampler,
-    workers: int,
-    pin_memory: bool,
-    seed: int,
-) -> DataLoader:
-    """A DataLoader that reads whole batches through ``__getitems__``.
-
-    It gets its own seeded generator: a DataLoader otherwise draws its worker seed from the
-    global torch RNG whenever an iterator starts, which would make training depend on how often
-    validation ran.
-    """
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return OneLineErrorLoader(
-        dataset,
-        batch_sampler=batches,  # type: ignore[arg-type]
-        collate_fn=collate_batch,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
-        generator=generator,
-    )
-
-
-# ---------------------------------------------------------------------------- inputs on device
-class InputPipeline:
-    """A batch on the device -> the policy's inputs.
-
-    Frames: uint8 [B, 3k, H, W] -> crop, normalise, resize. History: float [B, T, S] ->
-    standardised with the training split's statistics. The evaluator's runtime builds the same
-    object from the numbers the run recorded, so a policy drives on exactly what it trained on.
-    """
-
-    def __init__(
-        self,
-        config: ExperimentConfig,
-        mean: Sequence[float] | None,
-        std: Sequence[float] | None,
-        source_size: tuple[int, int],
-        history_mean: Sequence[float] = (),
-        history_std: Sequence[float] = (),
-        channels_last: bool = False,
-    ) -> None:
-        data = config.data
-        self.channels_last = channels_last  # NHWC frames for NHWC convolutions (train.channels_last)
-        self.mode = data.normalization
-        self.mean = tuple(mean) if mean is not None else None
-        self.std = tuple(std) if std is not None else None
-        crop = data.crop
-        h, w = source_size
-        if crop is None:
-            self.rows, self.cols = slice(0, h), slice(0, w)
-        else:
-            self.rows = slice(crop.top, h - crop.bottom)
-            self.cols = slice(crop.left, w - crop.right)
-        cropped = (self.rows.stop - self.rows.start, self.cols.stop - self.cols.start)
-        self.size = tuple(data.input_size)
-        self.resize = cropped != self.size
-        self.crop = (h, w) != cropped
-        self._h_mean = torch.tensor(list(history_mean), dtype=torch.float32)
-        self._h_std = torch.tensor(list(history_std), dtype=torch.float32)
-
-    def frames(self, frames: torch.Tensor) -> torch.Tensor:
-        if self.crop:
-            frames = frames[:, :, self.rows, self.cols]
-        x = normalize_frames(frames, self.mode, self.mean, self.std)
-        if self.resize:
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
-        return to_memory_format(x, self.channels_last)
-
-    def history(self, history: torch.Tensor | None) -> torch.Tensor | None:
-        if history is None or self._h_mean.numel() == 0:
-            return history
-        if self._h_mean.device != history.device:
-            self._h_mean = self._h_mean.to(history.device)
-            self._h_std = self._h_std.to(history.device)
-        return (history - self._h_mean) / self._h_std
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.frames(batch["frames"]), self.history(batch.get("history"))

@@ -20,8 +20,6 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from drivelab.train.watch import WATCH_ROWS
-
 
 class MetricsLog:
     """Append-only metrics for one training period of a run (rank 0 only)."""
@@ -76,26 +74,3 @@ def _wait_past_event_files(tb_dir: Path) -> None:
     if stamps:
         while int(time.time()) <= max(stamps):
             time.sleep(0.05)
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of ``metrics.jsonl``, and of the watch player's ``watch.jsonl`` beside it, by batch.
-
-    For a batch logged in several periods the latest period wins. At one batch the train row
-    comes first, then validation, then watch (`drivelab.train.watch` says why the player keeps
-    a file of its own).
-    """
-    latest: dict[tuple[int, int], dict[str, Any]] = {}
-    for source in (path, path.with_name(WATCH_ROWS)):
-        if not source.is_file():
-            continue
-        for line in source.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a killed writer's torn last line
-                continue
-            kind = 2 if any(k.startswith("watch/") for k in row) else int(any(k.startswith("val/") for k in row))
-            latest[(row["batch"], kind)] = row
-    return [latest[k] for k in sorted(latest)]

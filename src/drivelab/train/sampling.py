@@ -19,7 +19,7 @@ over the outputs and every sample keeps all its labels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -34,11 +34,10 @@ from drivelab.data.balance import (
     inverse_frequency,
     normalized_output,
 )
-from drivelab.data.binning import Binning, preset_binning
 from drivelab.data.loader import EpisodeFrameDataset
-from drivelab.data.store import DatasetStore
-from drivelab.errors import DrivelabError
-from drivelab.train.inputs import EpochBatchSampler, InputError
+from drivelab.train.balance_labels import binned_train_labels
+from drivelab.train.batches import BatchOrder, EpochBatchSampler
+from drivelab.train.inputs import InputError
 
 
 class BatchRequest(NamedTuple):
@@ -55,11 +54,24 @@ def numbered(batches: Any, start: int) -> Iterator[BatchRequest]:
 
 
 class NumberedSampler:
-    """A batch sampler whose batches carry their number (a DataLoader iterates it once)."""
+    """A batch order whose batches carry their number (a DataLoader iterates it once).
 
-    def __init__(self, base: Any, start: int) -> None:
+    Everything but the iteration is the wrapped order's, so it is a `BatchOrder` too.
+    """
+
+    def __init__(self, base: BatchOrder, start: int) -> None:
         self.base = base
         self.start = start
+        self.batch_size = base.batch_size
+        self.global_batch = base.global_batch
+        self.batches_per_epoch = base.batches_per_epoch
+        self.helper_outputs = base.helper_outputs
+
+    def position(self, batches_done: int) -> tuple[int, int]:
+        return self.base.position(batches_done)
+
+    def state(self, batches_done: int) -> dict[str, Any] | None:
+        return self.base.state(batches_done)
 
     def __iter__(self) -> Iterator[BatchRequest]:
         return numbered(self.base, self.start)
@@ -70,59 +82,6 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
-# ------------------------------------------------------------------------------ labels
-def output_binnings(store: DatasetStore, balance: BalanceConfig, outputs: Sequence[str]) -> dict[str, Binning]:
-    """Each balanced output's bins: a preset fitted to the action's range, or the config's list."""
-    specs = {s.name: s for s in store.meta.actions}
-    binnings: dict[str, Binning] = {}
-    for name in outputs:
-        spec = specs.get(name)
-        if spec is None:
-            raise InputError(
-                f"data.balance.outputs: {name!r} is not an action of {store.path} "
-                f"(its actions: {', '.join(sorted(specs))})"
-            )
-        if spec.size != 1:
-            raise InputError(f"data.balance.outputs: {name!r} has {spec.size} values per step; "
-                             "balance single-valued actions")
-        if isinstance(balance.bins, str):
-            binnings[name] = preset_binning(balance.bins, name, spec.low, spec.high)
-            continue
-        items = balance.bins.get(name)
-        if items is None:
-            raise InputError(f"data.balance.bins has no list for {name!r}: give one for every "
-                             f"balanced output ({', '.join(outputs)}) or a preset (v1, v2)")
-        try:
-            binning = Binning.from_spec([tuple(i) if isinstance(i, list | tuple) else float(i)
-                                         for i in items], name=name)
-            binning.check_covers(spec.low, spec.high)
-        except DrivelabError as exc:
-            raise InputError(f"data.balance.bins.{name}: {exc}") from None
-        binnings[name] = binning
-    return binnings
-
-
-def split_labels(dataset: EpisodeFrameDataset, outputs: Sequence[str]) -> dict[str, np.ndarray]:
-    """Every sample's label per output, in the dataset's sample order."""
-    values: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
-    for info in dataset.episodes:
-        for o in outputs:  # decode failures and NaN/Inf: one line naming episode and array
-            values[o].append(dataset.signal(info.index, f"actions/{o}").astype(np.float64).reshape(-1))
-    return {o: np.concatenate(v) for o, v in values.items()}
-
-
-def balance_outputs(config: ExperimentConfig) -> list[str]:
-    balance = config.data.balance
-    return list(balance.outputs) if balance.outputs else list(config.model.outputs)
-
-
-def binned_train_labels(config: ExperimentConfig, dataset: EpisodeFrameDataset) -> BinnedLabels:
-    """The training split's labels in their bins (checked against the dataset's ranges)."""
-    outputs = balance_outputs(config)
-    binnings = output_binnings(dataset.store, config.data.balance, outputs)
-    return BinnedLabels.from_values(split_labels(dataset, outputs), binnings)
-
-
 # ------------------------------------------------------------------------------ epoch-based
 class SchemeBatchSampler:
     """Epoch ``e`` reads ``order(e)`` (a balanced index array) cut into global batches.
@@ -130,6 +89,8 @@ class SchemeBatchSampler:
     Orders may differ in length between epochs (``normalized_output`` keeps a random number of
     frames), so the position after N batches walks the per-epoch batch counts (cached).
     """
+
+    helper_outputs: list[str] | None = None
 
     def __init__(
         self,
@@ -403,8 +364,8 @@ def build_train_sampler(
 
 
 def training_source(
-    config: ExperimentConfig, inputs: Any, sampler: Any, start: int
-) -> tuple[Any, Any]:
+    config: ExperimentConfig, inputs: Any, sampler: BatchOrder, start: int
+) -> tuple[Any, BatchOrder]:
     """The dataset and batch sampler the training loader reads (augmented when configured).
 
     Augmented batches travel as `BatchRequest` (number + indices) so the worker that reads a

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from drivelab.config import TrainConfig
+from drivelab.precision import bf16_support
 
 #: precisions that autocast to bf16 (they need bf16 arithmetic to be fast)
 BF16 = ("bf16-mixed", "bf16-true")
@@ -54,23 +55,6 @@ def device_type(train: TrainConfig) -> str:
     if train.accelerator == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return train.accelerator
-
-
-def bf16_support(device: str) -> tuple[bool, str]:
-    """Whether ``device`` computes bf16 natively, and a few words on why (for the notes)."""
-    if device == "cuda":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return True, f"{torch.cuda.get_device_name()} supports bf16"
-        return False, "this GPU has no bf16 support"
-    if device == "cpu":
-        units = [name for name, probe in (("AMX", "_is_amx_tile_supported"),
-                                          ("AVX-512 BF16", "_is_avx512_bf16_supported"))
-                 if getattr(torch.cpu, probe, lambda: False)()]
-        if units:
-            return True, f"this CPU has {' and '.join(units)}"
-        return False, (f"this CPU has no AMX or AVX-512 BF16 (torch capability "
-                       f"{torch.backends.cpu.get_cpu_capability()}): bf16 would be emulated, slower than fp32")
-    return False, f"bf16 support on {device} is not probed"
 
 
 def resolve_precision(requested: str, device: str, recorded: str | None = None) -> tuple[str, list[str]]:
@@ -123,10 +107,3 @@ def prepare_policy(policy: torch.nn.Module, plan: SpeedPlan) -> torch.nn.Module:
     if plan.channels_last:
         policy.to(memory_format=torch.channels_last)
     return torch.compile(policy) if plan.compile else policy
-
-
-def to_memory_format(frames: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """Frames [B, C, H, W] in NHWC when the policy's convolutions are (no copy otherwise)."""
-    if channels_last and frames.dim() == 4:
-        return frames.contiguous(memory_format=torch.channels_last)
-    return frames

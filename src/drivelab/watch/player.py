@@ -1,7 +1,7 @@
 """Watch mode, the player: drive each new checkpoint of a run while it trains, and log the driving.
 
-Started by the trainer (`drivelab.train.watch.WatchPlayer`, which describes the cadence and the
-files) as ``python -m drivelab.evaluate.watch RUN --every N ...``; it can be started by hand on a
+Started by the trainer (`drivelab.watch.launcher.WatchPlayer`; `drivelab.watch` describes the
+cadence and the files) as ``python -m drivelab.watch.player RUN --every N ...``; it can be started by hand on a
 run in training too. It lowers its own priority (``nice`` +10) and uses one torch thread, so the
 trainer keeps the machine and the player uses what is left: on a 2-core machine one core's share
 while it drives, nothing while it waits for the next checkpoint.
@@ -16,7 +16,6 @@ is driven.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -38,14 +37,15 @@ from drivelab.errors import DrivelabError
 from drivelab.evaluate.runner import drive_and_measure
 from drivelab.evaluate.runtime import PolicyDriver, PolicyRuntime
 from drivelab.evaluate.video import OverlayVideo
+from drivelab.runs.checkpoints import list_checkpoints
+from drivelab.runs.folder import RunFolder
+from drivelab.runs.metrics import WATCH_ROWS
 from drivelab.sim import DrivingEnv, make_env
-from drivelab.train.checkpoints import list_checkpoints
-from drivelab.train.runs import RunFolder
-from drivelab.train.watch import (
+from drivelab.watch.spec import (
     PLAYER_LOG,
     WATCH_DIR,
-    WATCH_ROWS,
     WATCH_TB,
+    PlayerSpec,
     due_batches,
     read_watch_rows,
 )
@@ -59,16 +59,16 @@ TB_VIDEO_FRAMES = 100
 class CheckpointWatcher:
     """Drives the due checkpoints of one run, one episode each, and logs the results."""
 
-    def __init__(self, run: RunFolder, every: int, max_steps: int, seed: int, env: str, period: int,
-                 after: int, last: int) -> None:
+    def __init__(self, spec: PlayerSpec) -> None:
+        run = RunFolder.open(spec.run)
         self.run = run
-        self.every = every
-        self.max_steps = max_steps
-        self.seed = seed
-        self.env_name = env
-        self.period = period
-        self.after = after
-        self.last = last
+        self.every = spec.every
+        self.max_steps = max_steps = spec.max_steps
+        self.seed = spec.seed
+        self.env_name = env = spec.env
+        self.period = spec.period
+        self.after = after = spec.after
+        self.last = spec.last
         self.folder = run.path / WATCH_DIR
         self.folder.mkdir(exist_ok=True)
         self.done = {int(r["batch"]) for r in read_watch_rows(run) if "batch" in r and r["batch"] > after}
@@ -201,38 +201,23 @@ def play(watcher: CheckpointWatcher, signal: FinishSignal, poll_s: float) -> Non
         signal.wait(poll_s)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="run folder")
-    parser.add_argument("--every", type=int, required=True, help="drive checkpoints at multiples of this")
-    parser.add_argument("--steps", type=int, default=1000, help="step cap of the episode")
-    parser.add_argument("--seed", type=int, default=10_000, help="track seed (the same for every checkpoint)")
-    parser.add_argument("--env", default="carracing", help="environment to drive")
-    parser.add_argument("--period", type=int, default=0, help="training period (written in the rows)")
-    parser.add_argument("--after", type=int, default=0, help="skip checkpoints up to this batch")
-    parser.add_argument("--last", type=int, default=-1, help="also drive this (final) batch")
-    parser.add_argument("--poll", type=float, default=2.0, help="seconds between looks at checkpoints/")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = PlayerSpec.from_argv(argv, prog=f"python -m {__name__}", description=__doc__.splitlines()[0])
     with contextlib.suppress(OSError):  # not allowed here: the one thread still bounds its share
         os.nice(NICE)
     torch.set_num_threads(1)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    print(f"watching {args.run} every {args.every} batches (track {args.seed}, {args.steps} steps, "
+    print(f"watching {args.run} every {args.every} batches (track {args.seed}, {args.max_steps} steps, "
           f"pid {os.getpid()}, log {WATCH_DIR}/{PLAYER_LOG})", flush=True)
     try:
-        watcher = CheckpointWatcher(RunFolder.open(args.run), args.every, args.steps, args.seed, args.env,
-                                    args.period, args.after, args.last)
+        watcher = CheckpointWatcher(args)
     except Exception as exc:  # one line for the trainer's report, not a traceback
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         kind = "" if isinstance(exc, DrivelabError) else f"{type(exc).__name__}: "
         print(f"error: cannot watch: {kind}{first}", flush=True)
         return 1
     try:
-        play(watcher, FinishSignal(), args.poll)
+        play(watcher, FinishSignal(), args.poll_s)
     finally:
         watcher.close()
     print("done", flush=True)

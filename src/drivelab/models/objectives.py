@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from drivelab.config import HeadConfig
-from drivelab.models.heads import StandardizedRegressionHead, action_to_bin, logits_to_action
+from drivelab.models.heads import action_to_bin, logits_to_action
 from drivelab.models.history import AUX_PREFIX
 
 
@@ -191,12 +191,3 @@ class Objective:
             total = total + self.aux_weight * h.weight * aux
         return ObjectiveTerms(total=total, values=values)
 
-
-def target_scales(policy: torch.nn.Module) -> dict[str, float]:
-    """The target std of every standardised head (what its loss divides errors by)."""
-    heads = getattr(policy, "heads", {})
-    return {
-        name: float(head.target_std)
-        for name, head in heads.items()
-        if isinstance(head, StandardizedRegressionHead)
-    }

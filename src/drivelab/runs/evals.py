@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drivelab.train.runs import RunFolder, resolve_checkpoint
+from drivelab.runs.folder import RunFolder, resolve_checkpoint
 
 EVALS = "eval"
 PREFIX = "closed_loop_"

@@ -1,125 +1,31 @@
 """Watch mode, the trainer's side: start the player, and at the end wait for it and ask what it did.
 
-Charles' "streamed" training showed a model driving while it was still learning, because a loss
-curve says little about whether a car stays on the road. ``drivelab train ... --watch-every N``
-does the same with a separate *player* process (`drivelab.evaluate.watch`) that drives each new
-checkpoint at a multiple of N on one fixed held-out track and logs how it went. This module only
-starts and stops that process: the trainer never imports the simulator.
-
-Cadence. ``N`` must be a multiple of ``train.checkpoint_every`` (checked before a run exists), so a
-checkpoint lands on every multiple of N; the player drives those and the period's final batch
-(the model the period hands over, always checkpointed). Checkpoints from earlier periods are not
-driven again.
-
-Files in the run folder, all written by the player alone:
-
-- ``watch.jsonl``: one row per driven checkpoint, ``{"batch", "watch/score", "watch/reward",
-  "watch/completion", "watch/video", ...}``. It is a file of its own rather than more rows in
-  ``metrics.jsonl`` so that each file has exactly one writer and rows can never interleave;
-  `drivelab.train.logs.read_metrics` merges it back in. A row is written last, after the GIF and
-  the TensorBoard points, so it doubles as the "watched" marker.
-- ``tb/watch/``: the player's own TensorBoard writer (run "watch" next to the trainer's), so the
-  two processes never share an event file; scalars ``watch/score|reward|completion`` and the
-  video ``watch/video`` at the checkpoint's batch.
-- ``watch/batch_<N>.gif`` (the whole episode) and ``watch/player.log`` (the player's output).
-
-The trainer talks to the player through its stdin: ``finish`` (or end-of-file, which is what a
-killed trainer leaves behind) means "drive what is written, then exit", so a player never outlives
-its trainer by more than the backlog. Speed: the player runs at ``nice`` +10 with one torch
-thread, so the training loop never waits for it; on a 2-core machine it still takes one core's
-share while it drives (and none while it waits for the next checkpoint).
+Nothing here imports the simulator or the evaluator: the player is a separate process
+(`drivelab.watch.player`) started with the command line `drivelab.watch.spec.PlayerSpec` writes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from drivelab.config import TrainConfig
-from drivelab.errors import DrivelabError
-from drivelab.train.checkpoints import list_checkpoints
-from drivelab.train.runs import RunFolder
+from drivelab.runs.checkpoints import list_checkpoints
+from drivelab.runs.folder import RunFolder
+from drivelab.watch.spec import (
+    FINISH,
+    PLAYER_LOG,
+    WATCH_DIR,
+    PlayerSpec,
+    WatchOptions,
+    due_batches,
+    read_watch_rows,
+)
 
-WATCH_ROWS = "watch.jsonl"
-WATCH_DIR = "watch"
-WATCH_TB = "watch"  # under the run's tb/
-PLAYER_LOG = "player.log"
-PLAYER_MODULE = "drivelab.evaluate.watch"
-FINISH = b"finish\n"
-
-
-class WatchError(DrivelabError):
-    """A watch-mode setting that cannot work (checked before any run folder exists)."""
-
-
-@dataclass(frozen=True)
-class WatchOptions:
-    """How the player watches a training period (`drivelab train --watch-every N ...`).
-
-    ``seed`` is one fixed track for every checkpoint, so the score curve compares checkpoints and
-    not tracks; the default 10,000 is held out from collection (which uses seeds from 0).
-    ``env`` defaults to the env the dataset was recorded in.
-    """
-
-    every: int
-    max_steps: int = 1000
-    seed: int = 10_000
-    env: str | None = None
-    finish_timeout_s: float = 600.0
-    poll_s: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.every < 1:
-            raise WatchError(f"--watch-every must be at least 1 batch (got {self.every})")
-        if self.max_steps < 1:
-            raise WatchError(f"--watch-steps must be at least 1 (got {self.max_steps})")
-        if self.seed < 0:
-            raise WatchError(f"--watch-seed must be 0 or more (got {self.seed})")
-        if self.finish_timeout_s < 0 or self.poll_s <= 0:
-            raise WatchError("watch finish_timeout_s must be >= 0 and poll_s > 0")
-
-    def check(self, train: TrainConfig) -> None:
-        """Refuse a cadence the checkpoints do not follow: the player can only drive checkpoints."""
-        if self.every % train.checkpoint_every:
-            raise WatchError(
-                f"--watch-every {self.every} needs a checkpoint at every multiple of {self.every}, "
-                f"but train.checkpoint_every={train.checkpoint_every}: watch every multiple of "
-                f"{train.checkpoint_every}, or add train.checkpoint_every={self.every}"
-            )
-
-    def describe(self, env: str) -> dict[str, Any]:
-        """What ``periods.json`` records about the watching of a period."""
-        return {"every": self.every, "max_steps": self.max_steps, "seed": self.seed, "env": env}
-
-
-def watch_rows_path(run: RunFolder) -> Path:
-    return run.path / WATCH_ROWS
-
-
-def read_watch_rows(run: RunFolder) -> list[dict[str, Any]]:
-    """Rows of ``watch.jsonl`` in file order (a torn last line from a killed player is skipped)."""
-    path = watch_rows_path(run)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def due_batches(checkpoints: list[int], every: int, after: int, last: int) -> list[int]:
-    """Checkpoints the player drives: this period's (past ``after``) at multiples of ``every``,
-    and the final one (``last``)."""
-    return [b for b in checkpoints if b > after and (b % every == 0 or b == last)]
+PLAYER_MODULE = "drivelab.watch.player"  # this package's own player, run with python -m
 
 
 @dataclass
@@ -175,12 +81,8 @@ class WatchPlayer:
         self.process: subprocess.Popen[bytes] | None = None
         folder = run.path / WATCH_DIR
         self.log_path = folder / PLAYER_LOG
-        command = [
-            sys.executable, "-m", PLAYER_MODULE, str(run.path.resolve()),
-            "--every", str(options.every), "--steps", str(options.max_steps),
-            "--seed", str(options.seed), "--env", env, "--period", str(period),
-            "--after", str(after), "--last", str(last), "--poll", str(options.poll_s),
-        ]
+        spec = PlayerSpec.for_period(run, options, env, period, after, last)
+        command = [sys.executable, "-m", PLAYER_MODULE, *spec.to_argv()]
         # One intra-op thread, headless pygame; a session of its own so a Ctrl-C meant for the
         # trainer does not reach it half-way through a GIF (the trainer stops it instead).
         env_vars = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",

@@ -1,8 +1,8 @@
 """Run folders: one version of a model line, created once and never overwritten.
 
 ``runs/<line>/<line>_v<N>/`` holds ``config.yaml`` (fully resolved), ``checkpoints/``,
-``metrics.jsonl``, ``tb/``, ``periods.json`` (one entry per training session) and ``run.json``
-(status, the reason of a failure). A version is claimed with ``mkdir``, which is atomic, so two
+``metrics.jsonl``, ``tb/``, ``periods.json`` (one entry per training session), ``run.json``
+(status, the reason of a failure) and ``processor.json`` (the preprocessing it trained with). A version is claimed with ``mkdir``, which is atomic, so two
 trainers started at once get different versions. A run is a usable model only once it holds a
 checkpoint (`RunFolder.is_valid`); the trainer removes a new run that fails before its first one.
 """
@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drivelab.config import ExperimentConfig
 from drivelab.errors import DrivelabError
-from drivelab.train.checkpoints import atomic_write_text, list_checkpoints
+from drivelab.processor.state import PROCESSOR_FILE, ProcessorState
+from drivelab.runs.checkpoints import atomic_write_text, list_checkpoints
 
 VERSION_PATTERN = re.compile(r"^(?P<line>.+)_v(?P<version>\d+)$")
 LINE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -77,6 +79,10 @@ class RunFolder:
     @property
     def status_path(self) -> Path:
         return self.path / "run.json"
+
+    @property
+    def processor_path(self) -> Path:
+        return self.path / PROCESSOR_FILE
 
     # ------------------------------------------------------------------ creation / lookup
     @classmethod
@@ -144,6 +150,20 @@ class RunFolder:
         if status != "failed":
             data.pop("error", None)
         atomic_write_text(self.status_path, json.dumps(data, indent=2) + "\n")
+
+    # ------------------------------------------------------------------ preprocessing
+    def write_processor(self, state: ProcessorState) -> None:
+        atomic_write_text(self.processor_path, state.to_json())
+
+    def read_processor(self, config: ExperimentConfig) -> ProcessorState:
+        """The preprocessing the run trained with: ``processor.json``, or for runs made before
+        it existed, the same numbers from the ``data`` facts of ``run.json`` and ``config``."""
+        if self.processor_path.is_file():
+            return ProcessorState.from_json(self.processor_path.read_text(), str(self.processor_path))
+        facts = self.read_status().get("data")
+        if not facts or "frame_shape" not in facts:
+            raise RunError(f"{self.path}/run.json lacks the data facts a policy needs to drive")
+        return ProcessorState.from_run_facts(config, facts)
 
     def is_valid(self) -> bool:
         """A usable model has at least one checkpoint (a failed period keeps its earlier ones)."""

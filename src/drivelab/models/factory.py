@@ -1,0 +1,91 @@
+"""Policy assembly: config -> backbone + history branch + neck (+ LSTM) + heads.
+
+The one place that knows which module class a config builds, so `Policy` and its recurrent
+subclass stay independent of each other's construction (no import cycle between them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import nn
+
+from drivelab.config import ConfigError, ModelConfig
+from drivelab.models.backbones import build_backbone
+from drivelab.models.budget import check_fits_memory, meta_parameter_count
+from drivelab.models.heads import build_head, build_neck
+from drivelab.models.history import HistoryBranch
+from drivelab.models.policy import Policy
+from drivelab.models.recurrent import RecurrentPolicy
+from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
+
+__all__ = ["build_policy"]
+
+
+def _history_step_check(config: ModelConfig, signal_sizes: Mapping[str, int] | None) -> None:
+    """The dataset's signal sizes, when known, must agree with the config's (`check_fit`)."""
+    if config.history is None or signal_sizes is None:
+        return
+    needs = PolicyNeeds(history={s: config.history.signal_size(s) for s in config.history.signals})
+    check_fit(DataSpec(None, telemetry=dict(signal_sizes)), needs, error=ConfigError)
+
+
+def build_policy(
+    config: ModelConfig,
+    frame_shape: tuple[int, int, int],
+    history_signal_sizes: Mapping[str, int] | None = None,
+    batch_size: int = 1,
+) -> Policy:
+    """Assemble the policy for frames of ``frame_shape`` [C=3k, H, W].
+
+    ``history_signal_sizes`` (signal name -> values per step, e.g. from the dataset's signal
+    specs) is checked against ``model.history`` when given; the config's sizes build the model.
+    First the policy is sized on the meta device: one that cannot fit in memory (at
+    ``batch_size`` samples) is refused with the figures instead of being allocated.
+    """
+    offline = config.model_copy(update={"backbone": config.backbone.model_copy(update={"pretrained": False})})
+    count = meta_parameter_count(lambda: _assemble(offline, frame_shape, history_signal_sizes))
+    check_fits_memory(count, frame_shape, batch_size, config.backbone.name)
+    return _assemble(config, frame_shape, history_signal_sizes)
+
+
+def _assemble(
+    config: ModelConfig,
+    frame_shape: tuple[int, int, int],
+    history_signal_sizes: Mapping[str, int] | None,
+) -> Policy:
+    channels, height, width = frame_shape
+    if channels % 3 != 0:
+        raise ConfigError(f"data.frames: frames must be stacked RGB, got {channels} channels")
+    backbone = build_backbone(config.backbone, channels // 3, (height, width))
+    _history_step_check(config, history_signal_sizes)
+    history = HistoryBranch(config.history, config.heads) if config.history is not None else None
+    joined = int(backbone.num_features) + (history.out_features if history is not None else 0)
+    neck = build_neck(joined, config.neck)
+    head_inputs = config.neck[-1] if config.neck else joined
+    if config.recurrent is not None:  # the LSTM sits between the neck and the heads
+        lstm = nn.LSTM(
+            head_inputs, config.recurrent.hidden, num_layers=config.recurrent.layers, batch_first=True
+        )
+        head_inputs = config.recurrent.hidden
+    heads = {
+        head.output: build_head(head, head_inputs, index) for index, head in enumerate(config.heads)
+    }
+    if config.recurrent is not None:
+        return RecurrentPolicy(
+            backbone=backbone,
+            history=history,
+            neck=neck,
+            lstm=lstm,
+            heads=heads,
+            head_configs={head.output: head for head in config.heads},
+            frame_shape=(channels, height, width),
+        )
+    return Policy(
+        backbone=backbone,
+        history=history,
+        neck=neck,
+        heads=heads,
+        head_configs={head.output: head for head in config.heads},
+        frame_shape=(channels, height, width),
+    )
