@@ -293,26 +293,49 @@ def test_binary_or_utf16_config_is_one_line(tmp_path: Path, payload: bytes) -> N
 
 
 # ---------------------------------------------------------------------------- 15: Ctrl-C
+def _as_from_a_terminal() -> None:
+    """The child starts as a shell starts it: SIGINT delivered and handled by default, whatever
+    the test process inherited or changed (a Ctrl-C test must not depend on the tests before)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _sigint_state(pid: int) -> str:
+    """SigBlk/SigIgn of a process, for the failure message."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "gone"
+    return " ".join(ln for ln in lines if ln.startswith(("SigBlk", "SigIgn", "State")))
+
+
 def _interrupt_when(cmd: list[str], ready, timeout: float = 180) -> subprocess.CompletedProcess:
     """Start ``cmd`` in its own process group, SIGINT the group (as a terminal's Ctrl-C does)."""
     proc = subprocess.Popen([sys.executable, "-m", "drivelab.cli", *cmd], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal)
     deadline = time.monotonic() + timeout
     try:
         while not ready():
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "never became ready"
             time.sleep(0.05)
+        state = _sigint_state(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit 120 s after SIGINT ({state}; now {_sigint_state(proc.pid)})") from None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    done.signals = state  # type: ignore[attr-defined]  (for the failure message)
+    return done
 
 
 def _clean_interrupt(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 130, (r.returncode, r.stderr)
+    assert r.returncode == 130, (r.returncode, r.stderr, getattr(r, "signals", ""))
     for noise in ("Traceback", "SpawnProcess", "leaked semaphore", "KeyboardInterrupt"):
         assert noise not in r.stderr, r.stderr
     last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]

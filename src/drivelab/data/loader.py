@@ -178,11 +178,6 @@ class EpisodeFrameDataset(Dataset):
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def locate(self, index: int) -> tuple[int, int]:
-        """Sample index -> (position in self.episodes, step within the episode)."""
-        pos = int(np.searchsorted(self._starts, index, side="right") - 1)
-        return pos, int(index - self._starts[pos])
-
     def _episode(self, pos: int) -> _Episode:
         ep = self._cache.get(pos)
         if ep is None:
