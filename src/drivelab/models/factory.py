@@ -71,21 +71,9 @@ def _assemble(
     heads = {
         head.output: build_head(head, head_inputs, index) for index, head in enumerate(config.heads)
     }
+    parts = dict(backbone=backbone, history=history, neck=neck, heads=heads,
+                 head_configs={head.output: head for head in config.heads},
+                 frame_shape=(channels, height, width))
     if config.recurrent is not None:
-        return RecurrentPolicy(
-            backbone=backbone,
-            history=history,
-            neck=neck,
-            lstm=lstm,
-            heads=heads,
-            head_configs={head.output: head for head in config.heads},
-            frame_shape=(channels, height, width),
-        )
-    return Policy(
-        backbone=backbone,
-        history=history,
-        neck=neck,
-        heads=heads,
-        head_configs={head.output: head for head in config.heads},
-        frame_shape=(channels, height, width),
-    )
+        return RecurrentPolicy(lstm=lstm, **parts)
+    return Policy(**parts)
