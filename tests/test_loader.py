@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from drivelab.data.loader import EpisodeFrameDataset, collate_batch
-from drivelab.data.store import DatasetError, DatasetStore
+from drivelab.data.records import DatasetError
+from drivelab.data.store import DatasetStore
 from test_store import META, make_record
 
 

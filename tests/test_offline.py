@@ -11,7 +11,8 @@ import torch
 from conftest import run_cli
 from drivelab.config import load_config
 from drivelab.data.loader import EpisodeFrameDataset
-from drivelab.data.store import DatasetMeta, DatasetStore
+from drivelab.data.records import DatasetMeta
+from drivelab.data.store import DatasetStore
 from drivelab.evaluate.offline import OfflineError, OfflineJob, offline_metrics
 from drivelab.evaluate.runtime import PolicyRuntime
 from drivelab.models.heads import action_to_bin

@@ -26,14 +26,9 @@ from drivelab.data import collect as collect_module
 from drivelab.data.collect import CollectPlan, collect
 from drivelab.data.inspect import dataset_info, verify_dataset
 from drivelab.data.loader import EpisodeFrameDataset
-from drivelab.data.store import (
-    LOCK_FILE,
-    DatasetBusy,
-    DatasetError,
-    DatasetStore,
-    EpisodeRecord,
-    writer_lock,
-)
+from drivelab.data.locks import writer_lock
+from drivelab.data.records import LOCK_FILE, DatasetBusy, DatasetError, EpisodeRecord
+from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.offline import OfflineJob

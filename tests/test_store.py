@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivelab.data.inspect import dataset_info, verify_dataset
+from drivelab.data.records import DatasetError, DatasetMeta, EpisodeRecord
 from drivelab.data.stats import SignalMoments, merge_moments
-from drivelab.data.store import DatasetError, DatasetMeta, DatasetStore, EpisodeRecord
+from drivelab.data.store import DatasetStore
 from drivelab.sim.base import SignalSpec
 
 META = DatasetMeta(

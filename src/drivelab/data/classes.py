@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from drivelab.data.store import SPLITS, DatasetStore
+from drivelab.data.records import SPLITS
+from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 
 __all__ = [

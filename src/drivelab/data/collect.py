@@ -19,15 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from drivelab.data.locks import check_creatable, writer_lock
 from drivelab.data.recorder import ActionNoise, EpisodeRecorder
-from drivelab.data.store import (
-    DatasetError,
-    DatasetMeta,
-    DatasetStore,
-    EpisodeRecord,
-    check_creatable,
-    writer_lock,
-)
+from drivelab.data.records import DatasetError, DatasetMeta, EpisodeRecord
+from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.sim import DrivingEnv, make_env, make_expert
 from drivelab.workers import WorkersDied, run_jobs

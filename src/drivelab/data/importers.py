@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from drivelab.data.store import DatasetMeta, DatasetStore, EpisodeRecord
+from drivelab.data.records import DatasetMeta, EpisodeRecord
+from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.sim.base import SignalSpec
 

@@ -9,15 +9,15 @@ from typing import Any
 import numpy as np
 import zarr
 
-from drivelab.data.store import (
+from drivelab.data.records import (
     EPISODES,
     SPLITS,
     DatasetError,
-    DatasetStore,
     EpisodeInfo,
     episode_name,
     expected_arrays,
 )
+from drivelab.data.store import DatasetStore
 from drivelab.outputs import atomic_output
 
 

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from drivelab.data.store import ArraySpec, DatasetError, DatasetStore, EpisodeInfo, episode_name
+from drivelab.data.records import ArraySpec, DatasetError, EpisodeInfo, episode_name
+from drivelab.data.store import DatasetStore
 from drivelab.memory import available_bytes, format_bytes
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 from drivelab.processor.layout import DeltaActions, FrameStack, Window

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from drivelab.data.store import EpisodeRecord
+from drivelab.data.records import EpisodeRecord
 from drivelab.sim.base import Observation, SignalSpec
 
 

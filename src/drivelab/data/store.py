@@ -32,7 +32,6 @@ it is reported as a problem and never deleted.
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
 import os
@@ -40,8 +39,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -49,196 +47,26 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
+from drivelab.data.locks import check_creatable, writer_active, writer_lock
+from drivelab.data.records import (
+    EPISODES,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SPLITS,
+    STAGING,
+    ArraySpec,
+    DamagedGroup,
+    DatasetError,
+    DatasetMeta,
+    EpisodeInfo,
+    EpisodeRecord,
+    episode_name,
+    expected_arrays,
+)
 from drivelab.data.stats import SignalMoments, merge_moments
-from drivelab.errors import DrivelabError
-from drivelab.sim.base import SignalSpec
 
-FORMAT_NAME = "drivelab.dataset"
-FORMAT_VERSION = 1
-EPISODES = "episodes"
-STAGING = "_staging"
-SPLITS = ("train", "val", "test")
-LOCK_FILE = ".collect.lock"
 #: `write_episode` names its staging groups ``<episode name>-<8 hex digits>``.
 _STAGING_NAME = re.compile(r"^\d{6,}-[0-9a-f]{8}$")
-
-
-class DatasetError(DrivelabError):
-    """A dataset that is missing, not ours, too new, or damaged."""
-
-
-class DatasetBusy(DatasetError):
-    """Another process (a `collect` or an import) holds the dataset's writer lock."""
-
-
-@dataclass(frozen=True)
-class DamagedGroup:
-    """An episode group whose metadata cannot be read: reported, never deleted."""
-
-    path: str  # relative to the store, e.g. "episodes/000001"
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class ArraySpec:
-    """What one array of every episode must look like (checked from metadata alone)."""
-
-    key: str  # e.g. "frames", "telemetry/speed"
-    dtype: str  # zarr v3 data_type name
-    trailing: tuple[int, ...]  # shape after the time axis
-
-
-def expected_arrays(meta: DatasetMeta) -> list[ArraySpec]:
-    """Every array an episode of a dataset with ``meta`` holds, with dtype and shape."""
-    specs = [
-        ArraySpec("frames", "uint8", tuple(meta.frame_shape)),
-        ArraySpec("reward", "float32", ()),
-        ArraySpec("perturbed", "bool", ()),
-    ]
-    specs += [ArraySpec(f"telemetry/{s.name}", "float32", (s.size,)) for s in meta.telemetry]
-    specs += [ArraySpec(f"actions/{s.name}", "float32", (s.size,)) for s in meta.actions]
-    return specs
-
-
-@contextmanager
-def writer_lock(path: Path, busy: str = "wait for it to finish") -> Iterator[None]:
-    """One writer per dataset (collect, import, leftover removal): a second one fails at once.
-
-    An fcntl flock on ``path/.collect.lock``; it belongs to an open file description, so it goes
-    away with the process however it dies, and a second open in the same process conflicts too.
-    ``busy`` ends the one-line refusal (what the user should do instead).
-    """
-    try:
-        fd = os.open(path / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
-    except OSError as exc:
-        raise DatasetError(
-            f"cannot take the writer lock {path / LOCK_FILE} ({exc.strerror}): check that "
-            f"{path} is writable"
-        ) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DatasetBusy(
-                f"another drivelab process (`collect` or `data import`) is writing to {path}: {busy}"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def writer_active(path: Path) -> bool:
-    """Whether some process holds the writer lock right now (probed, never held)."""
-    lock = path / LOCK_FILE
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False  # no lock file: nobody ever collected here, nobody is collecting now
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def check_creatable(path: Path) -> None:
-    """Refuse, in one line and before anything is made, a dataset folder that cannot be created.
-
-    ``path`` must not exist, and its nearest existing ancestor must be a writable folder (a plain
-    file there would otherwise surface as `NotADirectoryError` halfway through a verb).
-    """
-    if path.exists() or path.is_symlink():
-        raise DatasetError(
-            f"{path} already exists: pass --append to add episodes to it, "
-            "or choose a new --out path (nothing was overwritten)"
-        )
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise DatasetError(
-            f"cannot create {path}: {parent} is a file, not a folder; choose another --out path"
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DatasetError(
-            f"cannot create {path}: {parent} is not writable; choose another --out path"
-        )
-
-
-@dataclass(frozen=True)
-class DatasetMeta:
-    """What every episode of a dataset shares: the simulator and the signal layout."""
-
-    env_id: str
-    fps: float
-    frame_shape: tuple[int, int, int]
-    telemetry: tuple[SignalSpec, ...]
-    actions: tuple[SignalSpec, ...]
-    chunk_frames: int = 32
-
-    def to_attrs(self) -> dict[str, Any]:
-        return {
-            "env_id": self.env_id,
-            "fps": self.fps,
-            "frame_shape": list(self.frame_shape),
-            "telemetry": [s.to_dict() for s in self.telemetry],
-            "actions": [s.to_dict() for s in self.actions],
-            "chunk_frames": self.chunk_frames,
-        }
-
-    @classmethod
-    def from_attrs(cls, attrs: dict[str, Any]) -> DatasetMeta:
-        return cls(
-            env_id=attrs["env_id"],
-            fps=float(attrs["fps"]),
-            frame_shape=tuple(attrs["frame_shape"]),  # type: ignore[arg-type]
-            telemetry=tuple(SignalSpec(**s) for s in attrs["telemetry"]),
-            actions=tuple(SignalSpec(**s) for s in attrs["actions"]),
-            chunk_frames=int(attrs.get("chunk_frames", 32)),
-        )
-
-    def signal_names(self) -> dict[str, list[str]]:
-        return {
-            "telemetry": [s.name for s in self.telemetry],
-            "actions": [s.name for s in self.actions],
-        }
-
-
-@dataclass
-class EpisodeRecord:
-    """One finished episode in memory, as the recorder hands it to the store."""
-
-    frames: np.ndarray  # uint8 [T, H, W, 3]
-    telemetry: dict[str, np.ndarray]  # name -> float32 [T, size]
-    actions: dict[str, np.ndarray]  # name -> float32 [T, size]
-    reward: np.ndarray  # float32 [T]
-    perturbed: np.ndarray  # bool [T]
-    info: dict[str, Any] = field(default_factory=dict)  # seed, return, progress, ...
-
-    def __len__(self) -> int:
-        return int(self.frames.shape[0])
-
-
-@dataclass(frozen=True)
-class EpisodeInfo:
-    """A committed episode as listed by the store (no array is read)."""
-
-    index: int
-    length: int
-    attrs: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return episode_name(self.index)
-
-
-def episode_name(index: int) -> str:
-    return f"{index:06d}"
 
 
 def _codec() -> BloscCodec:

@@ -31,7 +31,8 @@ from rich.table import Table
 
 from drivelab.data.batch_loader import make_loader
 from drivelab.data.loader import EpisodeFrameDataset
-from drivelab.data.store import SPLITS, DatasetStore
+from drivelab.data.records import SPLITS
+from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.evaluate.classification import (
     DEFAULT_TOP_K,
