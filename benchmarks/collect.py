@@ -29,6 +29,7 @@ from drivelab.data.collect import (
     open_for_collection,
     track_seed,
 )
+from drivelab.data.episode_writer import write_episode
 from drivelab.sim import make_env, make_expert
 
 
@@ -67,7 +68,7 @@ def main() -> None:
                 t1 = time.perf_counter()
                 record = drive_episode(env, plan, i, expert)
                 t2 = time.perf_counter()
-                store.write_episode(index, record)
+                write_episode(store, index, record)
                 t3 = time.perf_counter()
                 index += 1
                 assert len(record) == n_bare, "recording changed the episode"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from drivelab.data.episode_writer import write_episode
 from drivelab.data.loader import EpisodeFrameDataset, collate_batch
 from drivelab.data.records import DatasetError
 from drivelab.data.store import DatasetStore
@@ -18,7 +19,7 @@ from test_store import META, make_record
 def store(tmp_path: Path) -> DatasetStore:
     s = DatasetStore.create(tmp_path / "d.zarr", META)
     for i, t in enumerate((6, 9, 5)):
-        s.write_episode(i, make_record(t, i))
+        write_episode(s, i, make_record(t, i))
     s.assign_splits(val=[2], test=[])
     return s
 

@@ -24,6 +24,7 @@ from conftest import run_cli, run_cli_here
 from drivelab.config import load_config
 from drivelab.data import collect as collect_module
 from drivelab.data.collect import CollectPlan, collect
+from drivelab.data.episode_writer import write_episode
 from drivelab.data.inspect import dataset_info, verify_dataset
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.locks import writer_lock
@@ -74,7 +75,7 @@ def one_error_line(r: subprocess.CompletedProcess) -> str:
 @pytest.fixture()
 def held_lock(ds: Path) -> Iterator[subprocess.Popen]:
     """Another process holding the dataset's writer lock, as a running `collect` does."""
-    code = ("import sys; from pathlib import Path; from drivelab.data.store import writer_lock\n"
+    code = ("import sys; from pathlib import Path; from drivelab.data.locks import writer_lock\n"
             "with writer_lock(Path(sys.argv[1])):\n    print('locked', flush=True); sys.stdin.read()")
     proc = subprocess.Popen([sys.executable, "-c", code, str(ds)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
@@ -100,9 +101,9 @@ def kill_between_writes_and_rename(store: DatasetStore, index: int, monkeypatch:
             actions={s.name: g[f"actions/{s.name}"][:] for s in store.meta.actions},
         )
     with monkeypatch.context() as m:
-        m.setattr("drivelab.data.store.os.rename", die)
+        m.setattr("drivelab.data.episode_writer.os.rename", die)
         with pytest.raises(KeyboardInterrupt):
-            store.write_episode(index, record)
+            write_episode(store, index, record)
 
 
 # ---------------------------------------------------------------------------- item 2
@@ -136,8 +137,8 @@ def test_uncommitted_group_is_a_leftover_only_while_nobody_writes(
 ) -> None:
     """Killed between the rename and the marker: all arrays, `committed: false` -> leftover."""
     store = DatasetStore.create(tmp_path / "d.zarr", META)
-    store.write_episode(0, make_record(6))
-    info = store.write_episode(1, make_record(6, 1))
+    write_episode(store, 0, make_record(6))
+    info = write_episode(store, 1, make_record(6, 1))
     marker = store.path / "episodes" / info.name / "zarr.json"
     raw = json.loads(marker.read_text())
     raw["attributes"]["committed"] = False
@@ -172,7 +173,7 @@ def test_damaged_root_attrs_and_a_vanished_episodes_group(ds: Path, tmp_path: Pa
 def test_assign_splits_rereads_the_root_attrs(tmp_path: Path) -> None:
     first = DatasetStore.create(tmp_path / "d.zarr", META)
     for i in range(3):
-        first.write_episode(i, make_record(4, i))
+        write_episode(first, i, make_record(4, i))
     stale = DatasetStore.open(first.path)  # opened before the other writer's change
     first.assign_splits(val=[1], test=[])
     stale.assign_splits(val=[], test=[2])

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from drivelab.data.episode_writer import write_episode
 from drivelab.data.locks import check_creatable, writer_lock
 from drivelab.data.recorder import ActionNoise, EpisodeRecorder
 from drivelab.data.records import DatasetError, DatasetMeta, EpisodeRecord
@@ -132,7 +133,7 @@ class CollectJob:
 
     def run(self, task: int, report: Callable[[int], None]) -> dict[str, Any]:
         record = drive_episode(self._env, self.plan, task, self._expert, on_steps=report)
-        return self._store.write_episode(task, record).attrs
+        return write_episode(self._store, task, record).attrs
 
     def close(self) -> None:
         if hasattr(self, "_env"):

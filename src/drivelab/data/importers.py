@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from drivelab.data.episode_writer import write_episode
 from drivelab.data.records import DatasetMeta, EpisodeRecord
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
@@ -395,7 +396,7 @@ def _write(
                     summary.skipped_files.append(rel)
             if kept:
                 n = len(kept)
-                store.write_episode(index, EpisodeRecord(
+                write_episode(store, index, EpisodeRecord(
                     frames=np.stack(frames),
                     telemetry={},
                     actions={"class": np.full((n, 1), label, np.float32)},

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from drivelab.data.array_checks import array_problems
 from drivelab.data.records import (
     EPISODES,
     SPLITS,
@@ -209,7 +210,7 @@ def verify_dataset(store: DatasetStore) -> VerifyReport:
         name = episode_name(info.index)
         report.episodes += 1
         report.frames += info.length
-        bad_meta = store.array_problems(info, specs)
+        bad_meta = array_problems(store, info, specs)
         report.problems += [f"episode {name}: {text}" for _, text in bad_meta]
         broken = {key for key, _ in bad_meta}
         for spec in specs:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from drivelab.data.array_checks import array_problems
 from drivelab.data.records import ArraySpec, DatasetError, EpisodeInfo, episode_name
 from drivelab.data.store import DatasetStore
 from drivelab.memory import available_bytes, format_bytes
@@ -146,7 +147,7 @@ class EpisodeFrameDataset(Dataset):
             )
         specs = self._needed_arrays()
         for info in self.episodes:
-            problems = self.store.array_problems(info, specs)
+            problems = array_problems(self.store, info, specs)
             if problems:
                 raise DatasetError(
                     f"{path}: episode {info.name}: {problems[0][1]}: run `drivelab data verify {path}`"

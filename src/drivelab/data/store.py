@@ -13,13 +13,10 @@ Layout (see DESIGN.md)::
     root/_staging/                 episodes being written (never read)
     root/.collect.lock             flock held by the one process writing (collect, import)
 
-Crash safety: a worker writes an episode under `_staging/`, renames the finished group into
-`episodes/` (an atomic directory rename) and only then writes the commit marker (`committed:
-true` in the group's attrs, itself replaced atomically by the store). Readers only ever see
-groups carrying the marker, so a killed recorder leaves at worst a leftover that `data verify`
-reports, never half an episode; parallel workers each write their own group and never share an
-array. The root attrs are written by the process holding the writer lock only, re-read from disk
-before every change.
+Writing and committing an episode (staging -> rename -> marker, the crash-safety protocol) is
+`drivelab.data.episode_writer`; checking an episode's array metadata is
+`drivelab.data.array_checks`. The root attrs are written by the process holding the writer lock
+only, re-read from disk before every change.
 
 What `data verify` may delete is decided here, strictly (`leftovers`): a `_staging/` entry the
 store named itself, or an episode group whose readable attrs say ``committed: false`` (a
@@ -32,12 +29,9 @@ it is reported as a problem and never deleted.
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -45,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, BloscShuffle
 
 from drivelab.data.locks import check_creatable, writer_active, writer_lock
 from drivelab.data.records import (
@@ -54,29 +47,21 @@ from drivelab.data.records import (
     FORMAT_VERSION,
     SPLITS,
     STAGING,
-    ArraySpec,
     DamagedGroup,
     DatasetError,
     DatasetMeta,
     EpisodeInfo,
-    EpisodeRecord,
     episode_name,
-    expected_arrays,
 )
 from drivelab.data.stats import SignalMoments, merge_moments
 
-#: `write_episode` names its staging groups ``<episode name>-<8 hex digits>``.
+#: `episode_writer.write_episode` names its staging groups ``<episode name>-<8 hex digits>``.
 _STAGING_NAME = re.compile(r"^\d{6,}-[0-9a-f]{8}$")
 
 
-def _codec() -> BloscCodec:
-    # lz4 + byte shuffle: decodes several GB/s, so random frame access in the loader stays cheap,
-    # while CarRacing frames still shrink several-fold (large flat colour areas).
-    return BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle)
-
-
 class DatasetStore:
-    """Read and append episodes of one dataset. Cheap to open; arrays are read lazily."""
+    """Open, list and read the episodes of one dataset, and change its root attrs. Cheap to open;
+    arrays are read lazily (episodes are written by `episode_writer.write_episode`)."""
 
     def __init__(self, path: Path, meta: DatasetMeta, attrs: dict[str, Any]) -> None:
         self.path = path
@@ -161,29 +146,6 @@ class DatasetStore:
             if child.is_dir() and child.name.isdigit():
                 yield int(child.name), child
 
-    @staticmethod
-    def _read_group_attrs(group_dir: Path) -> dict[str, Any] | None:
-        """The group's attrs, or None when its zarr.json is missing or unreadable."""
-        attrs, _ = DatasetStore._group_attrs(group_dir)
-        return attrs
-
-    @staticmethod
-    def _group_attrs(group_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
-        """(attrs, None) for a readable group, else (None, why it cannot be read)."""
-        meta = group_dir / "zarr.json"
-        try:
-            raw = json.loads(meta.read_text())
-        except FileNotFoundError:
-            return None, "its zarr.json is missing"
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return None, f"its zarr.json is unreadable ({type(exc).__name__}: {exc})"
-        if not isinstance(raw, dict) or raw.get("node_type") != "group":
-            return None, "its zarr.json is not a Zarr group's metadata"
-        attrs = raw.get("attributes", {})
-        if not isinstance(attrs, dict):
-            return None, "its zarr.json attributes are not a mapping"
-        return attrs, None
-
     def scan(self) -> tuple[list[EpisodeInfo], list[str], list[DamagedGroup]]:
         """Every episode group, sorted into committed, uncommitted and damaged.
 
@@ -196,7 +158,7 @@ class DatasetStore:
         damaged: list[DamagedGroup] = []
         for index, d in self._episode_dirs():
             rel = f"{EPISODES}/{d.name}"
-            attrs, why = self._group_attrs(d)
+            attrs, why = group_attrs(d)
             if attrs is None:
                 damaged.append(DamagedGroup(rel, why or "unreadable"))
                 continue
@@ -281,61 +243,10 @@ class DatasetStore:
     # ------------------------------------------------------------------ reading
     def episode(self, index: int) -> zarr.Group:
         d = self.path / EPISODES / episode_name(index)
-        attrs = self._read_group_attrs(d) if d.is_dir() else None
+        attrs = group_attrs(d)[0] if d.is_dir() else None
         if not attrs or attrs.get("committed") is not True:
             raise DatasetError(f"episode {index} is not a committed episode of {self.path}")
         return zarr.open_group(str(d), mode="r", zarr_format=3)
-
-    def array_problems(self, info: EpisodeInfo, specs: Sequence[ArraySpec] | None = None) -> list[tuple[str, str]]:
-        """What is wrong with the metadata of an episode's arrays (all, or ``specs``): cheap.
-
-        Reads only the small ``zarr.json`` files (the arrays' and their parent groups'), so the
-        loader can refuse a missing, truncated or wrong-shaped array when it opens a split
-        instead of failing with an `IndexError` or `KeyError` in the middle of training.
-        Each problem is ``(key, text)``: the array (or parent group) it concerns, and a text
-        reading ``<array>: <what is wrong>``.
-        """
-        specs = expected_arrays(self.meta) if specs is None else specs
-        root = self.path / EPISODES / info.name
-        problems: list[tuple[str, str]] = []
-        groups_checked: dict[str, str | None] = {}
-        for spec in specs:
-            parent = spec.key.rpartition("/")[0]
-            if parent and parent not in groups_checked:
-                _, why = self._group_attrs(root / parent)
-                groups_checked[parent] = why
-                if why is not None:
-                    problems.append((parent, f"group {parent}: {why}"))
-            if parent and groups_checked[parent] is not None:
-                continue
-            meta_file = root / spec.key / "zarr.json"
-            try:
-                raw = json.loads(meta_file.read_text())
-            except FileNotFoundError:
-                problems.append((spec.key, f"{spec.key}: array is missing"))
-                continue
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                problems.append((
-                    spec.key,
-                    f"{spec.key}: its zarr.json is unreadable ({type(exc).__name__}: {exc})",
-                ))
-                continue
-            if not isinstance(raw, dict) or raw.get("node_type") != "array":
-                problems.append((spec.key, f"{spec.key}: {spec.key}/zarr.json is not a Zarr array's metadata"))
-                continue
-            shape = raw.get("shape")
-            want = [info.length, *spec.trailing]
-            dtype = raw.get("data_type")
-            if shape != want or dtype != spec.dtype:
-                problems.append((spec.key, f"{spec.key} is {dtype}{shape}, expected {spec.dtype}{want}"))
-                continue
-            # Episodes written with every chunk (and frames always: a chunk of all-black frames
-            # is never left out in practice) must have every chunk file.
-            if info.attrs.get("chunks_complete") is True or spec.key == "frames":
-                missing = _missing_chunk(root / spec.key, raw)
-                if missing is not None:
-                    problems.append((spec.key, f"{spec.key}: {missing}"))
-        return problems
 
     def read_array(self, index: int, key: str) -> np.ndarray:
         """One whole array of a committed episode; a damaged chunk becomes one `DatasetError`.
@@ -376,79 +287,6 @@ class DatasetStore:
                 per_key.setdefault(key, []).append(SignalMoments.from_dict(raw))
         return {k: merge_moments(v) for k, v in per_key.items()}
 
-    # ------------------------------------------------------------------ writing
-    def write_episode(self, index: int, record: EpisodeRecord) -> EpisodeInfo:
-        """Write and commit one episode (staging -> rename -> marker). Any process may call it."""
-        self._check_record(record)
-        name = episode_name(index)
-        staging = self.path / STAGING / f"{name}-{uuid.uuid4().hex[:8]}"
-        staging.parent.mkdir(exist_ok=True)
-        moments = episode_moments(record)
-        attrs = {
-            **_jsonable(record.info),
-            "index": index,
-            "length": len(record),
-            "moments": {k: m.to_dict() for k, m in moments.items()},
-            "committed": False,
-            # every chunk is written, even one equal to the fill value, so a chunk file that is
-            # missing later is damage (zarr would read it back as zeros without a word)
-            "chunks_complete": True,
-        }
-        group = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes=attrs)
-        t = len(record)
-        h, w, c = self.meta.frame_shape
-        chunk = max(1, min(self.meta.chunk_frames, t))
-        every = {"write_empty_chunks": True}
-        group.create_array(
-            "frames", data=record.frames, chunks=(chunk, h, w, c), compressors=[_codec()], config=every
-        )
-        for kind, arrays in (("telemetry", record.telemetry), ("actions", record.actions)):
-            sub = group.create_group(kind)
-            for key, arr in arrays.items():
-                sub.create_array(key, data=np.asarray(arr, np.float32), chunks=(max(t, 1), arr.shape[1]),
-                                 config=every)
-        group.create_array("reward", data=np.asarray(record.reward, np.float32), chunks=(max(t, 1),),
-                           config=every)
-        group.create_array("perturbed", data=np.asarray(record.perturbed, bool), chunks=(max(t, 1),),
-                           config=every)
-        final = self.path / EPISODES / name
-        try:
-            os.rename(staging, final)
-        except OSError as exc:
-            raise DatasetError(
-                f"cannot commit episode {index}: {final} already exists (another recorder?)"
-            ) from exc
-        # The commit marker, written last: until it lands, readers skip this episode.
-        committed = zarr.open_group(str(final), mode="r+", zarr_format=3)
-        committed.attrs["committed"] = True
-        return EpisodeInfo(index=index, length=len(record), attrs={**attrs, "committed": True})
-
-    def _check_record(self, record: EpisodeRecord) -> None:
-        t = len(record)
-        if record.frames.dtype != np.uint8 or record.frames.shape[1:] != tuple(self.meta.frame_shape):
-            raise DatasetError(
-                f"episode frames are {record.frames.dtype}{list(record.frames.shape[1:])}, the "
-                f"dataset holds uint8{list(self.meta.frame_shape)}: collect into a new --out"
-            )
-        for kind, specs, arrays in (
-            ("telemetry", self.meta.telemetry, record.telemetry),
-            ("actions", self.meta.actions, record.actions),
-        ):
-            want = {s.name: s.size for s in specs}
-            if set(arrays) != set(want):
-                raise DatasetError(
-                    f"episode {kind} signals {sorted(arrays)} differ from the dataset's "
-                    f"{sorted(want)}: collect into a new --out"
-                )
-            for key, arr in arrays.items():
-                if arr.shape != (t, want[key]):
-                    raise DatasetError(f"{kind}/{key} has shape {arr.shape}, expected {(t, want[key])}")
-                if not np.all(np.isfinite(arr)):
-                    raise DatasetError(
-                        f"{kind}/{key} holds NaN or Inf values: the episode was not committed; "
-                        "check the simulator adapter"
-                    )
-
     def update_attrs(self, **changes: Any) -> None:
         """Change root attributes (splits, cached stats); call it holding the writer lock.
 
@@ -457,7 +295,7 @@ class DatasetStore:
         from this object's copy. The copy is refreshed from what was written.
         """
         root = zarr.open_group(str(self.path), mode="r+", zarr_format=3)  # reads zarr.json now
-        root.attrs.update(_jsonable(changes))
+        root.attrs.update(jsonable(changes))
         self._attrs = dict(root.attrs)
 
     def reload_attrs(self) -> dict[str, Any]:
@@ -478,44 +316,29 @@ class DatasetStore:
         self.update_attrs(splits={"val": new_val, "test": new_test})
 
 
-def _missing_chunk(array_dir: Path, meta: dict[str, Any]) -> str | None:
-    """The first chunk file of a regular-grid array that is absent (it would read as zeros)."""
+def group_attrs(group_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(attrs, None) for a readable group, else (None, why it cannot be read)."""
+    meta = group_dir / "zarr.json"
     try:
-        shape = [int(n) for n in meta["shape"]]
-        chunks = [int(n) for n in meta["chunk_grid"]["configuration"]["chunk_shape"]]
-        encoding = meta.get("chunk_key_encoding", {})
-        separator = encoding.get("configuration", {}).get("separator", "/")
-    except (KeyError, TypeError, ValueError):
-        return None  # not a layout this store writes: leave it to zarr
-    if meta["chunk_grid"].get("name") != "regular" or encoding.get("name") != "default":
-        return None
-    counts = [-(-n // c) for n, c in zip(shape, chunks, strict=True)]
-    if not shape or any(n == 0 for n in counts):
-        return None
-    for position in itertools.product(*(range(n) for n in counts)):
-        key = "c" + separator + separator.join(map(str, position))
-        if not (array_dir / key).is_file():
-            first = position[0] * chunks[0]
-            last = min(first + chunks[0], shape[0]) - 1
-            return f"chunk file {key} is missing (steps {first}..{last} would read as zeros)"
-    return None
+        raw = json.loads(meta.read_text())
+    except FileNotFoundError:
+        return None, "its zarr.json is missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"its zarr.json is unreadable ({type(exc).__name__}: {exc})"
+    if not isinstance(raw, dict) or raw.get("node_type") != "group":
+        return None, "its zarr.json is not a Zarr group's metadata"
+    attrs = raw.get("attributes", {})
+    if not isinstance(attrs, dict):
+        return None, "its zarr.json attributes are not a mapping"
+    return attrs, None
 
 
-def episode_moments(record: EpisodeRecord) -> dict[str, SignalMoments]:
-    """Per-episode sufficient statistics, merged exactly across episodes later."""
-    out = {"frames": SignalMoments.of_uint8(record.frames.reshape(-1, record.frames.shape[-1]))}
-    for kind, arrays in (("telemetry", record.telemetry), ("actions", record.actions)):
-        for key, arr in arrays.items():
-            out[f"{kind}/{key}"] = SignalMoments.of(np.asarray(arr, np.float64))
-    return out
-
-
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Numpy scalars/arrays to plain JSON types (zarr attrs are JSON)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
