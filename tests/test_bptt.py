@@ -348,7 +348,8 @@ def test_summary_counts_the_lstm() -> None:
 
 
 def test_image_classification_dataset_has_no_sequences(tmp_path: Path) -> None:
-    from drivelab.data.importers import ImportOptions, import_gtsrb
+    from drivelab.data.gtsrb import import_gtsrb
+    from drivelab.data.importers import ImportOptions
     from drivelab.data.synth_signs import synthesize_signs
     from drivelab.train.sequences import check_sequence_data
 

@@ -18,7 +18,8 @@ import torch
 from conftest import run_cli, run_cli_here
 from drivelab.config import ConfigError, load_config, parse_config
 from drivelab.data.classes import LabelError, group_classes, load_group_map
-from drivelab.data.importers import ImportDataError, ImportOptions, import_gtsrb
+from drivelab.data.gtsrb import import_gtsrb
+from drivelab.data.importers import ImportDataError, ImportOptions
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import DatasetStore
 from drivelab.data.synth_signs import synthesize_signs

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, run_cli_here
-from drivelab.data.importers import ImportOptions, import_gtsrb, import_imagefolder
+from drivelab.data.gtsrb import import_gtsrb
+from drivelab.data.importers import ImportOptions, import_imagefolder
 from drivelab.data.inspect import verify_dataset
 from drivelab.data.store import DatasetStore
 from drivelab.data.synth_signs import synthesize_signs

@@ -316,7 +316,8 @@ def data_import_gtsrb(
     on_bad_image: _BadOpt = "skip",
 ) -> None:
     """Import the official GTSRB layout (per-class GT-000NN.csv; test set from GT-final_test.csv)."""
-    from drivelab.data.importers import ImportOptions, import_gtsrb
+    from drivelab.data.gtsrb import import_gtsrb
+    from drivelab.data.importers import ImportOptions
 
     options = ImportOptions(size=size, roi=roi, val_fraction=val_fraction, seed=seed, on_bad_image=on_bad_image)
     with _ImportProgress() as on_progress:

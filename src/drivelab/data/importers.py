@@ -1,4 +1,4 @@
-"""Import image-classification sets (GTSRB, ImageFolder) into the drivelab dataset store.
+"""Import image-classification sets (ImageFolder; GTSRB via `gtsrb`) into the dataset store.
 
 Why the driving store: one on-disk format means `data info`, `data verify`, the loader's
 splits and statistics all work for traffic signs too, with no second storage code path.
@@ -20,11 +20,13 @@ Store layout chosen for a classification set (everything else as in `drivelab.da
 
 Splits go through `DatasetStore.assign_splits`, which works on whole episodes; that is why
 train, val and test images of a class are written as separate episodes. The val split is
-stratified: the same fraction of every class. For GTSRB it is drawn by *track* (the ~30 views
-of one physical sign, files ``TTTTT_IIIII.ppm``), because views of one sign in both train and
-val would make val accuracy measure memorisation; a class whose tracks are all longer than its
-val share falls back to single images. GTSRB's official test set (``Final_Test/Images/GT-final_test.csv``), when
-present, becomes the test split.
+stratified: the same fraction of every class, drawn by whole groups of images (GTSRB's tracks,
+see `drivelab.data.gtsrb`); a class whose groups are all longer than its val share falls back to
+single images.
+
+This module holds what every layout shares (the items, options and summary, the checks before
+any work, the split and the writing) and the ImageFolder layout; `drivelab.data.gtsrb` reads
+GTSRB's CSVs into the same items.
 
 Bad input is a one-line `DrivelabError`: a missing or malformed CSV (file and line named), a
 label outside the class count, an ImageFolder with fewer than two classes, an existing
@@ -35,7 +37,6 @@ half-way, the half-written ``--out`` (which this import created) is removed.
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -55,23 +56,6 @@ from drivelab.sim.base import SignalSpec
 EPISODE_IMAGES = 1024  # images per episode: bounds the memory one write needs
 CHUNK_IMAGES = 256  # images per Zarr chunk
 IMAGE_SUFFIXES = {".ppm", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-CSV_COLUMNS = ["Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"]
-TEST_CSV = "GT-final_test.csv"
-_TRACK = re.compile(r"^(\d+)_\d+$")
-
-GTSRB_CLASS_NAMES = [
-    "speed limit 20", "speed limit 30", "speed limit 50", "speed limit 60", "speed limit 70",
-    "speed limit 80", "end of speed limit 80", "speed limit 100", "speed limit 120", "no passing",
-    "no passing for vehicles over 3.5 t", "right-of-way at next intersection", "priority road",
-    "yield", "stop", "no vehicles", "vehicles over 3.5 t prohibited", "no entry",
-    "general caution", "dangerous curve left", "dangerous curve right", "double curve",
-    "bumpy road", "slippery road", "road narrows on the right", "road work", "traffic signals",
-    "pedestrians", "children crossing", "bicycles crossing", "beware of ice/snow",
-    "wild animals crossing", "end of all speed and passing limits", "turn right ahead",
-    "turn left ahead", "ahead only", "go straight or right", "go straight or left", "keep right",
-    "keep left", "roundabout mandatory", "end of no passing",
-    "end of no passing by vehicles over 3.5 t",
-]
 
 ProgressFn = Callable[[int, int, int], None]
 
@@ -118,134 +102,6 @@ class ImportSummary:
         return sum(sum(v) for v in self.counts.values())
 
 
-# --------------------------------------------------------------------------- GTSRB
-def _read_gt_csv(csv_path: Path, base: Path) -> list[tuple[int, ImageItem]]:
-    """Parse one GT CSV into (line number, item) pairs; any malformed line is an error."""
-    try:
-        text = csv_path.read_text()
-    except OSError as exc:
-        raise ImportDataError(f"{csv_path}: cannot read ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise ImportDataError(
-            f"{csv_path}: not a text CSV (byte {exc.start} is not UTF-8); expected the header "
-            f"{';'.join(CSV_COLUMNS)}"
-        ) from None
-    lines = text.splitlines()
-    if not lines or [c.strip() for c in lines[0].split(";")] != CSV_COLUMNS:
-        raise ImportDataError(
-            f"{csv_path} line 1: header must be {';'.join(CSV_COLUMNS)} (got {lines[0][:80]!r})"
-            if lines else f"{csv_path}: empty file, expected the header {';'.join(CSV_COLUMNS)}"
-        )
-    items = []
-    for lineno, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        parts = [p.strip() for p in line.split(";")]
-        if len(parts) != len(CSV_COLUMNS):
-            raise ImportDataError(
-                f"{csv_path} line {lineno}: expected {len(CSV_COLUMNS)} fields separated by ';', "
-                f"got {len(parts)} ({line[:80]!r})"
-            )
-        try:
-            w, h, x1, y1, x2, y2, label = (int(p) for p in parts[1:])
-        except ValueError:
-            raise ImportDataError(
-                f"{csv_path} line {lineno}: Width..ClassId must be integers ({line[:80]!r})"
-            ) from None
-        if not (0 <= x1 < x2 < w and 0 <= y1 < y2 < h):
-            raise ImportDataError(
-                f"{csv_path} line {lineno}: ROI ({x1},{y1})-({x2},{y2}) is empty or outside "
-                f"the {w}x{h} image"
-            )
-        if label < 0:
-            raise ImportDataError(f"{csv_path} line {lineno}: ClassId {label} is negative")
-        match = _TRACK.match(Path(parts[0]).stem)
-        group = f"{label}/{match.group(1)}" if match else f"{label}/{parts[0]}"
-        items.append((lineno, ImageItem(base / parts[0], label, (x1, y1, x2, y2), group)))
-    return items
-
-
-def _find_gtsrb_root(path: Path) -> Path:
-    """The folder holding ``Final_Training`` (the given one, or its ``GTSRB`` sub-folder)."""
-    for cand in (path, path / "GTSRB"):
-        if (cand / "Final_Training" / "Images").is_dir():
-            return cand
-    raise ImportDataError(
-        f"{path} is not a GTSRB folder: expected {path}/Final_Training/Images/000NN/GT-000NN.csv "
-        "(the official layout; `drivelab data synth-signs` writes a synthetic one)"
-    )
-
-
-def scan_gtsrb(path: Path) -> tuple[list[ImageItem], list[ImageItem], int]:
-    """Training items, test items and the class count of a GTSRB folder, all CSVs checked."""
-    root = _find_gtsrb_root(path)
-    images = root / "Final_Training" / "Images"
-    class_dirs = sorted(d for d in images.iterdir() if d.is_dir() and d.name.isdigit())
-    if not class_dirs:
-        raise ImportDataError(f"{images} holds no class folders 000NN")
-    num_classes = max(int(d.name) for d in class_dirs) + 1
-    train: list[ImageItem] = []
-    for d in class_dirs:
-        class_id = int(d.name)
-        csv_path = d / f"GT-{d.name}.csv"
-        if not csv_path.is_file():
-            raise ImportDataError(f"{csv_path} is missing: every class folder needs its GT CSV")
-        rows = _read_gt_csv(csv_path, d)
-        if not rows:
-            images = sum(1 for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            raise ImportDataError(
-                f"{csv_path} lists no images (the folder holds {images} image file(s)): every "
-                "class needs its training images listed"
-            )
-        for lineno, item in rows:
-            if item.label != class_id:
-                raise ImportDataError(
-                    f"{csv_path} line {lineno}: ClassId {item.label} in the folder of class "
-                    f"{class_id} (labels must match their folder, 0..{num_classes - 1})"
-                )
-            train.append(item)
-    test: list[ImageItem] = []
-    test_images = root / "Final_Test" / "Images"
-    if test_images.is_dir():
-        csv_path = next(
-            (p for p in (test_images / TEST_CSV, root / "Final_Test" / TEST_CSV, root / TEST_CSV)
-             if p.is_file()), None,
-        )
-        if csv_path is None:
-            raise ImportDataError(
-                f"{test_images / TEST_CSV} is missing: the test images need their labels "
-                "(GTSRB ships them as GT-final_test.csv; remove Final_Test to import training only)"
-            )
-        for lineno, item in _read_gt_csv(csv_path, test_images):
-            if item.label >= num_classes:
-                raise ImportDataError(
-                    f"{csv_path} line {lineno}: ClassId {item.label} is outside the "
-                    f"{num_classes} training classes (0..{num_classes - 1})"
-                )
-            test.append(item)
-    return train, test, num_classes
-
-
-def gtsrb_class_names(num_classes: int) -> list[str]:
-    """Official sign names for the ids GTSRB defines, ``class NN`` beyond them."""
-    return [GTSRB_CLASS_NAMES[i] if i < len(GTSRB_CLASS_NAMES) else f"class {i:02d}" for i in range(num_classes)]
-
-
-def import_gtsrb(
-    path: str | Path, out: str | Path, options: ImportOptions = ImportOptions(),
-    on_progress: ProgressFn | None = None,
-) -> ImportSummary:
-    """Import a GTSRB folder (official layout, real or synthetic) into a new dataset at ``out``."""
-    path, out = Path(path), Path(out)
-    _check_paths(path, out, options)
-    train, test, num_classes = scan_gtsrb(path)
-    root = _find_gtsrb_root(path)
-    readme = root / "README.txt"
-    synthetic = readme.is_file() and "SYNTHETIC" in readme.read_text(errors="replace")[:200]
-    source = "synthetic-gtsrb" if synthetic else "gtsrb"
-    return _write(path, out, source, gtsrb_class_names(num_classes), train, test, options, on_progress)
-
-
 # --------------------------------------------------------------------------- ImageFolder
 def scan_imagefolder(path: Path) -> tuple[list[ImageItem], list[str]]:
     """Items and class names (sorted folder names) of a one-folder-per-class layout."""
@@ -270,15 +126,15 @@ def import_imagefolder(
 ) -> ImportSummary:
     """Import an ImageFolder (``PATH/<class name>/*.png``) into a new dataset at ``out``."""
     path, out = Path(path), Path(out)
-    _check_paths(path, out, options)
+    check_paths(path, out, options)
     if options.roi:
         raise ImportDataError("--roi needs ROI boxes, which only the GTSRB CSVs carry")
     items, names = scan_imagefolder(path)
-    return _write(path, out, "imagefolder", names, items, [], options, on_progress)
+    return write_import(path, out, "imagefolder", names, items, [], options, on_progress)
 
 
 # --------------------------------------------------------------------------- shared
-def _check_paths(path: Path, out: Path, options: ImportOptions) -> None:
+def check_paths(path: Path, out: Path, options: ImportOptions) -> None:
     """Fail before any work: a missing input, an existing output, or a nonsensical option."""
     if out.exists():
         raise ImportDataError(f"{out} already exists: choose a new --out (nothing was overwritten)")
@@ -348,7 +204,7 @@ def load_image(item: ImageItem, size: int, roi: bool) -> np.ndarray:
     return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0), np.uint8)
 
 
-def _write(
+def write_import(
     path: Path, out: Path, source: str, class_names: list[str], train: list[ImageItem],
     test: list[ImageItem], options: ImportOptions, on_progress: ProgressFn | None,
 ) -> ImportSummary:
@@ -357,21 +213,8 @@ def _write(
     for it in (*train, *test):
         if not 0 <= it.label < num_classes:  # scans check this; kept as the store's invariant
             raise ImportDataError(f"{it.path}: label {it.label} is outside the {num_classes} classes")
-    val_paths = stratified_val(train, options.val_fraction, options.seed)
-    plan: list[tuple[str, int, list[ImageItem]]] = []
-    for split, items in (("train", [i for i in train if i.path not in val_paths]),
-                         ("val", [i for i in train if i.path in val_paths]), ("test", test)):
-        for label in range(num_classes):
-            members = [i for i in items if i.label == label]
-            for start in range(0, len(members), EPISODE_IMAGES):
-                plan.append((split, label, members[start : start + EPISODE_IMAGES]))
-    s = options.size
-    meta = DatasetMeta(
-        env_id=source, fps=0.0, frame_shape=(s, s, 3), telemetry=(),
-        actions=(SignalSpec("class", unit="class id", size=1, low=0.0, high=float(num_classes - 1),
-                            description="integer class id stored as float32"),),
-        chunk_frames=CHUNK_IMAGES,
-    )
+    plan = _episode_plan(train, test, options, num_classes)
+    meta = _classification_meta(source, options.size, num_classes)
     summary = ImportSummary(out, source, class_names, {k: [0] * num_classes for k in ("train", "val", "test")})
     store = DatasetStore.create(out, meta)
     lock = ExitStack()
@@ -380,20 +223,7 @@ def _write(
         splits: dict[str, list[int]] = {"val": [], "test": []}
         index = 0
         for done, (split, label, members) in enumerate(plan, start=1):
-            frames, kept = [], []
-            for it in members:
-                try:
-                    frames.append(load_image(it, s, options.roi))
-                    kept.append(it)
-                except (OSError, UnidentifiedImageError, ValueError) as exc:
-                    rel = _rel(it.path, path)
-                    if options.on_bad_image == "stop":
-                        raise ImportDataError(
-                            f"{rel}: cannot decode image ({type(exc).__name__}); "
-                            "--on-bad-image skip imports the rest (nothing was written)"
-                        ) from exc
-                    summary.skipped += 1
-                    summary.skipped_files.append(rel)
+            frames, kept = _decode(members, path, options, summary)
             if kept:
                 n = len(kept)
                 write_episode(store, index, EpisodeRecord(
@@ -422,6 +252,53 @@ def _write(
     finally:
         lock.close()
     return summary
+
+
+def _episode_plan(
+    train: list[ImageItem], test: list[ImageItem], options: ImportOptions, num_classes: int
+) -> list[tuple[str, int, list[ImageItem]]]:
+    """(split, class, images) of every episode to write: at most EPISODE_IMAGES images each."""
+    val_paths = stratified_val(train, options.val_fraction, options.seed)
+    plan: list[tuple[str, int, list[ImageItem]]] = []
+    for split, items in (("train", [i for i in train if i.path not in val_paths]),
+                         ("val", [i for i in train if i.path in val_paths]), ("test", test)):
+        for label in range(num_classes):
+            members = [i for i in items if i.label == label]
+            for start in range(0, len(members), EPISODE_IMAGES):
+                plan.append((split, label, members[start : start + EPISODE_IMAGES]))
+    return plan
+
+
+def _classification_meta(source: str, size: int, num_classes: int) -> DatasetMeta:
+    """The dataset metadata of a classification set: square frames, one class-id label array."""
+    return DatasetMeta(
+        env_id=source, fps=0.0, frame_shape=(size, size, 3), telemetry=(),
+        actions=(SignalSpec("class", unit="class id", size=1, low=0.0, high=float(num_classes - 1),
+                            description="integer class id stored as float32"),),
+        chunk_frames=CHUNK_IMAGES,
+    )
+
+
+def _decode(
+    members: list[ImageItem], path: Path, options: ImportOptions, summary: ImportSummary
+) -> tuple[list[np.ndarray], list[ImageItem]]:
+    """The decoded frames of one episode's images and the items kept; a bad image is counted
+    in ``summary`` (``on_bad_image: skip``) or stops the import (``stop``)."""
+    frames, kept = [], []
+    for it in members:
+        try:
+            frames.append(load_image(it, options.size, options.roi))
+            kept.append(it)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            rel = _rel(it.path, path)
+            if options.on_bad_image == "stop":
+                raise ImportDataError(
+                    f"{rel}: cannot decode image ({type(exc).__name__}); "
+                    "--on-bad-image skip imports the rest (nothing was written)"
+                ) from exc
+            summary.skipped += 1
+            summary.skipped_files.append(rel)
+    return frames, kept
 
 
 def _rel(p: Path, base: Path) -> str:
