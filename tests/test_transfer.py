@@ -22,8 +22,10 @@ from drivelab.cli import app
 from drivelab.config import ConfigError, ExperimentConfig, load_config
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
+from drivelab.models.freezing import FreezePlan, plan_freeze
+from drivelab.models.name_globs import TransferError
 from drivelab.models.summary import summarize_config
-from drivelab.models.transfer import FreezePlan, TransferError, initialise_from, plan_freeze
+from drivelab.models.transfer import initialise_from
 from drivelab.runs.checkpoints import list_checkpoints, load_weights
 from drivelab.runs.folder import RunFolder
 from drivelab.train import train

@@ -16,8 +16,8 @@ from torch import nn
 
 from drivelab.config import ExperimentConfig
 from drivelab.models.factory import build_policy
+from drivelab.models.freezing import plan_freeze
 from drivelab.models.policy import Policy
-from drivelab.models.transfer import plan_freeze
 
 __all__ = [
     "BN_STATISTICS",

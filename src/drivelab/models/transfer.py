@@ -1,23 +1,21 @@
-"""Transfer learning: start a policy from other runs' weights (``init_from``) and freeze parts.
+"""Transfer learning: start a policy from other runs' weights (``init_from``).
 
 Charles's model_0009 took the CNN of one run at batch 27,500 and the LSTM of another at batch
 18,500, left everything else random, and trained it frozen and unfrozen. Here each
 ``model.init_from`` entry names a source (a run's checkpoint, a ``.safetensors`` file or timm's
 pretrained weights) and globs over the policy's state-dict names; the copy is accounted for
 exactly (copied / skipped / newly initialised / mismatched / missing) so a silent partial load
-cannot pass for a transfer. ``model.freeze`` globs fix parameters (and keep their BatchNorm
-layers in eval mode, as Keras does for ``trainable=False``) until ``unfreeze_at``.
+cannot pass for a transfer. Freezing what was copied (``model.freeze``, ``unfreeze_at``) is
+`drivelab.models.freezing`; the glob language both share is `drivelab.models.name_globs`.
 
 Everything here refuses bad input before a run folder exists: a source run that does not exist,
-a batch without a checkpoint (the nearest ones are listed), a glob that matches nothing,
-freezing every parameter.
+a batch without a checkpoint (the nearest ones are listed), a glob that matches nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -27,62 +25,19 @@ from torch import nn
 from drivelab.config import InitFromConfig, ModelConfig
 from drivelab.errors import DrivelabError
 from drivelab.models.backbones import hub_or_cache
+from drivelab.models.name_globs import TransferError, glob_matches, matching, shown, top_level
 from drivelab.runs.checkpoints import atomic_write_text, load_weights
 from drivelab.runs.folder import parse_checkpoint_ref, resolve_checkpoint
 
-__all__ = [
-    "FreezePlan",
-    "InitReport",
-    "SourceReport",
-    "TransferError",
-    "glob_matches",
-    "initialise_from",
-    "parameter_groups",
-    "plan_freeze",
-    "write_init_report",
-]
+__all__ = ["InitReport", "SourceReport", "initialise_from", "write_init_report"]
 
 #: ``timm:<name>`` sources hold timm's own keys; unless renamed they go under the backbone.
 TIMM_PREFIX = "timm:"
 TIMM_DEFAULT_RENAME = {"": "backbone.body."}
 #: File in the run folder holding the full init report.
 INIT_REPORT_NAME = "init_report.json"
-#: How many names an error line shows before "and N more".
-SHOWN = 4
 
 
-class TransferError(DrivelabError):
-    """A transfer-learning or freezing setting that cannot be carried out."""
-
-
-def glob_matches(name: str, glob: str) -> bool:
-    """Whether a dotted state-dict name matches a glob; a bare module name covers its subtree.
-
-    ``fnmatch``'s ``*`` also crosses dots, so ``backbone.*`` is everything in the backbone and
-    ``history`` (no wildcard) means ``history`` itself or anything under it.
-    """
-    return fnmatchcase(name, glob) or fnmatchcase(name, glob + ".*")
-
-
-def _matching(names: Iterable[str], globs: Sequence[str]) -> list[str]:
-    return [name for name in names if any(glob_matches(name, glob) for glob in globs)]
-
-
-def _shown(names: Sequence[str]) -> str:
-    head = ", ".join(names[:SHOWN])
-    return head + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
-
-
-def _top_level(names: Iterable[str]) -> str:
-    """The policy's module tree two levels deep, as a hint for a glob that matched nothing."""
-    seen: dict[str, None] = {}
-    for name in names:
-        parts = name.split(".")
-        seen[".".join(parts[:2]) + (".*" if len(parts) > 2 else "")] = None
-    return _shown(list(seen))
-
-
-# ------------------------------------------------------------------------------ init_from
 @dataclass
 class SourceReport:
     """What one ``init_from`` entry did; names are the policy's (after renaming)."""
@@ -103,7 +58,7 @@ class SourceReport:
         for label, names in (("missing", self.missing), ("mismatched", self.mismatched),
                              ("unexpected", self.unexpected)):
             if names:
-                parts.append(f"{label} {len(names)} ({_shown(names)})")
+                parts.append(f"{label} {len(names)} ({shown(names)})")
         return f"{self.resolved} [{', '.join(self.modules)}]: " + ", ".join(parts)
 
 
@@ -131,7 +86,7 @@ class InitReport:
         lines.append(
             f"init: {self.copied_tensors} of {self.total_tensors} tensors copied "
             f"({self.copied_values:,} of {self.total_values:,} values), {len(self.fresh)} newly "
-            f"initialised ({self.fresh_values:,} values: {_top_level(self.fresh) or 'none'})"
+            f"initialised ({self.fresh_values:,} values: {top_level(self.fresh) or 'none'})"
         )
         return lines
 
@@ -228,16 +183,16 @@ def _select(
     for glob in entry.modules:
         if not any(glob_matches(name, glob) for name in target):
             raise TransferError(
-                f"module glob {glob!r} matches nothing in the policy; it has {_top_level(target)}"
+                f"module glob {glob!r} matches nothing in the policy; it has {top_level(target)}"
             )
         if not any(glob_matches(name, glob) for name in renamed):
             hint = " (use rename to map its names)" if rename == {} else ""
             raise TransferError(
                 f"module glob {glob!r} matches nothing in {description}; it has "
-                f"{_top_level(renamed)}{hint}"
+                f"{top_level(renamed)}{hint}"
             )
-    wanted = _matching(target, entry.modules)
-    offered = set(_matching(renamed, entry.modules))
+    wanted = matching(target, entry.modules)
+    offered = set(matching(renamed, entry.modules))
     report = SourceReport(entry.source, description, list(entry.modules))
     report.skipped = [name for name in renamed if name not in offered]
     copies: dict[str, torch.Tensor] = {}
@@ -278,7 +233,7 @@ def initialise_from(
         except DrivelabError as exc:
             raise TransferError(f"{where}: {exc}") from None
         problems = [
-            f"{len(names)} {label} ({_shown(names)})"
+            f"{len(names)} {label} ({shown(names)})"
             for label, names in (("missing in the source", report.missing),
                                  ("of another shape", report.mismatched),
                                  ("not in the policy", report.unexpected))
@@ -292,7 +247,7 @@ def initialise_from(
         twice = [name for name in copies if name in claimed]
         if twice:
             raise TransferError(
-                f"{where}: {_shown(twice)} already come from model.init_from.{claimed[twice[0]]}; "
+                f"{where}: {shown(twice)} already come from model.init_from.{claimed[twice[0]]}; "
                 "make the module globs disjoint"
             )
         claimed.update(dict.fromkeys(copies, index))
@@ -309,129 +264,3 @@ def initialise_from(
         total_tensors=len(target),
         total_values=sum(t.numel() for t in target.values()),
     )
-
-
-# ------------------------------------------------------------------------------ freezing
-def _is_batchnorm(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.batchnorm._BatchNorm)
-
-
-@dataclass(frozen=True)
-class FreezePlan:
-    """Which parameters are frozen, until which batch, and at what learning-rate scale after.
-
-    Whether a parameter is frozen is a pure function of ``batches_done``, so a resumed run
-    freezes and unfreezes exactly where an uninterrupted one does.
-    """
-
-    parameters: tuple[str, ...]
-    batchnorms: tuple[str, ...]  # BatchNorm modules whose weights are all frozen: kept in eval
-    unfreeze_at: int | None = None
-    lr_scale: float = 1.0  # unfreeze_lr / train.lr for the once-frozen parameter group
-
-    def frozen(self, batches_done: int) -> bool:
-        return self.unfreeze_at is None or batches_done < self.unfreeze_at
-
-    def apply(self, policy: nn.Module, batches_done: int) -> None:
-        """Set ``requires_grad`` for the batch after ``batches_done`` and the BatchNorm modes.
-
-        Called before every step: the loop puts the model back in train mode after validation,
-        and this puts frozen BatchNorm layers back in eval mode so their statistics stay fixed
-        (and in train mode again once they are unfrozen).
-        """
-        frozen = self.frozen(batches_done)
-        names = set(self.parameters)
-        for name, parameter in policy.named_parameters():
-            if name in names:
-                parameter.requires_grad_(not frozen)
-        if self.batchnorms:
-            modules = dict(policy.named_modules())
-            for name in self.batchnorms:  # back in train mode once unfrozen
-                modules[name].train(policy.training and not frozen)
-
-    def check(self, total_batches: int, world_size: int) -> None:
-        """Refuse an unfreeze that never happens or that DDP cannot follow."""
-        if self.unfreeze_at is None:
-            return
-        if self.unfreeze_at >= total_batches:
-            raise TransferError(
-                f"model.unfreeze_at: batch {self.unfreeze_at} is not before the last batch "
-                f"({total_batches}), so the frozen parts would never train; lower it or drop it"
-            )
-        if world_size > 1:
-            raise TransferError(
-                "model.unfreeze_at: unfreezing during training is not supported on more than "
-                f"one process (DDP fixes its parameters at start; {world_size} here); train the "
-                "frozen phase, then start a new run with init_from and no freeze"
-            )
-
-    def describe(self) -> dict[str, Any]:
-        return {"parameters": len(self.parameters), "batchnorms": len(self.batchnorms),
-                "unfreeze_at": self.unfreeze_at, "lr_scale": self.lr_scale}
-
-
-def plan_freeze(
-    config: ModelConfig,
-    policy: nn.Module,
-    batches_per_epoch: int | None = None,
-    lr: float | None = None,
-) -> FreezePlan | None:
-    """Resolve ``model.freeze`` against the policy; None when nothing is frozen.
-
-    ``batches_per_epoch`` turns ``unfreeze_at_epoch`` into a batch; ``lr`` (``train.lr``) sets
-    the scale of ``unfreeze_lr``.
-    """
-    if not config.freeze:
-        return None
-    names = [name for name, _ in policy.named_parameters()]
-    for glob in config.freeze:
-        if not any(glob_matches(name, glob) for name in names):
-            raise TransferError(
-                f"model.freeze: {glob!r} matches no parameter of the policy; it has "
-                f"{_top_level(names)}"
-            )
-    frozen = _matching(names, config.freeze)
-    if len(frozen) == len(names):
-        raise TransferError(
-            f"model.freeze: {config.freeze} freezes every parameter, so nothing would train; "
-            "leave the neck or a head out"
-        )
-    frozen_set = set(frozen)
-    batchnorms = []
-    for module_name, module in policy.named_modules():
-        if not _is_batchnorm(module):
-            continue
-        own = [f"{module_name}.{n}" for n, _ in module.named_parameters()]
-        if own:
-            fixed = all(n in frozen_set for n in own)
-        else:  # no affine weights: the globs decide by the statistics' names
-            fixed = any(glob_matches(f"{module_name}.running_mean", g) for g in config.freeze)
-        if fixed:
-            batchnorms.append(module_name)
-    unfreeze_at = config.unfreeze_at
-    if config.unfreeze_at_epoch is not None:
-        if batches_per_epoch is None:
-            raise TransferError("model.unfreeze_at_epoch needs the epoch length (train only)")
-        unfreeze_at = config.unfreeze_at_epoch * batches_per_epoch
-    scale = 1.0
-    if config.unfreeze_lr is not None and lr is not None:
-        scale = config.unfreeze_lr / lr
-    return FreezePlan(tuple(frozen), tuple(batchnorms), unfreeze_at, scale)
-
-
-def parameter_groups(policy: nn.Module, plan: FreezePlan | None) -> list[dict[str, Any]]:
-    """Optimizer groups: the trainable parameters, then the frozen ones (with their LR scale).
-
-    The frozen group is in the optimizer from the start (its parameters get no gradient while
-    frozen, and torch optimizers skip those: no update, no state, no weight decay), so the
-    optimizer's state dict has the same layout before and after ``unfreeze_at`` and a resume
-    loads it exactly.
-    """
-    if plan is None:
-        return [{"params": [p for p in policy.parameters() if p.requires_grad]}]
-    names = set(plan.parameters)
-    named = list(policy.named_parameters())
-    return [
-        {"params": [p for n, p in named if n not in names], "lr_scale": 1.0},
-        {"params": [p for n, p in named if n in names], "lr_scale": plan.lr_scale},
-    ]

@@ -30,7 +30,7 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """The configured optimizer over the trainable ``parameters`` at the schedule's start rate.
 
-    ``parameters`` may also be param groups (`drivelab.models.transfer.parameter_groups`): then
+    ``parameters`` may also be param groups (`drivelab.models.freezing.parameter_groups`): then
     they are used as given, frozen group included, and each group's ``lr_scale`` scales the
     schedule's rate (`set_learning_rate`).
     """

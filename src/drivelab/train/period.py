@@ -19,8 +19,8 @@ from lightning_fabric import Fabric
 from drivelab.config import ExperimentConfig, dump_config
 from drivelab.data.balance import BinnedLabels
 from drivelab.data.batch_loader import make_loader
+from drivelab.models.freezing import FreezePlan
 from drivelab.models.objectives import Objective
-from drivelab.models.transfer import FreezePlan
 from drivelab.processor.pipeline import InputPipeline
 from drivelab.runs.folder import RunFolder, now_iso
 from drivelab.runs.provenance import run_provenance

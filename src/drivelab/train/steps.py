@@ -18,8 +18,8 @@ import torch
 from lightning_fabric import Fabric
 
 from drivelab.config import ExperimentConfig
+from drivelab.models.freezing import FreezePlan
 from drivelab.models.objectives import Objective
-from drivelab.models.transfer import FreezePlan
 from drivelab.processor.pipeline import InputPipeline
 from drivelab.train.batches import BatchOrder
 from drivelab.train.schedules import LRSchedule

@@ -40,15 +40,9 @@ from drivelab.data.balance import BinnedLabels
 from drivelab.data.classes import with_dataset_classes
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
+from drivelab.models.freezing import FreezePlan, parameter_groups, plan_freeze
 from drivelab.models.heads import StandardizedRegressionHead
-from drivelab.models.transfer import (
-    FreezePlan,
-    InitReport,
-    initialise_from,
-    parameter_groups,
-    plan_freeze,
-    write_init_report,
-)
+from drivelab.models.transfer import InitReport, initialise_from, write_init_report
 from drivelab.outputs import check_output_dir
 from drivelab.processor.state import TargetSteps
 from drivelab.runs.checkpoints import restore_rng_state
