@@ -66,8 +66,9 @@ def card(
     force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
     """Write a model card (card.md, card/ pictures) for a run, or a line page listing its versions."""
-    from drivelab.reports.card import write_card, write_line_page
+    from drivelab.reports.card import write_card
     from drivelab.reports.events import resolve_source
+    from drivelab.reports.line_page import write_line_page
     from drivelab.reports.lines import resolve_line
     from drivelab.runs.folder import RunFolder
 

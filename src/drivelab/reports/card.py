@@ -1,41 +1,38 @@
-"""Model cards: ``<run>/card.md`` (+ ``card.html``) and a line page listing its versions.
+"""Model cards: ``<run>/card.md`` (+ ``card.html``), one page per run.
 
 The shape follows Charles's model pages (seeds 000/002): title ``<line>_vN``, training periods
 with their batch ranges and whether they were watched, total batches, the Keras-style parameter
 summary, an architecture picture, transfer sources and frozen parts, loss curves, validation
 metrics, closed-loop results next to the expert, a driving GIF, and free-text notes. Everything
 comes from the run folder (config, ``run.json``, ``periods.json``, ``metrics.jsonl``, saved
-evaluations), so a card can be regenerated at any time; pictures go to ``<run>/card/``.
+evaluations), so a card can be regenerated at any time; pictures go to ``<run>/card/``. The
+closed-loop section is `card_driving`; the line page listing a line's versions is `line_page`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from drivelab.config import load_config
 from drivelab.outputs import check_regenerable, write_generated
+from drivelab.reports.card_driving import driving_section
 from drivelab.reports.document import Document, to_html, to_markdown
-from drivelab.reports.events import ReportError, Series, best_value, read_run_series
+from drivelab.reports.events import Series, best_value, read_run_series
 from drivelab.reports.figures import (
     architecture_blocks,
     architecture_text,
     draw_architecture,
     plot_losses,
-    shrink_gif,
 )
 from drivelab.reports.lines import (
     VersionStatus,
     format_period,
-    line_versions,
-    score_text,
     version_status,
 )
 from drivelab.runs.folder import RunFolder
-from drivelab.seeds import HELD_OUT_SEED
 
 MEDIA = "card"
 INIT_REPORT = "init_report.json"
@@ -87,7 +84,7 @@ def write_card(
     _transfer(doc, config, run)
     _curves(doc, config, series, media_dir, media)
     _validation(doc, series)
-    _driving(doc, run, status, media_dir, media, gif_bytes)
+    driving_section(doc, run, status, media_dir, media, gif_bytes)
     _provenance(doc, status.info)
     markdown = write_generated(run.path / "card.md", to_markdown(doc), force=True, flag="card")
     page = None
@@ -254,93 +251,6 @@ def _validation(doc: Document, series: dict[str, Series]) -> None:
     doc.table(["metric", "last", "best"], rows)
 
 
-def _driving(doc: Document, run: RunFolder, status: VersionStatus, media_dir: Path, media: list[Path], gif_bytes: int) -> None:
-    doc.para("*Closed-loop evaluation:*")
-    from drivelab.runs.evals import latest_eval
-
-    record = latest_eval(run)
-    if record is None:
-        doc.para(f"Not evaluated yet: `drivelab eval {run.path} --episodes 10 --seed {HELD_OUT_SEED} --baseline expert "
-                 "--video DIR` keeps its results with the run.")
-        _watch_gif(doc, run, status, media_dir, media, gif_bytes)
-        return
-    tracks = record.get("tracks", [])
-    if len(tracks) == 1:
-        span = f"1 held-out track (seed {tracks[0]})"
-    else:
-        span = f"{len(tracks)} held-out tracks (seeds {tracks[0]}-{tracks[-1]})" if tracks else "no tracks"
-    doc.para(f"Checkpoint batch *{record.get('batch')}*, {span}, "
-             f"evaluated {str(record.get('created', ''))[:16].replace('T', ' ')}; mean ± std over tracks.")
-    rows = []
-    for driver in record.get("drivers", []):
-        a = driver.get("aggregate", {})
-        ratio = a.get("score_ratio_to_expert")
-        rows.append([
-            driver.get("driver", "?"),
-            score_text(a),
-            _pm(a, "reward", ".1f"),
-            _pm(a, "completion", ".3f"),
-            _mean(a, "off_track_events_mean") + " / " + _mean(a, "unstuck_mean"),
-            f"{a.get('laps_finished', 0)}/{a.get('episodes', 0)}",
-            "-" if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)) else f"{ratio:.3f}",
-        ])
-    doc.table(["driver", "driving score", "reward", "completion", "off-track / unstuck", "laps", "÷ expert"], rows)
-    from drivelab.runs.evals import policy_report
-
-    report = policy_report(record) or {}
-    videos = report.get("videos", [])
-    existing = [Path(v) for v in videos if Path(v).is_file()]
-    if existing:
-        chosen, caption = _typical_video(existing, report.get("episodes", []))
-        picture = shrink_gif(chosen, media_dir / "driving.gif", gif_bytes)
-        media.append(picture)
-        doc.para(f"*The model driving* ({caption}):")
-        doc.image(f"{MEDIA}/driving.gif", f"{run.name} driving")
-    elif videos:
-        doc.para(f"(the evaluation's videos are gone from {Path(videos[0]).parent})")
-
-
-def _watch_gif(doc: Document, run: RunFolder, status: VersionStatus, media_dir: Path, media: list[Path], gif_bytes: int) -> None:
-    """Without an evaluation, the last watched checkpoint's GIF shows how the model drives."""
-    gifs = sorted((run.path / "watch").glob("batch_*.gif"), key=lambda p: int(p.stem.split("_")[-1]))
-    if not gifs:
-        return
-    picture = shrink_gif(gifs[-1], media_dir / "driving.gif", gif_bytes)
-    media.append(picture)
-    score = f", watch score {status.watch_score[1]:.3f}" if status.watch_score else ""
-    doc.para(f"*Watched during training* (batch {gifs[-1].stem.split('_')[-1]}{score}):")
-    doc.image(f"{MEDIA}/driving.gif", f"{run.name} driving", width="60%")
-
-
-def _track_of(path: Path) -> str:
-    stem = path.stem
-    return stem.rpartition("track")[2] if "track" in stem else stem
-
-
-def _typical_video(videos: list[Path], episodes: list[dict[str, Any]]) -> tuple[Path, str]:
-    """The GIF of the median-score track, so the card shows typical driving, not the best lap."""
-    scores = {str(e.get("seed")): e.get("score") for e in episodes if e.get("failed") is None}
-    scored = [(scores[_track_of(v)], v) for v in videos if isinstance(scores.get(_track_of(v)), int | float)]
-    if not scored:
-        return videos[0], f"track {_track_of(videos[0])}"
-    scored.sort(key=lambda sv: sv[0])
-    score, video = scored[(len(scored) - 1) // 2]
-    median = ", the median track" if len(scored) > 2 else ""
-    return video, f"track {_track_of(video)}, driving score {score:.2f}{median}"
-
-
-def _pm(a: dict[str, Any], key: str, fmt: str) -> str:
-    mean, std = a.get(f"{key}_mean"), a.get(f"{key}_std")
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "-"
-    return f"{mean:{fmt}}±{(std or 0.0):{fmt}}"
-
-
-def _mean(a: dict[str, Any], key: str) -> str:
-    value = a.get(key)
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
-
-
 def _provenance(doc: Document, info: dict[str, Any]) -> None:
     prov = info.get("provenance") or {}
     data = info.get("data") or {}
@@ -381,47 +291,3 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-# ------------------------------------------------------------------------------ line page
-def write_line_page(line_dir: Path, html: bool = False, cards: bool = True, gif_bytes: int = 1_500_000,
-                    force: bool = False) -> CardFiles:
-    """``<line>/index.md`` listing the versions ("List of the models"); each card is (re)written."""
-    runs = line_versions(line_dir)
-    pages = [line_dir / f"{LINE_PAGE}.md"] + ([line_dir / f"{LINE_PAGE}.html"] if html else [])
-    check_regenerable(pages + [f for run in runs if cards for f in card_files(run, html)], "card", force)
-    if not runs:
-        raise ReportError(f"{line_dir} holds no versions (<line>_vN run folders)")
-    media: list[Path] = []
-    statuses = []
-    for run in runs:
-        if cards:
-            media += write_card(run, html=html, gif_bytes=gif_bytes, line_page=True, force=True).media
-        statuses.append(version_status(run))
-    doc = Document(line_dir.name)
-    doc.heading("List of the models:", 2)
-    doc.bullets([f"[`{s.name}`]({s.name}/card.md)" for s in statuses])
-    rows = []
-    for s in statuses:
-        best = "-" if s.best_val is None else f"{s.best_val[1]:.4g} (batch {s.best_val[0]})"
-        driving = score_text(s.driving["aggregate"]) if s.driving else (
-            f"{s.watch_score[1]:.3f} (watch, batch {s.watch_score[0]})" if s.watch_score else "-")
-        last = format_period(s.last_period) if s.last_period else "-"
-        rows.append([f"[`{s.name}`]({s.name}/card.md)", s.status, str(s.batches), last, best, driving,
-                     _notes_of(s.run)])
-    doc.table(["version", "status", "batches", "last period", "best val loss", "driving score", "notes"], rows)
-    markdown = write_generated(line_dir / f"{LINE_PAGE}.md", to_markdown(doc), force=True, flag="card")
-    page = None
-    if html:
-        page = write_generated(line_dir / f"{LINE_PAGE}.html", to_html(doc, line_dir), force=True, flag="card")
-    return CardFiles(markdown, page, media)
-
-
-def _notes_of(run: RunFolder, limit: int = 90) -> str:
-    """The first sentence of a version's notes, short enough for a table cell."""
-    try:
-        notes = " ".join(load_config(run.config_path).notes.split())
-    except Exception:  # a line page must not fail on one unreadable old config
-        return ""
-    first = notes.split(". ")[0]
-    return first if len(first) <= limit else first[: limit - 1] + "…"
