@@ -39,7 +39,7 @@ def _codec() -> BloscCodec:
 
 def write_episode(store: DatasetStore, index: int, record: EpisodeRecord) -> EpisodeInfo:
     """Write and commit one episode (staging -> rename -> marker). Any process may call it."""
-    check_record(store.meta, record)
+    _check_record(store.meta, record)
     name = episode_name(index)
     staging = store.path / STAGING / f"{name}-{uuid.uuid4().hex[:8]}"
     staging.parent.mkdir(exist_ok=True)
@@ -84,7 +84,7 @@ def write_episode(store: DatasetStore, index: int, record: EpisodeRecord) -> Epi
     return EpisodeInfo(index=index, length=len(record), attrs={**attrs, "committed": True})
 
 
-def check_record(meta: DatasetMeta, record: EpisodeRecord) -> None:
+def _check_record(meta: DatasetMeta, record: EpisodeRecord) -> None:
     """Refuse an episode that does not fit the dataset, before anything is written."""
     t = len(record)
     if record.frames.dtype != np.uint8 or record.frames.shape[1:] != tuple(meta.frame_shape):
