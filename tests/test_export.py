@@ -66,7 +66,7 @@ def test_export_writes_the_pipeline_and_its_metadata(exported: Path, frame_run: 
     assert set(card.parity) == set(card.outputs) and max(card.parity.values()) < 1e-4
     frames = model.graph.input[0].type.tensor_type
     assert frames.elem_type == onnx.TensorProto.UINT8
-    assert frames.shape.dim[0].dim_param and not frames.shape.dim[0].dim_value  # dynamic batch
+    assert frames.shape.dim[0].dim_param == "batch"  # a dynamic batch axis
     assert [d.dim_value for d in frames.shape.dim[1:]] == [3, 96, 96]  # raw frames: resize in-graph
 
 
@@ -91,6 +91,11 @@ def test_recurrent_policy_exports_its_state(small_dataset: Path, tmp_path: Path)
     assert result.card.inputs == ("frames", "state") and result.card.outputs[-1] == "state_out"
     assert set(result.parity.cases) == {"batch 1 x 1 steps", "batch 3 x 5 steps"}
     assert max(result.parity.worst().values()) < 1e-4 and "state_out" in result.parity.worst()
+    graph = onnx.load(str(result.path)).graph
+    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*graph.input, *graph.output)}
+    assert shapes["frames"] == ["batch", "steps", 3, 96, 96] and shapes["state"] == [2, 2, "batch", 16]
+    assert shapes["steering"] == ["batch", "steps"] and shapes["state_out"] == [2, 2, "batch", 16]
 
 
 def test_refusals_are_one_line_and_leave_no_file(frame_run: Path, exported: Path, tmp_path: Path) -> None:

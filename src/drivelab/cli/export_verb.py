@@ -41,8 +41,9 @@ def export(
         frames=frames, tolerance=tolerance, force=force,
     ))
     card, report = result.card, result.parity
-    table = Table(title=f"parity: max |onnxruntime - torch| on {report.frames} recorded frames",
-                  box=box.SIMPLE_HEAD, padding=(0, 1))
+    out.print(f"parity: max |onnxruntime - torch runtime| on {report.frames} recorded frames of "
+              f"{card.dataset}", highlight=False, soft_wrap=True)
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1))
     table.add_column("output")
     for case in report.cases:
         table.add_column(case, justify="right")

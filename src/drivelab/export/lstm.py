@@ -7,7 +7,7 @@ reshape with that constant and a graph exported at 3 steps fails, or asks ``step
 other length. `OnnxLSTM` stands in for the ``nn.LSTM`` only while exporting: each layer is
 written directly as an ONNX ``LSTM`` node (`torch.onnx.ops.symbolic_multi_out`) whose output
 shapes are given from the input's symbolic sizes. The weights are the module's own, gates
-reordered from PyTorch's (i, f, g, o) to ONNX's (i, o, f, c). The parity check then runs other
+reordered once from PyTorch's (i, f, g, o) to ONNX's (i, o, f, c). The parity check then runs other
 sequence lengths than the example's against the eager ``nn.LSTM``.
 """
 
@@ -39,28 +39,34 @@ class OnnxLSTM(nn.Module):
         super().__init__()
         if lstm.bidirectional or not lstm.batch_first or lstm.proj_size:
             raise ValueError("OnnxLSTM covers the policy's unidirectional batch-first LSTM")
-        self.lstm = lstm
         self.num_layers = lstm.num_layers  # what `RecurrentPolicy.layers` / ``.hidden`` read
         self.hidden_size = lstm.hidden_size
+        # ONNX's W [1, 4H, in], R [1, 4H, H], B [1, 8H] per layer, reordered once here (buffers
+        # become initializers; reordering inside the graph would cost a Split per call)
+        with torch.no_grad():
+            for layer in range(lstm.num_layers):
+                w = getattr(lstm, f"weight_ih_l{layer}")
+                r = getattr(lstm, f"weight_hh_l{layer}")
+                self.register_buffer(f"w{layer}", _onnx_gates(w)[None].clone())
+                self.register_buffer(f"r{layer}", _onnx_gates(r)[None].clone())
+                if lstm.bias:
+                    b = [_onnx_gates(getattr(lstm, f"{kind}_l{layer}")) for kind in ("bias_ih", "bias_hh")]
+                    self.register_buffer(f"b{layer}", torch.cat(b)[None].clone())
+        self.bias = bool(lstm.bias)
 
     def forward(
         self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         h0, c0 = hx
         batch, steps = x.shape[0], x.shape[1]
-        hidden = self.lstm.hidden_size
+        hidden = self.hidden_size
         sequence = x.transpose(0, 1)  # ONNX layout 0: [steps, batch, inputs]
         last_h, last_c = [], []
-        for layer in range(self.lstm.num_layers):
-            weights = [getattr(self.lstm, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh")]
-            bias = None
-            if self.lstm.bias:
-                bias = torch.cat([_onnx_gates(getattr(self.lstm, f"{kind}_l{layer}"))
-                                  for kind in ("bias_ih", "bias_hh")])[None]
+        for layer in range(self.num_layers):
             y, y_h, y_c = torch.onnx.ops.symbolic_multi_out(
                 "LSTM",
-                [sequence, _onnx_gates(weights[0])[None], _onnx_gates(weights[1])[None],
-                 bias, None,
+                [sequence, getattr(self, f"w{layer}"), getattr(self, f"r{layer}"),
+                 getattr(self, f"b{layer}") if self.bias else None, None,
                  h0[layer:layer + 1], c0[layer:layer + 1]],
                 {"hidden_size": hidden, "direction": "forward"},
                 dtypes=[x.dtype] * 3,

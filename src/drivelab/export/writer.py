@@ -17,8 +17,11 @@ an op without an ONNX translation is named with the module it sits in (the FX no
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import warnings
+from collections.abc import Iterator
 
 import onnx
 import torch
@@ -51,7 +54,7 @@ def exporter_name() -> str:
 def to_onnx(module: DeployedPolicy, example: ExampleInputs, opset: int | None, label: str) -> onnx.ModelProto:
     """Capture and translate ``module``; one `ExportError` line naming the op and its module."""
     module.eval()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _quiet("onnxscript", "torch.onnx"):
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
         try:
             with exportable_lstm(module.policy):
@@ -67,7 +70,22 @@ def to_onnx(module: DeployedPolicy, example: ExampleInputs, opset: int | None, l
         except Exception as exc:
             raise ExportError(_conversion_message(exc, program, label)) from exc
     assert onnx_program is not None
-    return onnx_program.model_proto
+    model = onnx_program.model_proto
+    _name_axes(model, ["batch", "steps"] if module.recurrent else ["batch"])
+    return model
+
+
+def _name_axes(model: onnx.ModelProto, names: list[str]) -> None:
+    """The exporter's symbols (``s41``) -> ``batch`` / ``steps``, read off the frames input."""
+    frames = model.graph.input[0].type.tensor_type.shape.dim
+    symbols = {frames[i].dim_param: name for i, name in enumerate(names) if frames[i].dim_param}
+    if not symbols:
+        return
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, symbols)) + r")\b")
+    for value in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = pattern.sub(lambda m: symbols[m.group(1)], dim.dim_param)
 
 
 def with_metadata(model: onnx.ModelProto, card: PolicyCard) -> bytes:
@@ -98,6 +116,20 @@ def _conversion_message(exc: BaseException, program: torch.export.ExportedProgra
             break
     return (f"{label}: {op} in {where} has no ONNX translation: replace that module "
             "(or the op) to export this policy")
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Only errors from these loggers while exporting (the optimizer logs its own skips)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _chain(exc: BaseException | None) -> list[BaseException]:
