@@ -48,7 +48,7 @@ def action_infos(policy: Policy, ranges: dict[str, tuple[float | None, float | N
     for name, head in policy.heads.items():
         config = policy.head_configs[name]
         low, high = ranges.get(name, (None, None))
-        bins = tuple(float(v) for v in head.bin_values.tolist()) if isinstance(head, ClassificationHead) else None
+        bins = tuple(float(v) for v in config.bin_values()) if isinstance(head, ClassificationHead) else None
         delta = (float(config.low), float(config.high)) if config.delta else None
         infos.append(ActionInfo(name=name, low=low, high=high, bins=bins, delta=delta,
                                 delta_index=delta_index if delta else None))
