@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -81,11 +81,7 @@ def eval_(
         _refuse_classification_run(run, runs)
     if convcam and video is None:
         raise DrivelabError("--convcam draws into the driving videos: add --video DIR")
-    if "onnx" in engines and (sample or convcam):
-        raise DrivelabError("--sample and --convcam need the torch policy (the ONNX graph answers the "
-                            "argmax bin and keeps no feature maps): use --engine torch")
-    if "torch" not in engines and precision != "32":
-        raise DrivelabError("--precision applies to the torch engine; the onnx engine computes in fp32")
+    _check_engine_flags(engines, sample, convcam, precision)
     resolved, note = inference_precision(precision)
     if note:
         err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
@@ -99,11 +95,8 @@ def eval_(
         raise DrivelabError("--engine chooses what runs a policy: name a RUN or FILE.onnx")
     seeds = list(range(seed, seed + episodes))
     with contextlib.ExitStack() as exports:  # a run driven by the onnx engine is exported for it here
-        specs: list[DriverSpec] = []
-        for name in engines if run is not None else []:
-            target = run if onnx_file or name == "torch" else _export_for_eval(run, runs, exports)
-            specs.append(DriverSpec("policy", run=target, runs_root=str(runs), sample=sample,
-                                    convcam=convcam, precision=resolved, engine=name))
+        specs = [] if run is None else _policy_specs(run, runs, engines, onnx_file, exports,
+                                                      sample=sample, convcam=convcam, precision=resolved)
         for name in baseline or []:
             if name not in BASELINES:
                 raise DrivelabError(f"--baseline {name!r} is unknown: use {' or '.join(BASELINES)}")
@@ -149,6 +142,28 @@ def _engines(engine: list[str] | None, onnx_file: bool) -> list[str]:
     if onnx_file and "torch" in names:
         raise DrivelabError("a .onnx file runs on the onnx engine: drop --engine torch, or name the RUN")
     return names
+
+
+def _check_engine_flags(engines: list[str], sample: bool, convcam: bool, precision: str) -> None:
+    if "onnx" in engines and (sample or convcam):
+        raise DrivelabError("--sample and --convcam need the torch policy (the ONNX graph answers the "
+                            "argmax bin and keeps no feature maps): use --engine torch")
+    if "torch" not in engines and precision != "32":
+        raise DrivelabError("--precision applies to the torch engine; the onnx engine computes in fp32")
+
+
+def _policy_specs(
+    run: str, runs: Path, engines: list[str], onnx_file: bool, exports: contextlib.ExitStack,
+    **options: Any,
+) -> list[Any]:
+    """One driver per engine for ``run``; a run on the onnx engine is exported for it first."""
+    from drivelab.evaluate.drivers import DriverSpec
+
+    specs = []
+    for name in engines:
+        target = run if onnx_file or name == "torch" else _export_for_eval(run, runs, exports)
+        specs.append(DriverSpec("policy", run=target, runs_root=str(runs), engine=name, **options))
+    return specs
 
 
 def _export_for_eval(run: str, runs: Path, exports: contextlib.ExitStack) -> str:
