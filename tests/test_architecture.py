@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "drivelab.runs": 4,
     "drivelab.models": 5,
     "drivelab.watch.spec": 6, "drivelab.watch.launcher": 6,
+    "drivelab.export": 6,  # policy + pipeline -> ONNX; its engine is driven by evaluate
     "drivelab.train": 7, "drivelab.evaluate": 7,
     "drivelab.watch": 8,  # the player process drives through the evaluator
     "drivelab.reports": 9,

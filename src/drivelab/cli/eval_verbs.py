@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,9 +50,13 @@ def eval_(
     precision: Annotated[
         str, typer.Option("--precision", help="Policy arithmetic: 32, bf16 or auto (bf16 where the CPU has AMX/AVX-512 BF16).")
     ] = "32",
+    engine: Annotated[
+        list[str] | None,
+        typer.Option("--engine", help="torch (default) or onnx (the exported graph on onnxruntime); both: side by side."),
+    ] = None,
     force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
-    """Drive a policy (and/or baselines) on held-out tracks and measure the driving."""
+    """Drive a policy (a run, or an exported FILE.onnx) and/or baselines on held-out tracks."""
     from drivelab.evaluate.drivers import BASELINES, DriverSpec
     from drivelab.evaluate.report import evaluate_many, render_report
     from drivelab.evaluate.runner import video_path
@@ -58,6 +64,10 @@ def eval_(
 
     if json_out is not None:
         check_output(json_out, "--json", force=force)
+    onnx_file = run is not None and run.lower().endswith(".onnx")
+    engines = _engines(engine, onnx_file)
+    if offline is not None and engines != ["torch"]:
+        raise DrivelabError("--offline scores a run with the torch engine: name the RUN, without --engine onnx")
     if offline is not None:
         _eval_offline(run, offline, dataset, runs, workers, json_out,
                       driving_flags=bool(baseline or video or convcam), top_k=top_k, group_map=group_map,
@@ -67,38 +77,40 @@ def eval_(
         raise DrivelabError("--dataset applies to --offline SPLIT; closed-loop evaluation drives --env")
     if top_k is not None or group_map is not None:
         raise DrivelabError("--top-k and --group-map score classes: use them with --offline SPLIT")
-    if run is not None:
+    if run is not None and not onnx_file:
         _refuse_classification_run(run, runs)
     if convcam and video is None:
         raise DrivelabError("--convcam draws into the driving videos: add --video DIR")
+    _check_engine_flags(engines, sample, convcam, precision)
     resolved, note = inference_precision(precision)
     if note:
         err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-    specs: list[DriverSpec] = []
-    if run is not None:
-        specs.append(DriverSpec("policy", run=run, runs_root=str(runs), sample=sample, convcam=convcam,
-                                precision=resolved))
-    for name in baseline or []:
-        if name not in BASELINES:
-            raise DrivelabError(f"--baseline {name!r} is unknown: use {' or '.join(BASELINES)}")
-        specs.append(DriverSpec(name))
-    if not specs:
-        raise DrivelabError("name a RUN to evaluate, or --baseline expert|random")
     if episodes < 1:
         raise DrivelabError(f"--episodes must be at least 1 (got {episodes})")
     if seed < 0:
         raise DrivelabError(f"--seed must be at least 0 (got {seed})")
     if max_steps < 1:
         raise DrivelabError(f"--max-steps must be at least 1 (got {max_steps})")
+    if run is None and engine:
+        raise DrivelabError("--engine chooses what runs a policy: name a RUN or FILE.onnx")
     seeds = list(range(seed, seed + episodes))
-    if video is not None:  # every GIF name is known now: refuse before the first track is driven
-        check_output_dir(video, "--video")
-        for spec in specs:
-            for s in seeds:
-                check_output(video_path(video, spec, s), "--video", (".gif",), force=force)
-    with lazy_progress(episodes * len(specs), "eval", unit="tracks") as on_progress:
-        reports = evaluate_many(specs, seeds, env=env, workers=workers, max_steps=max_steps,
-                                video_dir=video, on_progress=on_progress, replace_videos=force)
+    with contextlib.ExitStack() as exports:  # a run driven by the onnx engine is exported for it here
+        specs = [] if run is None else _policy_specs(run, runs, engines, onnx_file, exports,
+                                                      sample=sample, convcam=convcam, precision=resolved)
+        for name in baseline or []:
+            if name not in BASELINES:
+                raise DrivelabError(f"--baseline {name!r} is unknown: use {' or '.join(BASELINES)}")
+            specs.append(DriverSpec(name))
+        if not specs:
+            raise DrivelabError("name a RUN to evaluate, or --baseline expert|random")
+        if video is not None:  # every GIF name is known now: refuse before the first track is driven
+            check_output_dir(video, "--video")
+            for spec in specs:
+                for s in seeds:
+                    check_output(video_path(video, spec, s), "--video", (".gif",), force=force)
+        with lazy_progress(episodes * len(specs), "eval", unit="tracks") as on_progress:
+            reports = evaluate_many(specs, seeds, env=env, workers=workers, max_steps=max_steps,
+                                    video_dir=video, on_progress=on_progress, replace_videos=force)
     render_report(out, reports)
     if any(r.interrupted for r in reports):
         driven = sum(len(r.rows) for r in reports)
@@ -109,7 +121,7 @@ def eval_(
                    force=force, flag="--json")
         out.print(f"results -> {json_out}")
     incomplete = [r.driver for r in reports if not r.complete]
-    if run is not None and not incomplete:  # kept with the run for `drivelab runs` and its card
+    if run is not None and not onnx_file and not incomplete:  # kept with the run for `runs`, its card
         from drivelab.runs.evals import save_run_eval
 
         saved = save_run_eval(run, runs, {"env": env, "max_steps": max_steps, "tracks": seeds,
@@ -117,6 +129,55 @@ def eval_(
         out.print(f"kept with the run -> {saved}")
     if incomplete:
         raise DrivelabError(f"evaluation incomplete for {', '.join(incomplete)} (failed or interrupted episodes)")
+
+
+def _engines(engine: list[str] | None, onnx_file: bool) -> list[str]:
+    """The engines asked for, in order, once each; a FILE.onnx runs on the onnx engine only."""
+    from drivelab.evaluate.drivers import ENGINES
+
+    names = list(dict.fromkeys(engine or (["onnx"] if onnx_file else ["torch"])))
+    unknown = [n for n in names if n not in ENGINES]
+    if unknown:
+        raise DrivelabError(f"--engine {unknown[0]!r} is unknown: use {' or '.join(ENGINES)}")
+    if onnx_file and "torch" in names:
+        raise DrivelabError("a .onnx file runs on the onnx engine: drop --engine torch, or name the RUN")
+    return names
+
+
+def _check_engine_flags(engines: list[str], sample: bool, convcam: bool, precision: str) -> None:
+    if "onnx" in engines and (sample or convcam):
+        raise DrivelabError("--sample and --convcam need the torch policy (the ONNX graph answers the "
+                            "argmax bin and keeps no feature maps): use --engine torch")
+    if "torch" not in engines and precision != "32":
+        raise DrivelabError("--precision applies to the torch engine; the onnx engine computes in fp32")
+
+
+def _policy_specs(
+    run: str, runs: Path, engines: list[str], onnx_file: bool, exports: contextlib.ExitStack,
+    **options: Any,
+) -> list[Any]:
+    """One driver per engine for ``run``; a run on the onnx engine is exported for it first."""
+    from drivelab.evaluate.drivers import DriverSpec
+
+    specs = []
+    for name in engines:
+        target = run if onnx_file or name == "torch" else _export_for_eval(run, runs, exports)
+        specs.append(DriverSpec("policy", run=target, runs_root=str(runs), engine=name, **options))
+    return specs
+
+
+def _export_for_eval(run: str, runs: Path, exports: contextlib.ExitStack) -> str:
+    """Export ``run`` (parity checked) into a temporary folder that lives as long as ``exports``."""
+    from drivelab.export import ExportRequest, export_run
+    from drivelab.runs.folder import resolve_checkpoint
+
+    folder, batch, _ = resolve_checkpoint(run, runs)
+    where = Path(exports.enter_context(tempfile.TemporaryDirectory(prefix="drivelab-onnx-")))
+    result = export_run(ExportRequest(ref=run, runs_root=runs, out=where / f"{folder.name}@{batch}.onnx"))
+    worst = max(result.parity.worst().values())
+    err.print(f"note: exported {result.card.run} for the onnx engine (parity max |diff| {worst:.1e} on "
+              f"{result.parity.frames} frames)", markup=False, highlight=False, soft_wrap=True)
+    return str(result.path)
 
 
 def _eval_offline(

@@ -18,6 +18,8 @@ from drivelab.sim import DrivingEnv, make_expert
 from drivelab.sim.base import Observation
 
 BASELINES = ("expert", "random")
+#: What runs a trained policy: the torch runtime, or onnxruntime on the exported graph.
+ENGINES = ("torch", "onnx")
 
 
 class Driver(Protocol):
@@ -40,10 +42,13 @@ class DriverSpec:
     sample: bool = False
     convcam: bool = False  # policy only: tile the backbone's last feature maps into the video
     precision: str = "32"  # policy only: 32, bf16 or auto (see drivelab.evaluate.runtime)
+    engine: str = "torch"  # policy only: torch (a run) or onnx (``run`` is an exported .onnx file)
 
     @property
     def label(self) -> str:
-        """The run's folder name (and ``@batch``), or the baseline's name: short table headers."""
+        """The run's folder name (and ``@batch``), the .onnx file's name, or the baseline's name."""
+        if self.kind == "policy" and self.run and self.engine == "onnx":
+            return Path(self.run).name
         if self.kind == "policy" and self.run:
             path, _, batch = self.run.partition("@")
             return Path(path).name + (f"@{batch}" if batch else "")
@@ -92,6 +97,12 @@ def build_driver(spec: DriverSpec, env: DrivingEnv) -> Driver:
 
         if not spec.run:
             raise DrivelabError("a policy driver needs a run reference")
+        if spec.engine == "onnx":
+            from drivelab.export.engine import OnnxRuntime
+
+            return PolicyDriver(OnnxRuntime.from_file(spec.run), env)
+        if spec.engine != "torch":
+            raise DrivelabError(f"--engine {spec.engine!r} is unknown: use {' or '.join(ENGINES)}")
         return PolicyDriver.from_run(
             spec.run, env, runs_root=spec.runs_root, sample=spec.sample, convcam=spec.convcam,
             precision=spec.precision,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ import torch
 from drivelab.config import ExperimentConfig, load_config
 from drivelab.errors import DrivelabError
 from drivelab.evaluate.convcam import ConvCam
-from drivelab.models import build_policy
+from drivelab.models.factory import load_trained_policy
 from drivelab.precision import bf16_support
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 from drivelab.processor.layout import DeltaActions, SampleStream
@@ -58,16 +59,8 @@ class PolicyRuntime:
         self.processor = processor
         self.frame_shape = processor.frames.source_shape
         self.k = processor.frames.stack
-        sizes = processor.history.sizes
-        self.policy = build_policy(config.model, config.frame_shape, sizes or None)
-        missing, unexpected = self.policy.load_state_dict(weights, strict=False)
-        missing = [m for m in missing if not m.endswith("bin_values")]
-        if missing or unexpected:
-            raise PolicyLoadError(
-                f"{label}: checkpoint does not fit its config (missing {missing[:4]}, "
-                f"unexpected {unexpected[:4]})"
-            )
-        self.policy.eval()
+        self.policy = load_trained_policy(config, processor.history.sizes, weights, label,
+                                          error=PolicyLoadError)
         self.pipeline = InputPipeline(processor)
         self.stream = SampleStream(self.k, processor.history.signals, processor.history.length)
         self._generator = torch.Generator().manual_seed(seed)
@@ -148,10 +141,22 @@ def inference_precision(requested: str) -> tuple[str, str | None]:
     return "32", (f"--precision {requested}: {why}; driving in fp32" if requested == "bf16" else None)
 
 
+class StepRuntime(Protocol):
+    """What drives step by step: `PolicyRuntime`, or the onnx engine (`drivelab.export.engine`)."""
+
+    label: str
+
+    def check_env(self, env: DrivingEnv) -> None: ...
+
+    def reset(self, seed: int = 0) -> None: ...
+
+    def act(self, obs: Observation) -> dict[str, float]: ...
+
+
 class PolicyDriver:
     """The evaluator's view of a runtime: actions in the env's order, clipped to their range."""
 
-    def __init__(self, runtime: PolicyRuntime, env: DrivingEnv, convcam: bool = False) -> None:
+    def __init__(self, runtime: StepRuntime, env: DrivingEnv, convcam: bool = False) -> None:
         runtime.check_env(env)
         self.runtime = runtime
         self.name = runtime.label
@@ -161,6 +166,9 @@ class PolicyDriver:
         self._frame_height = int(env.frame_shape[0])
         self.convcam: ConvCam | None = None
         if convcam:
+            if not isinstance(runtime, PolicyRuntime):
+                raise PolicyLoadError(f"--convcam reads the torch policy's feature maps: {runtime.label} "
+                                      "runs on another engine; use --engine torch")
             self.convcam = ConvCam(runtime.policy.backbone, runtime.policy.frame_shape)
 
     @classmethod

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 
-from drivelab.config import ConfigError, ModelConfig
+from drivelab.config import ConfigError, ExperimentConfig, ModelConfig
+from drivelab.errors import DrivelabError
 from drivelab.models.backbones import build_backbone
 from drivelab.models.budget import check_fits_memory, meta_parameter_count
 from drivelab.models.heads import build_head, build_neck
@@ -18,8 +20,9 @@ from drivelab.models.history import HistoryBranch
 from drivelab.models.policy import Policy
 from drivelab.models.recurrent import RecurrentPolicy
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
+from drivelab.runs.checkpoints import CheckpointError
 
-__all__ = ["build_policy"]
+__all__ = ["build_policy", "load_trained_policy"]
 
 
 def _history_step_check(config: ModelConfig, signal_sizes: Mapping[str, int] | None) -> None:
@@ -77,3 +80,26 @@ def _assemble(
     if config.recurrent is not None:
         return RecurrentPolicy(lstm=lstm, **parts)
     return Policy(**parts)
+
+
+def load_trained_policy(
+    config: ExperimentConfig,
+    history_sizes: Mapping[str, int],
+    weights: Mapping[str, torch.Tensor],
+    label: str,
+    error: type[DrivelabError] = CheckpointError,
+) -> Policy:
+    """A run's policy with its checkpoint's weights, in eval mode (the runtime's and export's).
+
+    Classification heads' ``bin_values`` are rebuilt from the config, not read from the
+    checkpoint; any other missing or unexpected tensor is one ``error`` line naming a few.
+    """
+    policy = build_policy(config.model, config.frame_shape, dict(history_sizes) or None)
+    missing, unexpected = policy.load_state_dict(dict(weights), strict=False)
+    missing = [m for m in missing if not m.endswith("bin_values")]
+    if missing or unexpected:
+        raise error(
+            f"{label}: checkpoint does not fit its config (missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]})"
+        )
+    return policy.eval()
