@@ -105,6 +105,10 @@ class DataConfig(_Section):
     #: episodes from Zarr as batches need them (each loader process keeps a 4 GiB LRU).
     cache: Literal["none", "ram"] = "none"
     train_split: str = "train"
+    #: Train on the split's first whole episodes (stored order) up to this many frames
+    #: (`drivelab.data.loader.first_episodes`): dataset size as a config key, so a sweep can
+    #: grid over it. Validation and test splits always stay whole.
+    max_frames: PositiveInt | None = None
     val_split: str | None = "val"
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
     augment: AugmentConfig | None = None

@@ -69,6 +69,29 @@ class EpisodeCache:
             self._bytes -= old.nbytes
 
 
+def first_episodes(episodes: Sequence[EpisodeInfo], max_frames: int, where: str) -> list[EpisodeInfo]:
+    """The split's first whole episodes (stored order) whose frames add up to at most ``max_frames``.
+
+    Whole episodes, not a frame sample: a smaller dataset is then what recording fewer
+    demonstrations would have given (kkelchte's 100K/50K/20K/10K study), and every statistic the
+    processor takes from per-episode moments stays exact. The same cap gives the same frames on
+    every run and machine.
+    """
+    kept: list[EpisodeInfo] = []
+    total = 0
+    for episode in episodes:
+        if total + episode.length > max_frames:
+            break
+        kept.append(episode)
+        total += episode.length
+    if not kept:
+        raise DatasetError(
+            f"data.max_frames={max_frames} is below the first episode of {where} "
+            f"({episodes[0].length} frames): raise it to at least {episodes[0].length}"
+        )
+    return kept
+
+
 class EpisodeFrameDataset(Dataset):
     """Samples (frame stack, history window, targets) from one split of a dataset."""
 
@@ -82,6 +105,7 @@ class EpisodeFrameDataset(Dataset):
         history_length: int = 0,
         cache_bytes: int = 4 << 30,
         delta_outputs: Sequence[str] = (),
+        max_frames: int | None = None,
     ) -> None:
         self.store = store
         self.split = split
@@ -102,6 +126,8 @@ class EpisodeFrameDataset(Dataset):
                 f"{store.path} has no committed episodes in the {split!r} split: collect with "
                 f"--{split}-episodes K (or pick another split)"
             )
+        if max_frames is not None:
+            self.episodes = first_episodes(self.episodes, max_frames, f"{store.path} {split!r}")
         self._check_episodes()
         lengths = np.array([e.length for e in self.episodes], np.int64)
         self._starts = np.concatenate([[0], np.cumsum(lengths)])

@@ -86,8 +86,12 @@ class RunFolder:
 
     # ------------------------------------------------------------------ creation / lookup
     @classmethod
-    def create(cls, root: Path, line: str) -> RunFolder:
-        """Claim the next free version of ``line`` under ``root`` (atomic ``mkdir``)."""
+    def create(cls, root: Path, line: str, version: int | None = None) -> RunFolder:
+        """Claim the next free version of ``line`` under ``root`` (atomic ``mkdir``).
+
+        ``version`` claims exactly ``<line>_v<version>`` (a sweep trial knows its folder before
+        it trains, so an interrupted trial finds it again) and fails if it exists.
+        """
         if not LINE_PATTERN.match(line):
             raise RunError(
                 f"model line name {line!r} must be letters, digits, '_', '-' or '.' "
@@ -95,6 +99,13 @@ class RunFolder:
             )
         line_dir = root / line
         line_dir.mkdir(parents=True, exist_ok=True)
+        if version is not None:
+            candidate = line_dir / f"{line}_v{version}"
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                raise RunError(f"{candidate} exists already: resume it or remove it") from None
+            return cls._initialise(candidate)
         while True:
             versions = [
                 int(m.group("version"))
@@ -106,11 +117,15 @@ class RunFolder:
                 candidate.mkdir()
             except FileExistsError:
                 continue  # another trainer claimed it first; take the next one
-            run = cls(candidate)
-            run.checkpoints.mkdir()
-            run.tb.mkdir()
-            run.write_status("created")
-            return run
+            return cls._initialise(candidate)
+
+    @classmethod
+    def _initialise(cls, path: Path) -> RunFolder:
+        run = cls(path)
+        run.checkpoints.mkdir()
+        run.tb.mkdir()
+        run.write_status("created")
+        return run
 
     @classmethod
     def open(cls, ref: str | Path, root: Path | None = None) -> RunFolder:

@@ -61,7 +61,7 @@ def open_inputs(config: ExperimentConfig) -> TrainInputs:
         DataSpec.of_dataset(store), PolicyNeeds.of_config(config), who="the config", error=InputError
     )
 
-    def dataset(split: str) -> EpisodeFrameDataset:
+    def dataset(split: str, max_frames: int | None = None) -> EpisodeFrameDataset:
         return EpisodeFrameDataset(
             store,
             split,
@@ -70,13 +70,14 @@ def open_inputs(config: ExperimentConfig) -> TrainInputs:
             history_signals=history.signals if history else (),
             history_length=history.length if history else 0,
             delta_outputs=[h.output for h in config.model.heads if h.delta],
+            max_frames=max_frames,
         )
 
     if not store.split_episodes(data.train_split):
         raise InputError(
             f"{data.path} has no {data.train_split!r} episodes to train on: collect more episodes"
         )
-    train = dataset(data.train_split)
+    train = dataset(data.train_split, data.max_frames)  # val stays whole
     if data.cache == "ram":
         train.preload("data.cache=ram")  # before loader workers fork: they share the pages
     val = None

@@ -216,11 +216,13 @@ def train(
     resume: str | Path | None = None,
     progress: ProgressSink | None = None,
     watch: WatchOptions | None = None,
+    version: int | None = None,
 ) -> TrainResult:
     """Train a new version of ``config.line`` under ``runs_root``, or continue run ``resume``.
 
     With ``watch``, rank 0 runs a player process beside the loop that drives the checkpoints
-    (`drivelab.watch`).
+    (`drivelab.watch`). ``version`` names the new run's version instead of taking the next
+    free one (sweep trials, `drivelab.sweep.trial`).
     """
     started = time.perf_counter()
     check_output_dir(runs_root, "--runs")  # a typo'd --runs (a file) fails before any work
@@ -240,7 +242,7 @@ def train(
             inputs.processor = resumed.read_processor(config)
     plan = _plan(config, inputs, resumed, runs_root)
     with ExitStack() as stack:
-        setup = _launch(plan, stack, runs_root, resumed, resume_at)
+        setup = _launch(plan, stack, runs_root, resumed, resume_at, version)
         result = _train_period(setup, progress, started, watch)
     result.init_report = plan.init_report
     result.speed = plan.speed
@@ -277,7 +279,7 @@ def _plan(
 
 def _launch(
     plan: TrainingPlan, stack: ExitStack, runs_root: Path, resumed: RunFolder | None,
-    resume_at: ResumePoint | None,
+    resume_at: ResumePoint | None, version: int | None = None,
 ) -> PeriodSetup:
     """Lock and read the resumed run, launch the processes, set the model and optimizer up."""
     fabric, config, policy, freeze = plan.fabric, plan.config, plan.policy, plan.freeze
@@ -301,7 +303,7 @@ def _launch(
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         fabric.strategy.precision.load_state_dict(state.get("precision", {}))
-    run = resumed if resumed is not None else _claim_run(fabric, runs_root, config.line)
+    run = resumed if resumed is not None else _claim_run(fabric, runs_root, config.line, version)
     if resumed is None and fabric.is_global_zero:
         stack.enter_context(run_lock(run))
         if plan.init_report is not None:
@@ -312,9 +314,9 @@ def _launch(
     )
 
 
-def _claim_run(fabric: Fabric, root: Path, line: str) -> RunFolder:
-    """Rank 0 creates the next version of the line; every rank learns its path."""
-    path = str(RunFolder.create(root, line).path) if fabric.is_global_zero else None
+def _claim_run(fabric: Fabric, root: Path, line: str, version: int | None) -> RunFolder:
+    """Rank 0 creates the next version of the line (or ``version``); every rank learns its path."""
+    path = str(RunFolder.create(root, line, version).path) if fabric.is_global_zero else None
     return RunFolder(Path(fabric.broadcast(path, src=0)))
 
 

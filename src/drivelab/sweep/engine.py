@@ -1,0 +1,115 @@
+"""Ray Tune runs the trials: locally on this machine's cores, or on a cluster with ``--address``.
+
+Why Tune and not a process pool: the same sweep goes from a laptop to a cluster by adding
+``--address``; Tune schedules trials by their resources (fractional GPUs included), caps the
+concurrency, and keeps an experiment state that `Tuner.restore` continues after a Ctrl-C or a
+dead driver. drivelab adds what Tune does not know: a trial is a run folder that resumes from
+its own checkpoint, and the ledger (`sweep.folder`) says which trials are final.
+
+The plan (every trial's config) goes to the object store once (`tune.with_parameters`), never
+by value per trial. On a cluster, the sweep folder and the dataset must be on storage every
+node sees at the same path (NFS, a shared volume): trials write their run folders there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from drivelab.errors import Interrupted
+from drivelab.sweep.folder import FINAL, SweepFolder
+from drivelab.sweep.resources import worker_env
+from drivelab.sweep.spec import SweepError, SweepPlan
+
+TUNE_NAME = "tune"
+#: The local object store holds the plan and Tune's small results: 80 MiB is plenty.
+LOCAL_OBJECT_STORE = 80 * 1024 * 1024
+
+
+def _trainable(config: dict[str, Any], plan: SweepPlan, folder: str) -> None:
+    """Tune's function trainable: one trial, reported once (curves live in the run folder)."""
+    from ray import tune
+
+    from drivelab.sweep.trial import run_trial
+
+    record = run_trial(plan, SweepFolder(Path(folder)), config["trial"])
+    numbers = {k: v for k, v in (record.get("result") or {}).items() if isinstance(v, int | float)}
+    tune.report({"status": record["status"], **numbers})
+
+
+def start_ray(address: str | None, cpus: float) -> bool:
+    """Connect to ``address`` or start Ray here; False when a Ray session was already up (tests)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {
+        "runtime_env": {"env_vars": worker_env(cpus)},
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.ERROR,
+    }
+    try:
+        if address is not None:
+            ray.init(address=address, **options)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=LOCAL_OBJECT_STORE, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise SweepError(f"cannot start {where}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    return True
+
+
+def run_tune(
+    plan: SweepPlan,
+    folder: SweepFolder,
+    address: str | None = None,
+    resume: bool = False,
+) -> None:
+    """Run every trial that is not final; raises `Interrupted` if the sweep was stopped."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables would bury our line
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # curves are in the runs
+    from ray import tune
+
+    spec = plan.spec
+    started = start_ray(address, spec.trial.cpus)
+    try:
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, plan=plan, folder=str(folder.path.resolve())),
+            {"cpu": spec.trial.cpus, "gpu": spec.trial.gpus},
+        )
+        experiment = folder.tune / TUNE_NAME
+        if resume and tune.Tuner.can_restore(str(experiment)):
+            tuner = tune.Tuner.restore(
+                str(experiment), trainable, resume_unfinished=True, resume_errored=True,
+                param_space=_param_space(plan, folder),
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=_param_space(plan, folder),
+                tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent),
+                run_config=tune.RunConfig(
+                    name=TUNE_NAME, storage_path=str(folder.tune.resolve()), verbose=0,
+                ),
+            )
+        tuner.fit()
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    open_trials = [t.name for t in plan.trials if (folder.read_trial(t.name) or {}).get("status") not in FINAL]
+    if open_trials:
+        raise Interrupted(f"{len(open_trials)} trial(s) not finished; finished ones are kept: "
+                          f"continue with `drivelab sweep --resume {folder.path}`")
+
+
+def _param_space(plan: SweepPlan, folder: SweepFolder) -> dict[str, Any]:
+    """The trials left to run (a resume without Tune's state skips the final ones itself)."""
+    from ray import tune
+
+    names = [t.name for t in plan.trials if (folder.read_trial(t.name) or {}).get("status") not in FINAL]
+    return {"trial": tune.grid_search(names or [plan.trials[0].name])}
