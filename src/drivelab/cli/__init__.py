@@ -9,7 +9,14 @@ traceback.
 import os
 import sys
 
-from drivelab.cli import data_verbs, demo_verb, eval_verbs, report_verbs, train_verbs  # noqa: F401  (registers the verbs)
+from drivelab.cli import (  # noqa: F401  (registers the verbs)
+    data_verbs,
+    demo_verb,
+    eval_verbs,
+    report_verbs,
+    specs_verb,
+    train_verbs,
+)
 from drivelab.cli.app import app, err
 from drivelab.errors import DrivelabError, Interrupted
 
