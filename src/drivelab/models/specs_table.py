@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -85,7 +86,8 @@ def console_table(rows: Sequence[BackboneSpecs], plan: SpecsPlan) -> tuple[list[
 
 
 def machine() -> dict[str, object]:
-    """What the rates were measured on: CPU model and threads, GPU, torch version."""
+    """What the rates were measured on: CPU model and threads, GPU, torch version, and the
+    1-minute load average (ours included): on a shared machine it says how far to trust them."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
@@ -95,7 +97,9 @@ def machine() -> dict[str, object]:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__}
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__,
+            "load": load}
 
 
 def headers(plan: SpecsPlan) -> list[str]:
@@ -115,7 +119,7 @@ def describe(plan: SpecsPlan, host: dict[str, object]) -> str:
     return (
         f"Input {height}x{width}, {plan.frames} frame(s) per sample, batch B = {plan.batch}; "
         f"median of {plan.repeats} timed forwards after {plan.warmup} warm-up; CPU {host['cpu']} "
-        f"({host['threads']} threads), {gpu}; torch {host['torch']}."
+        f"({host['threads']} threads, load {host['load']}), {gpu}; torch {host['torch']}."
     )
 
 
