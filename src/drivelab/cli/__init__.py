@@ -15,6 +15,7 @@ from drivelab.cli import (  # noqa: F401  (registers the verbs)
     eval_verbs,
     export_verb,
     report_verbs,
+    specs_verb,
     sweep_verb,
     train_verbs,
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,20 +16,24 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from drivelab.backbone_registry import (
-    backbone_names,
+    close_backbone_names,
     default_pool,
     is_builtin,
     is_known_backbone,
+    is_torchvision,
     timm_has_pretrained,
+    torchvision_arch,
 )
 from drivelab.config.base import _field_error, _Section
 from drivelab.config.head_section import QUARTER, HeadConfig, quarter_widths
 
 
 class BackboneConfig(_Section):
-    """The frame encoder: a timm model by name, or a built-in ``tiny`` / ``pilotnet``.
+    """The frame encoder: a timm model by name, ``torchvision:<name>``, or a built-in.
 
-    ``none`` reads no frames at all (a history-only policy, Charles's RNN-only model_0008_v5).
+    The built-ins are ``tiny`` and ``pilotnet``; ``none`` reads no frames at all (a history-only
+    policy, Charles's RNN-only model_0008_v5). A torchvision model (AlexNet, SqueezeNet: timm
+    has neither) keeps its own pooling and drops only its last classification layer.
 
     ``pretrained`` is ``false`` (random init), ``true`` (timm's hub weights; needs network) or a
     path to a ``.safetensors`` file holding the backbone's state dict. ``pool`` turns the last
@@ -46,11 +49,11 @@ class BackboneConfig(_Section):
     @classmethod
     def _known_backbone(cls, name: str) -> str:
         if not is_known_backbone(name):
-            close = difflib.get_close_matches(name, backbone_names(name), n=3, cutoff=0.6)
+            close = close_backbone_names(name)
             hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
             raise ValueError(
-                f"unknown backbone {name!r}; {hint}expected 'tiny', 'pilotnet', 'none' or a timm "
-                "model name (see timm.list_models())"
+                f"unknown backbone {name!r}; {hint}expected 'tiny', 'pilotnet', 'none', a timm "
+                "model name (see timm.list_models()) or 'torchvision:<name>'"
             )
         return name
 
@@ -65,7 +68,21 @@ class BackboneConfig(_Section):
 
     @model_validator(mode="after")
     def _check_pretrained(self) -> BackboneConfig:
+        if is_torchvision(self.name) and self.pool not in (None, "avg"):
+            raise _field_error(
+                "pool",
+                f"torchvision backbone {self.name!r} keeps the model's own pooling; use pool "
+                "'avg' (or leave pool out)",
+            )
         if self.pretrained is True:
+            if is_torchvision(self.name):
+                arch = torchvision_arch(self.name)
+                raise _field_error(
+                    "pretrained",
+                    f"torchvision weights are not downloaded here; save them once with "
+                    f"safetensors.torch.save_file(torchvision.models.get_model({arch!r}, "
+                    "weights='DEFAULT').state_dict(), 'weights.safetensors') and pass that path",
+                )
             if is_builtin(self.name):
                 raise _field_error(
                     "pretrained",

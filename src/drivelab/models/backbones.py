@@ -4,7 +4,8 @@ A backbone turns ``frames`` stacked RGB frames ([B, 3k, H, W], model_0006's chan
 into one feature vector per sample and says how long it is (``num_features``), so the neck can
 be sized without running it. timm gives the big ImageNet families (Charles's InceptionResNetV2,
 kkelchte's resnet18 ...); ``tiny`` (kkelchte/pilot's tiny_net) and ``pilotnet`` (NVIDIA's
-PilotNet) are small enough to train on a laptop CPU.
+PilotNet) are small enough to train on a laptop CPU; ``torchvision:<name>`` adds torchvision's
+classification models (AlexNet, SqueezeNet) through the same factory.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from drivelab.backbone_registry import BUILTIN_BACKBONE_NAMES, default_pool
+from drivelab.backbone_registry import BUILTIN_BACKBONE_NAMES, default_pool, is_torchvision
 from drivelab.config import BackboneConfig, ConfigError
+from drivelab.models.torchvision_backbone import TorchvisionBackbone
 
 __all__ = [
     "BUILTIN_BACKBONES",
@@ -29,6 +31,7 @@ __all__ = [
     "PilotNet",
     "TimmBackbone",
     "TinyNet",
+    "TorchvisionBackbone",
     "build_backbone",
     "load_backbone_weights",
 ]
@@ -290,6 +293,8 @@ def build_backbone(config: BackboneConfig, frames: int, input_size: tuple[int, i
                 "downloadable weights; use false or a path to a .safetensors file"
             )
         backbone = BUILTIN_BACKBONES[config.name](in_channels, input_size, pool)
+    elif is_torchvision(config.name):
+        backbone = TorchvisionBackbone(config.name, in_channels, pool)
     else:
         backbone = TimmBackbone(
             config.name, in_channels, input_size, pool, pretrained=config.pretrained is True
@@ -302,9 +307,9 @@ def build_backbone(config: BackboneConfig, frames: int, input_size: tuple[int, i
 def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
     """Load a ``.safetensors`` state dict into a backbone, strictly, explaining any mismatch.
 
-    For a timm backbone the file may hold the timm model's own keys (a hub checkpoint; its
-    classifier weights are dropped since the backbone has none) or this wrapper's ``body.``
-    keys. A 3-channel input convolution is adapted to stacked frames the way timm does it
+    For a timm or torchvision backbone the file may hold the model's own keys (a hub or
+    torchvision checkpoint; its classifier weights are dropped since the backbone has none) or
+    this wrapper's ``body.`` keys. A 3-channel input convolution is adapted to stacked frames the way timm does it
     (weights repeated and scaled), so ImageNet weights can start a model_0006-style network.
     """
     from safetensors import SafetensorError
@@ -321,7 +326,7 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
 
     target: nn.Module = backbone
     first_conv = "conv1.weight"
-    if isinstance(backbone, TimmBackbone):
+    if isinstance(backbone, TimmBackbone | TorchvisionBackbone):
         first_conv = backbone.first_conv or ""
         if not all(key.startswith("body.") for key in weights):
             target = backbone.body
