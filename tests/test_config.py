@@ -18,7 +18,7 @@ from drivelab.config import (
 from drivelab.errors import DrivelabError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SHIPPED = sorted(CONFIGS.glob("*/*.yaml"))
+SHIPPED = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "studies")  # studies: sweep specs
 
 
 def write(tmp_path: Path, data: dict) -> Path:

@@ -25,12 +25,32 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    from drivelab.sweep.resources import worker_env
+    from drivelab.sweep.engine import start_ray
 
-    ray.init(num_cpus=2, object_store_memory=80 * 1024 * 1024, include_dashboard=False,
-             log_to_driver=False, runtime_env={"env_vars": worker_env(1)})
+    assert start_ray(None, 1, num_cpus=2, object_store=80 * 1024 * 1024)
     yield
     ray.shutdown()
+
+
+def test_workers_run_at_normal_priority(local_ray: None) -> None:
+    """Ray would start them at niceness 15: trials would yield their cores to any other job."""
+
+    @ray.remote(num_cpus=1)
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote()) == os.nice(0)
+
+
+def test_shipped_study_specs_plan() -> None:
+    from drivelab.sweep.spec import plan_sweep, read_spec
+
+    studies = sorted((PILOTNET.parents[1] / "studies").glob("*.yaml"))
+    assert {p.stem for p in studies} >= {"normalization", "dataset_size", "balancing"}
+    for path in studies:
+        spec, _ = read_spec(path)
+        plan = plan_sweep(spec, ["data.path=/data/any.zarr"])
+        assert len(plan.trials) == len(plan.cells) * 3 >= 12, path
 
 
 def write_spec(folder: Path, dataset: Path, **changes: object) -> Path:

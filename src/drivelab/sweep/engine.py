@@ -20,7 +20,7 @@ from typing import Any
 
 from drivelab.errors import Interrupted
 from drivelab.sweep.folder import FINAL, SweepFolder
-from drivelab.sweep.resources import worker_env
+from drivelab.sweep.resources import ray_system_config, worker_env
 from drivelab.sweep.spec import SweepError, SweepPlan
 
 TUNE_NAME = "tune"
@@ -39,8 +39,16 @@ def _trainable(config: dict[str, Any], plan: SweepPlan, folder: str) -> None:
     tune.report({"status": record["status"], **numbers})
 
 
-def start_ray(address: str | None, cpus: float) -> bool:
-    """Connect to ``address`` or start Ray here; False when a Ray session was already up (tests)."""
+def start_ray(
+    address: str | None,
+    cpus: float,
+    num_cpus: int | None = None,
+    object_store: int = LOCAL_OBJECT_STORE,
+) -> bool:
+    """Connect to ``address`` or start Ray here; False when a Ray session was already up (tests).
+
+    A local Ray gets ``num_cpus`` (default: every core) and workers at the normal priority.
+    """
     import ray
 
     if ray.is_initialized():
@@ -55,7 +63,12 @@ def start_ray(address: str | None, cpus: float) -> bool:
         if address is not None:
             ray.init(address=address, **options)
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=LOCAL_OBJECT_STORE, **options)
+            ray.init(
+                num_cpus=num_cpus or os.cpu_count() or 1,
+                object_store_memory=object_store,
+                _system_config=ray_system_config(),
+                **options,
+            )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise SweepError(f"cannot start {where}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
