@@ -157,7 +157,9 @@ def test_sweep_survives_kill_and_resumes(tmp_path: Path, small_dataset: Path, lo
 
     after = ledger(out)
     assert len(after) == 8
-    assert sorted(r["status"] for r in after.values()) == ["failed"] * 4 + ["finished"] * 4
+    assert sorted(r["status"] for r in after.values()) == ["failed"] * 4 + ["finished"] * 4, {
+        name: (r["status"], r.get("reason")) for name, r in after.items()
+    }
     for name, times in kept.items():  # finished trials untouched: same files, same mtimes
         assert after[name] == finished[name]
         assert file_times(Path(finished[name]["run"])) == times
