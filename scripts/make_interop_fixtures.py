@@ -98,8 +98,11 @@ LEROBOT = textwrap.dedent('''
 CHECK = textwrap.dedent('''
     import sys
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    ds = LeRobotDataset("drivelab/export", root=sys.argv[1])
+    # pyav: torchcodec (LeRobot's default decoder) needs FFmpeg's shared libraries on the system
+    ds = LeRobotDataset("drivelab/export", root=sys.argv[1], video_backend="pyav")
     print(f"LeRobotDataset: {ds.num_frames} frames, {ds.num_episodes} episodes, fps {ds.fps}")
+    lengths = [int(e["length"]) for e in ds.meta.episodes]
+    print(f"episode lengths: {lengths}; splits: {ds.meta.info.get('splits')}")
     print("features:", {k: (v["dtype"], tuple(v["shape"])) for k, v in ds.features.items()})
     for i in (0, len(ds) - 1):
         item = ds[i]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +180,7 @@ def _episodes(records: list[TubRecord], options: DonkeyOptions) -> list[list[Tub
 
 
 def _fps(episodes: list[list[TubRecord]]) -> float:
-    steps = [b.timestamp_ms - a.timestamp_ms for ep in episodes for a, b in zip(ep, ep[1:], strict=False)
+    steps = [b.timestamp_ms - a.timestamp_ms for ep in episodes for a, b in pairwise(ep)
              if a.timestamp_ms is not None and b.timestamp_ms is not None]
     steps = [s for s in steps if s > 0]
     return round(1000.0 / float(np.median(steps)), 3) if steps else DEFAULT_FPS

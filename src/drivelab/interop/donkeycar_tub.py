@@ -103,7 +103,7 @@ def _read_v2(path: Path) -> Tub:
             f"{path}/manifest.json has {len(lines)} line(s), a tub v2 manifest has 5 "
             "(inputs, types, metadata, manifest metadata, catalogs): the tub is damaged"
         )
-    inputs, types, _meta, manifest_meta, catalogs = (
+    inputs, types, _meta, _manifest_meta, catalogs = (
         _json_line(line, f"{path}/manifest.json line {i}") for i, line in enumerate(lines[:5], 1)
     )
     if not isinstance(catalogs, dict) or "paths" not in catalogs:

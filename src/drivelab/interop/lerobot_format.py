@@ -114,7 +114,7 @@ def image_stats(frames: np.ndarray) -> dict[str, Any]:
     chw = sample.transpose(0, 3, 1, 2)
     stats = feature_stats(chw, axis=(0, 2, 3), keepdims=True)
     stats = {k: (np.asarray(v).reshape(3, 1, 1).tolist() if k != "count" else v) for k, v in stats.items()}
-    stats["count"] = [int(len(sample))]
+    stats["count"] = [len(sample)]
     return stats
 
 

@@ -9,6 +9,7 @@ frame ``i`` at ``pts = i`` in a ``1/fps`` time base, so episode ``k`` starts at
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class VideoWriter:
 
     def __init__(self, path: Path, fps: int, height: int, width: int, codec: str = "av1") -> None:
         av = pyav()
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner to stderr otherwise
         if codec not in CODECS:
             raise InteropError(f"--codec {codec}: use one of {', '.join(CODECS)}")
         if height % 2 or width % 2:
