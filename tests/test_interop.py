@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli_here
 from PIL import Image
 
+from conftest import run_cli_here
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.interop.deps import MissingExtraError, pyav
