@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "drivelab.processor": 2,
     "drivelab.sim": 3, "drivelab.data": 3,
     "drivelab.runs": 4,
+    "drivelab.interop": 4,  # datasets from/to donkeycar and LeRobot: data, config, leaves
     "drivelab.models": 5,
     "drivelab.watch.spec": 6, "drivelab.watch.launcher": 6,
     "drivelab.export": 6,  # policy + pipeline -> ONNX; its engine is driven by evaluate
