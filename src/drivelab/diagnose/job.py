@@ -9,8 +9,6 @@ fit check and the split check), which is also where the samples' layout comes fr
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +21,7 @@ from drivelab.diagnose.inertia import InertiaReport, inertia_track
 from drivelab.diagnose.probe import copy_baseline, previous_action_probe
 from drivelab.diagnose.reliance import input_reliance
 from drivelab.diagnose.report import DiagnosisReport, check_outputs
+from drivelab.diagnose.request import DiagnoseRequest
 from drivelab.diagnose.samples import blank_frames, load_split
 from drivelab.diagnose.verdict import verdicts
 from drivelab.errors import DrivelabError
@@ -34,26 +33,6 @@ from drivelab.seeds import HELD_OUT_SEED
 
 class DiagnoseError(DrivelabError):
     """A run, split, track range or threshold `drivelab diagnose` cannot work with."""
-
-
-@dataclass
-class DiagnoseRequest:
-    """What to diagnose and how far: ``tracks=0`` skips the closed-loop A/B and the inertia test."""
-
-    ref: str
-    runs_root: Path = Path("runs")
-    split: str = "val"
-    dataset: Path | None = None
-    tracks: int = 5
-    seed: int = HELD_OUT_SEED
-    max_steps: int = 1000
-    inertia_tracks: int | None = None  # default: the same tracks
-    workers: int = 1
-    device: str | None = None
-    thresholds: list[str] = field(default_factory=list)  # diagnose.<key>=value overrides
-    json_out: Path | None = None
-    plot_out: Path | None = None
-    force: bool = False
 
 
 def _thresholds(request: DiagnoseRequest) -> DiagnoseConfig:
@@ -106,9 +85,10 @@ def diagnose(request: DiagnoseRequest) -> DiagnosisReport:
         ab = closed_loop_ab(request.ref, str(request.runs_root), env, tracks, request.max_steps, request.workers,
                             ab_overrides(blank, history_mean))
         inertia = _inertia(request, env, config)
-    found = verdicts(reliance, copies, history_mean is not None, ab, inertia, config)
+    actions = sorted(s.name for s in job.store.meta.actions)
+    found = verdicts(reliance, copies, probe, set(actions), ab, inertia, config)
     return DiagnosisReport(runtime.label, str(job.store.path), request.split, len(val), reliance, probe, copies,
-                           ab, inertia, found, config, offline_s)
+                           ab, inertia, found, config, offline_s, actions)
 
 
 def _inertia(request: DiagnoseRequest, env: str, config: DiagnoseConfig) -> InertiaReport:

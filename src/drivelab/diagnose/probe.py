@@ -28,9 +28,25 @@ def r2(target: torch.Tensor, prediction: torch.Tensor) -> float:
     return float(1.0 - (target - prediction).square().sum() / total)
 
 
+def explained(target: torch.Tensor, predictor: torch.Tensor) -> float:
+    """R² of the best line through ``predictor`` -> ``target`` (squared correlation); NaN if either is constant.
+
+    Used for "how much of the policy is the last action": an undertrained policy's actions
+    vary little, so a direct-copy R² over their own variance says nothing, while the best
+    linear fit asks whether they move with the last action at all.
+    """
+    a, b = target.double() - target.double().mean(), predictor.double() - predictor.double().mean()
+    denominator = a.square().sum() * b.square().sum()
+    if denominator <= 0:
+        return float("nan")
+    return float((a * b).sum().square() / denominator)
+
+
 def ridge_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                 ridge: float) -> list[float]:
     """R² on val per target column of a ridge regression fitted on standardised train features."""
+    if train_x.shape[1] == 0:  # no features (a frameless backbone): nothing to decode from
+        return [float("nan")] * val_y.shape[1]
     x, y = train_x.double(), train_y.double()
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     x = (x - mean) / std
@@ -64,8 +80,8 @@ def previous_action_probe(train: Forward, train_samples: SplitSamples, val: Forw
 
 @dataclass
 class CopyBaseline:
-    """R² of the expert's action by the last action (copying) and by the policy, and of the
-    policy's action by the last action (how much of the policy is a copy)."""
+    """R² of the expert's action by the last action (copying) and by the policy, and the share
+    of the policy's action a line through the last action explains (how much of it is a copy)."""
 
     copy_r2: float
     policy_r2: float
@@ -84,5 +100,5 @@ def copy_baseline(heads: list[HeadObjective], val: Forward, samples: SplitSample
         action = head.action(val.predictions[head.output]).float()
         if head.output in delta:
             target, action = target + previous, action + previous
-        out[head.output] = CopyBaseline(r2(target, previous), r2(target, action), r2(action, previous))
+        out[head.output] = CopyBaseline(r2(target, previous), r2(target, action), explained(action, previous))
     return out

@@ -10,24 +10,22 @@ from __future__ import annotations
 import io
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from drivelab.config.diagnose_section import DiagnoseConfig
 from drivelab.diagnose.closed_loop import ClosedLoopAB
-from drivelab.diagnose.inertia import InertiaReport
+from drivelab.diagnose.inertia import InertiaReport, InertiaTrack
 from drivelab.diagnose.probe import CopyBaseline, ProbeResult
-from drivelab.diagnose.reliance import GroupReliance, reliance_dict
-from drivelab.diagnose.verdict import Finding, verdict_dict
+from drivelab.diagnose.reliance import Effect, GroupReliance, reliance_dict
+from drivelab.diagnose.request import DiagnoseRequest
+from drivelab.diagnose.verdict import Finding, verdict_dict, verdicts
 from drivelab.outputs import check_generated, check_output, write_bytes, write_generated, write_json
 from drivelab.runs.folder import resolve_checkpoint
-
-if TYPE_CHECKING:
-    from drivelab.diagnose.job import DiagnoseRequest
 
 FOLDER = "diagnosis"
 
@@ -46,6 +44,7 @@ class DiagnosisReport:
     verdicts: dict[str, list[Finding]]
     thresholds: DiagnoseConfig
     offline_seconds: float
+    actions: list[str] = field(default_factory=list)  # the dataset's action names (history: last actions)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,7 +57,30 @@ class DiagnosisReport:
             "inertia": None if self.inertia is None else self.inertia.to_dict(),
             "thresholds": self.thresholds.model_dump(),
             "offline_seconds": round(self.offline_seconds, 2),
+            "actions": self.actions,
         }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any], thresholds: DiagnoseConfig | None = None) -> DiagnosisReport:
+        """A saved diagnosis back as a report, its verdicts redrawn at ``thresholds`` (default: its own).
+
+        The figures are what cost time; verdicts are cheap rules over them, so a threshold
+        studied in `docs/diagnose.md` is applied to saved diagnoses without driving again.
+        """
+        config = thresholds or DiagnoseConfig(**record["thresholds"])
+        reliance = {head: [GroupReliance(g["group"], Effect(**g["permuted"]), Effect(**g["mean"]), g["share"])
+                           for g in groups] for head, groups in record["reliance"].items()}
+        probe = ProbeResult(**record["probe"])
+        copies = {head: CopyBaseline(**c) for head, c in record["copy_baseline"].items()}
+        loop = record.get("closed_loop")
+        ab = None if loop is None else ClosedLoopAB(**loop)
+        saved = record.get("inertia")
+        inertia = None if saved is None else InertiaReport([InertiaTrack(**t) for t in saved["tracks"]],
+                                                           saved["seconds_per_track"])
+        actions = list(record.get("actions", []))
+        found = verdicts(reliance, copies, probe, set(actions), ab, inertia, config)
+        return cls(record["run"], record["dataset"], record["split"], record["samples"], reliance, probe, copies,
+                   ab, inertia, found, config, record["offline_seconds"], actions)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n"
