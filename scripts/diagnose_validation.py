@@ -11,11 +11,12 @@ tracks) and writes one row per run plus mean ± std per case:
   history of speed, steering and accel_brake; must be flagged;
 - ``m0009_prediction`` / ``m0009_thought``: the model_0009 miniature (an LSTM over 30 steps of
   speed, steering, accel_brake) passing its prediction, or its thought vector, to the neck;
-- ``copycat_dropout``: the copycat with ``model.history.dropout=0.5``, the remedy;
+- ``copycat_dropout`` / ``copycat_dropout90``: the copycat with ``model.history.dropout=0.5`` / ``0.9``, the remedy;
 - ``standstill``: the demo policy trained on the same episodes with ``STANDSTILL_S`` seconds of
   standing still, brake pressed, prepended to each (the car waits at the start line): data in
-  which "stopped" mostly means "stay stopped", Codevilla et al.'s inertia mechanism; the
-  inertia test must flag it.
+  which "stopped" mostly means "stay stopped", Codevilla et al.'s inertia mechanism;
+  ``standstill_lowres`` the same with frames that carry little signal (tiny_net, 12x12), so
+  speed is what tells "stopped"; the inertia test should flag them.
 
 The table's verdicts are redrawn from the saved figures at the current thresholds
 (`DiagnosisReport.from_dict`), so a threshold change needs no new drive.
@@ -34,6 +35,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
 COPYCAT_HISTORY = "model.history={signals: [speed, steering, accel_brake], length: 20, kind: dense, layers: 1, width: 32}"
 M0009 = "model.history={{signals: [speed, steering, accel_brake], length: 30, kind: lstm, layers: 1, width: 32, output: {}}}"
@@ -44,21 +47,43 @@ CASES: dict[str, list[str]] = {
     "m0009_thought": [M0009.format("thought")],
     "copycat_dropout": ["model.backbone.name=tiny", "data.input_size=[12,12]", COPYCAT_HISTORY,
                         "model.history.dropout=0.5"],
+    "copycat_dropout90": ["model.backbone.name=tiny", "data.input_size=[12,12]", COPYCAT_HISTORY,
+                          "model.history.dropout=0.9"],
     "standstill": [],
+    "standstill_lowres": ["model.backbone.name=tiny", "data.input_size=[12,12]"],
 }
 STANDSTILL_S = 2.0
 STANDSTILL_DATA = "standstill.zarr"  # next to the runs, built from --data
 
 
+def _standstill(env_id: str, track_seed: int, steps: int, names: list[str]) -> dict[str, np.ndarray]:
+    """``steps`` real observations of the car held still by the brake at the start of a track."""
+    from drivelab.sim import make_env
+
+    env = make_env(env_id, max_steps=steps + 1)
+    brake = np.array([-1.0 if n == "accel_brake" else 0.0 for n in names], np.float32)
+    try:
+        obs, seen = env.reset(seed=track_seed), []
+        for _ in range(steps):
+            seen.append(obs)
+            obs = env.step(brake).observation
+    finally:
+        env.close()
+    out = {"frames": np.stack([o.frame for o in seen])}
+    for key in seen[0].telemetry:
+        out[f"telemetry/{key}"] = np.stack([np.asarray(o.telemetry[key], np.float32).reshape(-1) for o in seen])
+    for i, name in enumerate(names):
+        out[f"actions/{name}"] = np.full((steps, 1), brake[i], np.float32)
+    return out
+
+
 def standstill_dataset(source: Path, out: Path, seconds: float = STANDSTILL_S) -> Path:
     """``source``'s episodes, each opened by ``seconds`` of standing still with the brake on.
 
-    The prepended steps repeat the episode's first frame (the car at the start line, speed 0),
-    the telemetry says speed 0 and last actions (0 steering, full brake), and the label is the
-    same: brake. Splits are kept, so val holds the same tracks.
+    The prepended steps are real: the same track, reset and held by the brake (frames, speed
+    ~0 and last actions as the simulator reports them), each labelled "brake". Then the
+    recorded expert episode follows. Splits are kept, so val holds the same tracks.
     """
-    import numpy as np
-
     from drivelab.data.episode_writer import write_episode
     from drivelab.data.records import EpisodeRecord
     from drivelab.data.store import DatasetStore
@@ -68,22 +93,20 @@ def standstill_dataset(source: Path, out: Path, seconds: float = STANDSTILL_S) -
     src = DatasetStore.open(source)
     dst = DatasetStore.create(out, src.meta)
     hold = round(seconds * 50)  # CarRacing-v3 steps at 50 fps
-    still = {"steering": 0.0, "accel_brake": -1.0, "speed": 0.0}
+    names = [a.name for a in src.meta.actions]
     for e in src.episodes():
-        def padded(key: str, name: str, index: int = e.index) -> np.ndarray:
-            arr = src.read_array(index, key)
-            head = np.repeat(arr[:1], hold, axis=0)
-            if name in still:
-                head[:] = still[name]
-            return np.concatenate([head, arr])
+        still = _standstill(src.meta.env_id, int(e.attrs["track_seed"]), hold, names)
+
+        def joined(key: str, index: int = e.index, still: dict = still) -> np.ndarray:
+            return np.concatenate([still[key].astype(src.read_array(index, key).dtype), src.read_array(index, key)])
+
         record = EpisodeRecord(
-            frames=np.concatenate([np.repeat(src.read_array(e.index, "frames")[:1], hold, axis=0),
-                                   src.read_array(e.index, "frames")]),
-            telemetry={t.name: padded(f"telemetry/{t.name}", t.name) for t in src.meta.telemetry},
-            actions={a.name: padded(f"actions/{a.name}", a.name) for a in src.meta.actions},
+            frames=joined("frames"),
+            telemetry={t.name: joined(f"telemetry/{t.name}") for t in src.meta.telemetry},
+            actions={name: joined(f"actions/{name}") for name in names},
             reward=np.concatenate([np.zeros(hold, np.float32), src.read_array(e.index, "reward")]),
             perturbed=np.concatenate([np.zeros(hold, bool), src.read_array(e.index, "perturbed")]),
-            info={k: v for k, v in e.attrs.items() if k in ("seed", "return", "progress")})
+            info={k: v for k, v in e.attrs.items() if k in ("env_id", "track_seed", "return", "progress")})
         write_episode(dst, e.index, record)
     splits = src.attrs["splits"]
     dst.assign_splits(val=splits["val"], test=splits["test"])
@@ -131,7 +154,7 @@ def measure(args: argparse.Namespace) -> None:
             if target.is_file():
                 continue
             started = time.perf_counter()
-            data = standstill_dataset(Path(args.data), root / STANDSTILL_DATA) if case == "standstill" \
+            data = standstill_dataset(Path(args.data), root / STANDSTILL_DATA) if case.startswith("standstill") \
                 else Path(args.data)
             run = train_case(case, seed, data, root, args.batches)
             train_s = time.perf_counter() - started
@@ -220,8 +243,8 @@ def main() -> None:
     parser.add_argument("--root", required=True)
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--batches", type=int, default=400)
-    parser.add_argument("--tracks", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=600)
+    parser.add_argument("--tracks", type=int, default=4)
     parser.add_argument("--max-steps", type=int, default=250)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--table")
