@@ -214,3 +214,19 @@ def test_closed_loop_findings_read_the_score_floor_and_count_failed_starts() -> 
     assert "fails to start on 1 of 3 tracks and to restart after 1 of 2 forced stops" in inertia_found.text
     (blind,) = policy_findings(good, None, config)
     assert blind.flagged and "not looking at the road" in blind.text and math.isclose(blind.value, 0.5 / 0.6)
+
+
+def test_history_dropout_zeroes_whole_samples_in_training_only() -> None:
+    from drivelab.config.head_section import HeadConfig
+    from drivelab.config.model_section import HistoryConfig
+    from drivelab.models.history import HistoryBranch
+
+    config = HistoryConfig(signals=["steering", "speed"], length=4, kind="dense", width=8, dropout=0.5)
+    branch = HistoryBranch(config, [HeadConfig(output="steering")])
+    window = torch.randn(256, 4, 2)
+    torch.manual_seed(0)
+    vector, _ = branch.train()(window)
+    dropped = (vector == 0).all(dim=1)
+    assert 0.3 < dropped.float().mean() < 0.7  # about half the samples lose the whole vector
+    assert (vector[~dropped] != 0).any(dim=1).all()  # the others keep theirs
+    assert (branch.eval()(window)[0] != 0).any(dim=1).all()  # never at inference
