@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "drivelab.export": 6,  # policy + pipeline -> ONNX; its engine is driven by evaluate
     "drivelab.train": 7, "drivelab.evaluate": 7,
     "drivelab.watch": 8,  # the player process drives through the evaluator
+    "drivelab.diagnose": 8,  # copycat/inertia tests over evaluate; the card reads its saved files
     "drivelab.reports": 9,
     "drivelab.sweep": 9,  # trials train and evaluate runs; results read the run folders
     "drivelab.demo": 10, "drivelab.cli": 10, "drivelab": 10,

@@ -12,6 +12,7 @@ import sys
 from drivelab.cli import (  # noqa: F401  (registers the verbs)
     data_verbs,
     demo_verb,
+    diagnose_verb,
     eval_verbs,
     export_verb,
     interop_verbs,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -118,6 +118,9 @@ class HistoryConfig(_Section):
     model to repeat the last action). ``aux_weight > 0`` adds auxiliary heads on the branch alone
     (returned as ``aux/<output>``) weighted in the loss; model_0008_v4 used 0.25.
     Signals have one value per step unless ``signal_sizes`` says otherwise (``purpose: 2``).
+    ``dropout``: during training, the chance per sample that the branch's vector reaches the
+    neck as zeros (the whole history, not single units), a remedy against copycat policies
+    that `drivelab diagnose` flags: the heads must also predict from the frames alone.
     """
 
     signals: list[str] = Field(min_length=1)
@@ -128,6 +131,7 @@ class HistoryConfig(_Section):
     width: PositiveInt = 128
     output: Literal["thought", "prediction"] = "thought"
     aux_weight: NonNegativeFloat = 0.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
     @model_validator(mode="after")
     def _signals_known(self) -> HistoryConfig:

@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from drivelab.config.base import _Section
 from drivelab.config.data_section import DataConfig
+from drivelab.config.diagnose_section import DiagnoseConfig
 from drivelab.config.model_section import ModelConfig
 from drivelab.config.train_section import TrainConfig
 
@@ -37,6 +38,7 @@ class ExperimentConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    diagnose: DiagnoseConfig = Field(default_factory=DiagnoseConfig)
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:

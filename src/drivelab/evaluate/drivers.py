@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from drivelab.errors import DrivelabError
+from drivelab.evaluate.overrides import InputOverride
 from drivelab.sim import DrivingEnv, make_expert
 from drivelab.sim.base import Observation
 
@@ -43,6 +44,7 @@ class DriverSpec:
     convcam: bool = False  # policy only: tile the backbone's last feature maps into the video
     precision: str = "32"  # policy only: 32, bf16 or auto (see drivelab.evaluate.runtime)
     engine: str = "torch"  # policy only: torch (a run) or onnx (``run`` is an exported .onnx file)
+    override: InputOverride | None = None  # policy only, torch only: `drivelab diagnose`'s A/B inputs
 
     @property
     def label(self) -> str:
@@ -98,6 +100,8 @@ def build_driver(spec: DriverSpec, env: DrivingEnv) -> Driver:
         if not spec.run:
             raise DrivelabError("a policy driver needs a run reference")
         if spec.engine == "onnx":
+            if spec.override is not None:
+                raise DrivelabError("input overrides (drivelab diagnose) run on the torch engine only")
             from drivelab.export.engine import OnnxRuntime
 
             return PolicyDriver(OnnxRuntime.from_file(spec.run), env)
@@ -105,6 +109,6 @@ def build_driver(spec: DriverSpec, env: DrivingEnv) -> Driver:
             raise DrivelabError(f"--engine {spec.engine!r} is unknown: use {' or '.join(ENGINES)}")
         return PolicyDriver.from_run(
             spec.run, env, runs_root=spec.runs_root, sample=spec.sample, convcam=spec.convcam,
-            precision=spec.precision,
+            precision=spec.precision, override=spec.override,
         )
     raise DrivelabError(f"unknown driver {spec.kind!r}: use a run, or --baseline expert|random")

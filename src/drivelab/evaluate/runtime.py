@@ -21,6 +21,7 @@ import torch
 from drivelab.config import ExperimentConfig, load_config
 from drivelab.errors import DrivelabError
 from drivelab.evaluate.convcam import ConvCam
+from drivelab.evaluate.overrides import InputOverride
 from drivelab.models.factory import load_trained_policy
 from drivelab.precision import bf16_support
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
@@ -71,6 +72,8 @@ class PolicyRuntime:
         targets = processor.targets
         self.delta = DeltaActions(tuple(targets.delta), targets.delta)
         self._state: torch.Tensor | None = None
+        #: `drivelab diagnose`'s A/B drives: frames blanked or history held at its mean
+        self.override: InputOverride | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -104,6 +107,8 @@ class PolicyRuntime:
         """One step: observe, run the policy, return {output: action value}."""
         started = time.perf_counter()
         batch = self.observe(obs)
+        if self.override is not None:
+            batch = self.override.apply(batch)
         bf16 = self.precision == "bf16"
         with torch.inference_mode():
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -180,8 +185,11 @@ class PolicyDriver:
         sample: bool = False,
         convcam: bool = False,
         precision: str = "32",
+        override: InputOverride | None = None,
     ) -> PolicyDriver:
-        return cls(PolicyRuntime.from_ref(ref, runs_root, sample, precision), env, convcam=convcam)
+        runtime = PolicyRuntime.from_ref(ref, runs_root, sample, precision)
+        runtime.override = override
+        return cls(runtime, env, convcam=convcam)
 
     def reset(self, seed: int) -> None:
         self.runtime.reset(seed)

@@ -67,6 +67,7 @@ class HistoryBranch(nn.Module):
         self.head_sizes = {head.output: head.size for head in heads}
         self.head_kinds = {head.output: head.kind for head in heads}
         self.with_aux = config.aux_weight > 0
+        self.dropout = float(config.dropout)
         if config.kind == "lstm":
             self.encoder: nn.Module = _LSTMEncoder(self.step_size, config.width, config.layers)
         else:
@@ -91,13 +92,20 @@ class HistoryBranch(nn.Module):
         if self.mode == "prediction":
             vector = self.prediction(thought)
             aux = self._split(vector) if self.with_aux else {}
-            return vector, aux
+            return self._drop(vector), aux
         if not self.with_aux:
-            return thought, {}
-        return thought, {
+            return self._drop(thought), {}
+        return self._drop(thought), {
             AUX_PREFIX + name: self._squeeze(name, layer(thought))
             for name, layer in self.aux.items()
         }
+
+    def _drop(self, vector: torch.Tensor) -> torch.Tensor:
+        """Training only: whole samples' vectors zeroed with chance ``dropout`` (aux heads keep theirs)."""
+        if not self.training or self.dropout == 0:
+            return vector
+        keep = torch.rand(vector.shape[0], 1, device=vector.device) >= self.dropout
+        return vector * keep.to(vector.dtype)
 
     def _split(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
         parts = torch.split(vector, list(self.head_sizes.values()), dim=1)

@@ -18,6 +18,7 @@ from typing import Any
 
 from drivelab.config import load_config
 from drivelab.outputs import check_regenerable, write_generated
+from drivelab.reports.card_diagnosis import diagnosis_section
 from drivelab.reports.card_driving import driving_section
 from drivelab.reports.document import Document, to_html, to_markdown
 from drivelab.reports.events import Series, best_value, read_run_series
@@ -85,6 +86,7 @@ def write_card(
     _curves(doc, config, series, media_dir, media)
     _validation(doc, series)
     driving_section(doc, run, status, media_dir, media, gif_bytes)
+    diagnosis_section(doc, run)
     _provenance(doc, status.info)
     markdown = write_generated(run.path / "card.md", to_markdown(doc), force=True, flag="card")
     page = None

@@ -1,0 +1,43 @@
+"""The `diagnose` verb: copycat, shortcut and inertia tests of one checkpoint, with verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from drivelab.cli.app import FORCE_OPTION, app, out
+from drivelab.seeds import HELD_OUT_SEED
+
+
+@app.command("diagnose")
+def diagnose(
+    run: Annotated[str, typer.Argument(help="RUN[@batch]: a run folder or <line>_vN.")],
+    split: Annotated[str, typer.Option(help="Split the offline tests score on.")] = "val",
+    dataset: Annotated[Path | None, typer.Option(help="Another dataset recorded with the run's signals.")] = None,
+    tracks: Annotated[int, typer.Option(help="Held-out tracks for the closed-loop A/B and inertia test (0: offline only).")] = 5,
+    seed: Annotated[int, typer.Option(help="First track seed (held out: 10000 or above).")] = HELD_OUT_SEED,
+    max_steps: Annotated[int, typer.Option(help="Step cap per closed-loop track.")] = 1000,
+    workers: Annotated[int, typer.Option(help="Closed-loop worker processes.")] = 1,
+    thresholds: Annotated[
+        list[str] | None, typer.Option("--set", help="A threshold override, diagnose.<key>=value (repeatable).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the diagnosis here.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also write the reliance figure here (.png).")] = None,
+    runs: Annotated[Path, typer.Option("--runs", help="Root folder of the model lines.")] = Path("runs"),
+    force: Annotated[bool, FORCE_OPTION] = False,
+) -> None:
+    """Find copycat, shortcut and inertia failures: input reliance, previous-action probe,
+    closed-loop A/B (history at its mean, frames blanked) and standing starts; verdicts per head."""
+    from drivelab.diagnose.job import DiagnoseRequest
+    from drivelab.diagnose.job import diagnose as run_diagnosis
+    from drivelab.diagnose.report import render, save_report
+
+    request = DiagnoseRequest(ref=run, runs_root=runs, split=split, dataset=dataset, tracks=tracks, seed=seed,
+                              max_steps=max_steps, workers=workers, thresholds=list(thresholds or []),
+                              json_out=json_out, plot_out=plot, force=force)
+    report = run_diagnosis(request)
+    render(out, report)
+    for path in save_report(report, request):
+        out.print(f"wrote {path}", highlight=False, soft_wrap=True)

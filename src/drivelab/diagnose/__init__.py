@@ -1,0 +1,1 @@
+"""`drivelab diagnose`: find copycat, shortcut and inertia failures in a trained run."""
