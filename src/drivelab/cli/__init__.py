@@ -14,6 +14,7 @@ from drivelab.cli import (  # noqa: F401  (registers the verbs)
     demo_verb,
     eval_verbs,
     export_verb,
+    live_verb,
     report_verbs,
     specs_verb,
     sweep_verb,
