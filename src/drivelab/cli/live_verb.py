@@ -20,7 +20,8 @@ def _say(line: str) -> None:
 
 @app.command()
 def live(
-    config: Annotated[Path | None, typer.Argument(help="Experiment config with a live: section.")] = None,
+    config: Annotated[Path | None, typer.Argument(help="Experiment config with a live: section "
+                                                  "(with --resume: leave it out, overrides still apply).")] = None,
     overrides: Overrides = None,
     collectors: Annotated[int | None, typer.Option("--collectors", help="Collector actors (default live.collectors).")] = None,
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster (auto or ray://host:port); "
@@ -32,10 +33,13 @@ def live(
     from drivelab.config import load_config
     from drivelab.live.runner import run_live
 
+    if resume is not None and config is not None and "=" in config.name:  # `--resume RUN key=value`
+        overrides, config = [str(config), *(overrides or [])], None
     if (config is None) == (resume is None):
         raise DrivelabError("give a CONFIG for a new live run or --resume RUN to continue one")
     cfg = load_config(config, list(overrides or [])) if config is not None else None
-    summary = run_live(cfg, runs, collectors=collectors, address=address, resume=resume, say=_say)
+    summary = run_live(cfg, runs, collectors=collectors, address=address, resume=resume, say=_say,
+                       overrides=list(overrides or []) if resume is not None else None)
     _say(f"live run {summary['run']}: {summary['reason']}; {summary['episodes']} episodes "
          f"({summary['frames']} frames, {summary['frames_per_s']} frames/s), batch {summary['batch']}, "
          f"{summary['versions']} versions in {summary['seconds']} s")

@@ -24,15 +24,15 @@ from typing import Any
 import numpy as np
 
 from drivelab.config.live_section import LiveConfig
+from drivelab.data.collect import CollectPlan, drive_episode
 from drivelab.data.episode_writer import write_episode
 from drivelab.data.locks import writer_lock
-from drivelab.data.recorder import ActionNoise, EpisodeRecorder
 from drivelab.data.records import DatasetBusy, EpisodeInfo, EpisodeRecord
 from drivelab.data.store import DatasetStore
 from drivelab.evaluate.runtime import PolicyDriver, PolicyRuntime
 from drivelab.live.beta import ExecutorDraw
 from drivelab.live.weights import PolicyVersion, RuntimeCache
-from drivelab.sim import DrivingEnv, make_env, make_expert
+from drivelab.sim import DrivingEnv, Observation, make_env, make_expert
 
 #: How long a collector waits for another one's commit before trying the writer lock again.
 LOCK_RETRY_S = 0.02
@@ -47,56 +47,64 @@ class EpisodeOrder:
     round_index: int
 
 
-def drive_mixed_episode(
+class MixedSteering:
+    """DAgger's mixture as a `drivelab.data.collect.Steering`: the expert or the policy executes.
+
+    The policy observes every frame (its frame stack and history window stay right for the steps
+    it drives) but its action is executed only on the policy's turns (`ExecutorDraw`, from its own
+    generator ``rng([live.seed, slot, 1])`` so DART noise draws the same numbers as plain
+    collection). The executed actions are kept exactly (float32 -> JSON double is lossless), so a
+    replay of the episode reproduces every state the expert labelled.
+    """
+
+    def __init__(self, runtime: PolicyRuntime | None, env: DrivingEnv, live: LiveConfig, order: EpisodeOrder,
+                 version: int) -> None:
+        self.driver = PolicyDriver(runtime, env) if runtime is not None else None
+        self.beta = order.beta if runtime is not None else 1.0  # no policy yet: the expert drives
+        self.order, self.version = order, version if runtime is not None else 0
+        self.draw = ExecutorDraw(self.beta, live.beta.per, np.random.default_rng([live.seed, order.slot, 1]))
+        self.who: list[str] = []
+        self.rows: list[list[float]] = []
+        self._turn = "e"
+
+    def reset(self, seed: int) -> None:
+        if self.driver is not None:
+            self.driver.reset(seed)
+
+    def choose(self, obs: Observation, env: DrivingEnv, label: np.ndarray) -> np.ndarray:
+        if self.driver is None:
+            return label
+        action = self.driver.act(obs, env)  # every frame, so the policy's stack is right on its turns
+        self._turn = "e" if self.draw.expert_executes() else "p"
+        return label if self._turn == "e" else action
+
+    def executed(self, action: np.ndarray) -> None:
+        self.who.append(self._turn)
+        self.rows.append([float(v) for v in action])
+
+    def info(self) -> dict[str, Any]:
+        return {**order_attrs(self.order, self.beta, self.version), "live_executor": "".join(self.who),
+                "live_driver": {"e": "expert", "p": "policy"}.get("".join(sorted(set(self.who))), "mixed"),
+                "live_executed": self.rows}
+
+
+def order_attrs(order: EpisodeOrder, beta: float, version: int) -> dict[str, Any]:
+    """The attrs every live episode carries: its slot, round, β and the policy version that drove it."""
+    return {"live_slot": order.slot, "live_round": order.round_index, "live_beta": beta,
+            "policy_version": version}
+
+
+def drive_live_episode(
     env: DrivingEnv, expert: Any, runtime: PolicyRuntime | None, live: LiveConfig, order: EpisodeOrder,
     version: int,
 ) -> EpisodeRecord:
-    """One episode on track ``live.seed + slot``; labels from the expert, actions from the mixture."""
-    rng = np.random.default_rng([live.seed, order.slot])
-    beta = order.beta if runtime is not None else 1.0
-    draw = ExecutorDraw(beta, live.beta.per, rng)
-    low = np.array([s.low if s.low is not None else -1.0 for s in env.action_specs], np.float32)
-    high = np.array([s.high if s.high is not None else 1.0 for s in env.action_specs], np.float32)
-    noise = ActionNoise(live.noise, rng, low, high, sigma=(high - low) * 0.1, hold=live.noise_hold)
-    recorder = EpisodeRecorder(env.frame_shape, env.telemetry_specs, env.action_specs, capacity=live.max_steps)
-    driver = PolicyDriver(runtime, env) if runtime is not None else None
-    seed = live.seed + order.slot
-    started = time.perf_counter()
-    obs = env.reset(seed=seed)
-    expert.reset()
-    if driver is not None:
-        driver.reset(seed)
-    executed_rows: list[list[float]] = []
-    executor: list[str] = []
-    ret, info = 0.0, {}
-    for _ in range(live.max_steps):
-        label = np.asarray(expert.act(env), np.float32)
-        expert_turn = driver is None or draw.expert_executes()
-        # the policy observes every frame, so its frame stack / history are right when it drives
-        chosen = driver.act(obs, env) if driver is not None else label
-        executed, _ = noise.apply(label if expert_turn else np.asarray(chosen, np.float32))
-        result = env.step(executed)
-        recorder.add(obs, label, not np.array_equal(executed, label), result.reward)
-        executed_rows.append([round(float(v), 6) for v in executed])
-        executor.append("e" if expert_turn else "p")
-        ret += result.reward
-        info = result.info
-        obs = result.observation
-        if result.done:
-            break
-    if "progress" in obs.telemetry:
-        info = {**info, "progress": float(obs.telemetry["progress"][0])}
-    plain = {k: v.item() if isinstance(v, np.generic) else v for k, v in info.items()
-             if isinstance(v, bool | int | float | str | np.generic)}
-    return recorder.finish({
-        "env_id": env.env_id, "track_seed": seed, "return": round(ret, 4), "noise": live.noise,
-        "seconds": round(time.perf_counter() - started, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        **plain,
-        "live_slot": order.slot, "live_round": order.round_index, "live_beta": beta,
-        "policy_version": version if runtime is not None else 0,
-        "live_driver": "expert" if set(executor) == {"e"} else ("policy" if set(executor) == {"p"} else "mixed"),
-        "live_executor": "".join(executor), "live_executed": executed_rows,
-    })
+    """One episode on track ``live.seed + slot`` through `drive_episode`, labels from the expert.
+
+    Before the first version (``runtime`` None) the expert drives alone (β = 1).
+    """
+    plan = CollectPlan(env=live.env, seed=live.seed, noise=live.noise, noise_hold=live.noise_hold,
+                       max_steps=live.max_steps)
+    return drive_episode(env, plan, order.slot, expert, steering=MixedSteering(runtime, env, live, order, version))
 
 
 def commit_in_order(store: DatasetStore, record: EpisodeRecord) -> EpisodeInfo:
@@ -132,8 +140,7 @@ class Collector:
     def collect(self, order: EpisodeOrder, policy: PolicyVersion | None) -> dict[str, Any]:
         """Drive and commit one episode; ``policy`` arrives dereferenced from its one ``ray.put``."""
         runtime = self.cache.runtime_for(policy)
-        record = drive_mixed_episode(self.env, self.expert, runtime, self.live, order,
-                                     self.cache.version)
+        record = drive_live_episode(self.env, self.expert, runtime, self.live, order, self.cache.version)
         info = commit_in_order(self.store, record)
         attrs = info.attrs
         return {"index": info.index, "length": info.length, "slot": order.slot,

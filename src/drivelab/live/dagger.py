@@ -32,27 +32,37 @@ def dagger_live(config: ExperimentConfig, rounds: int) -> LiveConfig:
     return LiveConfig(stop=StopConfig(batches=(rounds + 1) * LiveConfig.model_fields["round_batches"].default))
 
 
-def run_dagger(config: ExperimentConfig, runs_root: Path, rounds: int, say: Any = print) -> dict[str, Any]:
-    """Round 0 (expert) + ``rounds`` DAgger rounds; a summary of the run."""
+def run_dagger(config: ExperimentConfig, runs_root: Path, rounds: int, say: Any = print,
+               start_run: Path | None = None) -> dict[str, Any]:
+    """Round 0 (expert) + ``rounds`` DAgger rounds; a summary of the run.
+
+    ``start_run``: a run already trained on ``config.data.path`` (`drivelab demo --dagger`'s
+    behaviour-cloning run) is round 0: the rounds continue it, collecting with its policy.
+    """
     if rounds < 0:
         raise DrivelabError(f"--rounds must be 0 or more (got {rounds}): round 0 is the expert's")
     live = dagger_live(config, rounds)
-    open_live_dataset(config, live, resuming=False)
+    open_live_dataset(config, live, resuming=start_run is not None)
     collector = Collector(str(config.data.path), live, live.threads)
-    trainer = LiveTrainer(config, str(runs_root), None, live.threads)
+    trainer = LiveTrainer(config, str(runs_root), str(start_run) if start_run else None, live.threads)
     ledger = LiveLedger()
     slot = next_slot(config.data.path, live.seed)
-    policy = None
+    policy, first, base = None, 0, 0
+    if start_run is not None:
+        folder = RunFolder.open(start_run)
+        ledger.attach(folder.path)
+        policy = read_version(folder, 1)
+        first, base = 1, policy.batch - live.round_batches
     episodes = frames = 0
     row: dict[str, Any] = {}
     try:
-        for round_index in range(rounds + 1):
+        for round_index in range(first, rounds + 1):
             beta = beta_at(live.beta, round_index)
             for _ in range(live.round_episodes):
                 done = collector.collect(EpisodeOrder(slot, beta, round_index), policy)
                 ledger.add("episode", collector=0, round=round_index, **done)
                 slot, episodes, frames = slot + 1, episodes + 1, frames + int(done["length"])
-            row = trainer.period((round_index + 1) * live.round_batches)
+            row = trainer.period(base + (round_index + 1) * live.round_batches)
             if ledger.run is None:
                 ledger.attach(Path(row["run"]))
             ledger.add("period", round=round_index, beta=beta, **row)

@@ -18,6 +18,7 @@ from typing import Any
 
 from drivelab.config.live_section import PlayerConfig
 from drivelab.live.weights import PolicyVersion, RuntimeCache
+from drivelab.sim import make_env
 from drivelab.watch.player import NICE, CheckpointWatcher
 from drivelab.watch.spec import PlayerSpec
 
@@ -25,15 +26,15 @@ from drivelab.watch.spec import PlayerSpec
 class LivePlayer:
     """The player actor's body: one env, the watch files, the newest runtime cached."""
 
-    def __init__(self, run: str, env: str, player: PlayerConfig, threads: int) -> None:
+    def __init__(self, env: str, player: PlayerConfig, threads: int) -> None:
         from drivelab.sweep.resources import apply_trial_threads
 
         with contextlib.suppress(OSError):  # the player yields to the trainer and collectors
             os.nice(NICE)
         apply_trial_threads(threads)
-        self.player = player
-        self.watcher = CheckpointWatcher(PlayerSpec(run=Path(run), every=1, env=env,
-                                                    max_steps=player.max_steps, seed=player.seed))
+        self.env, self.player = env, player
+        make_env(env, max_steps=player.max_steps).close()  # imports paid now, not in the first swap
+        self.watcher: CheckpointWatcher | None = None  # the run folder exists from the first version
         self.cache = RuntimeCache()
         self.episodes = 0
         self.last_end = 0.0
@@ -43,6 +44,9 @@ class LivePlayer:
         called = time.time()
         swapped = policy.version != self.cache.version
         runtime = self.cache.runtime_for(policy)
+        if self.watcher is None:
+            self.watcher = CheckpointWatcher(PlayerSpec(run=Path(policy.run), every=1, env=self.env,
+                                                        max_steps=self.player.max_steps, seed=self.player.seed))
         driving_at = time.time()
         self.watcher.seed = self.player.seed + self.episodes % self.player.tracks
         self.watcher.writer.add_scalar("watch/version", policy.version, global_step=policy.batch)
@@ -60,5 +64,9 @@ class LivePlayer:
         timing["called_at"] = called
         return {**row, **timing}
 
+    def ready(self) -> bool:
+        return True
+
     def close(self) -> None:
-        self.watcher.close()
+        if self.watcher is not None:
+            self.watcher.close()

@@ -74,13 +74,17 @@ class LiveState:
 def run_live(
     config: ExperimentConfig | None, runs_root: Path, collectors: int | None = None,
     address: str | None = None, resume: str | None = None, say: Any = print,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the live loop until its stop condition; a summary of what it did."""
+    """Run the live loop until its stop condition; a summary of what it did.
+
+    With ``resume`` the config is the run's own (``overrides`` on top, e.g. a later stop).
+    """
     from drivelab.sweep.engine import start_ray
 
     if resume is not None:
         folder = RunFolder.open(resume, runs_root)
-        config = load_config(folder.config_path)
+        config = load_config(folder.config_path, overrides or [])
         resume = str(folder.path)
     assert config is not None
     live = live_config(config)
@@ -146,8 +150,13 @@ class LiveLoop:
                  actors: list[Any], trainer: Any, share: float, say: Any) -> None:
         self.config, self.live, self.state, self.ledger = config, live, state, ledger
         self.actors, self.trainer, self.share, self.say = actors, trainer, share, say
-        self.player: Any = None
         self.pending: dict[Any, tuple[str, int, Any]] = {}
+        self.player: Any = None
+        if live.player.enabled:  # started now, so its start-up is not part of the first hot swap
+            import ray
+
+            self.player = ray.remote(LivePlayer).options(**_actor_options(live, share)).remote(
+                live.env, live.player, live.threads)
 
     def resumed(self, run: str) -> None:
         """Continue from the run's last checkpoint: publish it again as the newest version."""
@@ -242,12 +251,8 @@ class LiveLoop:
         self.ledger.add("version", version=self.state.version, batch=version.batch,
                         written_at=version.written_at, resumed=resumed)
         self.ledger.scalar("live/beta", beta_at(self.live.beta, self.state.version), self.state.batch)
-        if self.live.player.enabled and self.player is None:
-            import ray
-
-            self.player = ray.remote(LivePlayer).options(**_actor_options(self.live, self.share)).remote(
-                self.state.run, self.live.env, self.live.player, self.live.threads)
-            self._play()
+        if self.player is not None and not any(kind == "play" for kind, _, _ in self.pending.values()):
+            self._play()  # the player's first version; afterwards it asks again at each episode end
 
     def _play(self) -> None:
         self.pending[self.player.drive.remote(self.state.policy)] = ("play", 0, None)
