@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from drivelab.config.base import PositiveInt, _Section, _field_error
+from drivelab.config.base import PositiveInt, _field_error, _Section
 from drivelab.seeds import COLLECTION_SEED
 
 Probability = Annotated[float, Field(ge=0, le=1)]

@@ -55,8 +55,12 @@ class LiveState:
     given: dict[int, int] = field(default_factory=dict)  # collector -> episodes handed out
     best_score: float = float("-inf")
 
+    def order_for(self, slot: int) -> EpisodeOrder:
+        """The order for ``slot`` now: β and round of the newest version (a re-driven slot too)."""
+        return EpisodeOrder(slot, beta_at(self.live.beta, self.version), self.version)
+
     def next_order(self) -> EpisodeOrder:
-        order = EpisodeOrder(self.slot, beta_at(self.live.beta, self.version), self.version)
+        order = self.order_for(self.slot)
         self.slot += 1
         return order
 
@@ -127,6 +131,9 @@ def _drive_loop(config: ExperimentConfig, live: LiveConfig, runs_root: Path, res
         loop.resumed(resume)
     for index, actor in enumerate(actors):
         ledger.add("collector", collector=index, pid=ray.get(actor.pid.remote()))
+    if loop.player is not None:
+        ray.get(loop.player.ready.remote())
+    state.started = time.time()  # the stop clock and the rates start once every actor is up
     try:
         reason = loop.run()
     except KeyboardInterrupt:
@@ -213,10 +220,17 @@ class LiveLoop:
             raise DrivelabError(f"live {kind}: {first}") from None
         except ray.exceptions.RayActorError as exc:
             if kind != "collect":
-                raise DrivelabError(f"the live {kind}er died ({str(exc).splitlines()[0][:160]})") from None
+                what = f"collector {index} (restarting)" if kind == "restart" else f"the live {kind}er"
+                raise DrivelabError(f"{what} died ({str(exc).splitlines()[0][:160]})") from None
             self.ledger.add("crash", collector=index, slot=order.slot)
             self.say(f"collector {index} crashed: episode on slot {order.slot} discarded, restarting it")
-            self._collect(index, order)  # the actor restarts; the same slot is driven again
+            # a call to a restarting actor fails at once unless it may be retried: this one waits
+            # for the new actor (its pid), then the same slot is driven again
+            self.pending[self.actors[index].pid.options(max_task_retries=-1).remote()] = ("restart", index, order)
+            return
+        if kind == "restart":  # the collector is back (a new process): drive the lost slot again
+            self.ledger.add("collector", collector=index, pid=result, restarted=True)
+            self._collect(index, self.state.order_for(order.slot))
             return
         getattr(self, f"_{kind}_done")(index, result)
 
