@@ -224,43 +224,38 @@ def wait_for(predicate, seconds: float) -> None:
 
 
 def test_ctrl_c_then_kill_9_then_resume(tmp_path: Path, local_ray: str) -> None:
+    from drivelab.errors import Interrupted
     from drivelab.live.runner import run_live
     from drivelab.runs.checkpoints import list_checkpoints
 
     data, runs = tmp_path / "d.zarr", tmp_path / "runs"
-    args = ["live", str(PILOTNET), *live_overrides(data, "live.stop.batches=400"), "--runs", str(runs),
-            "--address", local_ray]
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "COLUMNS": "200"}
+    config = load_config(PILOTNET, live_overrides(data, "live.stop.batches=400", "live.player.enabled=false"))
 
-    def start(*argv: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "drivelab.cli", *argv], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def ctrl_c(line: str) -> None:  # Ctrl-C arrives while the driver handles the first version
+        if line.startswith("batch"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as stopped:
+        run_live(config, runs, say=ctrl_c)
+    message = str(stopped.value)
+    assert len(message.splitlines()) == 1 and "episodes committed" in message and "--resume" in message
+    run = next(runs.glob("*/*_v1"))
 
     def versions() -> list[dict]:
-        ledgers = list(runs.glob("*/*/live.jsonl"))
-        return [r for r in read_ledger(ledgers[0].parent) if r["kind"] == "version"] if ledgers else []
+        return [r for r in read_ledger(run) if r["kind"] == "version"]
 
-    first = start(*args)
+    seen = len(versions())
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "drivelab.cli", "live", "--resume", str(run), "--runs", str(runs),
+         "--address", local_ray], env={**os.environ, "SDL_VIDEODRIVER": "dummy"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: len(versions()) >= 1, 90)
-        first.send_signal(signal.SIGINT)
-        _, stderr = first.communicate(timeout=30)
+        wait_for(lambda: len(versions()) >= seen + 2, 120)  # the resumed one, then a new checkpoint
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=10)
     finally:
         with contextlib.suppress(ProcessLookupError):
-            first.kill()
-    assert first.returncode == 130, stderr
-    line = stderr.strip().splitlines()[-1]
-    assert "episodes committed" in line and "--resume" in line, stderr
-    run = next(runs.glob("*/*_v1"))
-    second = start("live", "--resume", str(run), "--runs", str(runs), "--address", local_ray)
-    try:
-        seen = len(versions())
-        wait_for(lambda: len(versions()) >= seen + 2, 90)  # the resumed one, then a new checkpoint
-        second.send_signal(signal.SIGKILL)
-        second.wait(timeout=10)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            second.kill()
+            driver.kill()
     time.sleep(2)  # Ray ends the dead driver's actors
     killed_at = list_checkpoints(run / "checkpoints")[-1]
     assert verify_dataset(DatasetStore.open(data)).ok  # committed episodes intact after kill -9
