@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "drivelab.diagnose": 8,  # copycat/inertia tests over evaluate; the card reads its saved files
     "drivelab.reports": 9,
     "drivelab.sweep": 9,  # trials train and evaluate runs; results read the run folders
+    "drivelab.live": 9,  # collectors, trainer and player actors; Ray start-up and threads from sweep
     "drivelab.demo": 10, "drivelab.cli": 10, "drivelab": 10,
 }
 #: Same-rank packages that must stay apart.

@@ -43,6 +43,8 @@ class DemoOptions:
     eval_episodes: int = 10
     config: Path = DEFAULT_CONFIG
     overrides: tuple[str, ...] = ()
+    #: `--dagger`: DAgger rounds after behaviour cloning (0: the plain demo)
+    dagger_rounds: int = 0
 
 
 @dataclass
@@ -79,6 +81,8 @@ def _check_flags(options: DemoOptions) -> None:
             raise DrivelabError(f"{flag} must be at least {low} (got {value})")
     if not 0.0 <= options.noise <= 1.0:
         raise DrivelabError(f"--noise is a probability in [0, 1] (got {options.noise})")
+    if options.dagger_rounds < 0:
+        raise DrivelabError(f"--dagger-rounds must be at least 0 (got {options.dagger_rounds})")
 
 
 def run_demo(
@@ -129,19 +133,42 @@ def run_demo(
     times["train"] = time.perf_counter() - t0
     result.run = trained.run.path
     result.train_values = {**trained.train_values, **trained.val_values}
+    if options.dagger_rounds:
+        stage("dagger")
+        t0 = time.perf_counter()
+        result.run = demo_dagger(config, options, folder / "runs", trained.run.path)
+        times["dagger"] = time.perf_counter() - t0
 
     stage("evaluate")
     t0 = time.perf_counter()
     seeds = list(range(HELD_OUT_SEED, HELD_OUT_SEED + options.eval_episodes))
-    specs = [DriverSpec("policy", run=str(trained.run.path)), DriverSpec("expert")]
+    specs = [DriverSpec("policy", run=str(result.run)), DriverSpec("expert")]
     result.reports = evaluate_many(specs, seeds, workers=options.workers, max_steps=options.max_steps,
                                    on_progress=on_eval)
     times["evaluate"] = time.perf_counter() - t0
     if any(r.interrupted for r in result.reports):
         raise Interrupted(f"during the evaluation: the dataset and the trained run are kept in {folder}; "
-                          f"evaluate again with `drivelab eval {trained.run.path} --baseline expert`")
+                          f"evaluate again with `drivelab eval {result.run} --baseline expert`")
     result.report_path = write_report(result, options)
     return result
+
+
+def demo_dagger(config: Any, options: DemoOptions, runs_root: Path, bc_run: Path) -> Path:
+    """DAgger rounds on top of the behaviour-cloning run: a quarter of the episodes and batches each.
+
+    Each round drives ``episodes // 4`` new tracks with the expert/policy mixture (β halves per
+    round), the expert labelling every frame, and trains a quarter of the batches more over
+    everything collected (`drivelab.live.dagger`).
+    """
+    from drivelab.config.live_section import LiveConfig, StopConfig
+    from drivelab.live.dagger import run_dagger
+
+    live = LiveConfig(seed=options.seed, max_steps=options.max_steps, noise=options.noise,
+                      round_episodes=max(1, options.episodes // 4),
+                      round_batches=max(1, config.train.max_batches // 4), stop=StopConfig(batches=1))
+    summary = run_dagger(config.model_copy(update={"live": live}), runs_root, options.dagger_rounds,
+                         say=lambda _line: None, start_run=bc_run)
+    return Path(summary["run"])
 
 
 def write_report(result: DemoResult, options: DemoOptions) -> Path:
@@ -151,7 +178,8 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         "",
         f"- dataset: `{result.dataset}` — {result.info['episodes']} expert episodes, "
         f"{result.info['frames']} frames, DART noise {options.noise}",
-        f"- policy: `{result.run}` (config `{options.config.name}`)",
+        f"- policy: `{result.run}` (config `{options.config.name}`"
+        + (f", then {options.dagger_rounds} DAgger rounds" if options.dagger_rounds else "") + ")",
         f"- evaluation: {options.eval_episodes} held-out tracks (seeds {HELD_OUT_SEED}..), "
         "same tracks for policy and expert",
         "",

@@ -16,6 +16,7 @@ from drivelab.cli import (  # noqa: F401  (registers the verbs)
     eval_verbs,
     export_verb,
     interop_verbs,
+    live_verb,
     report_verbs,
     specs_verb,
     sweep_verb,

@@ -24,6 +24,9 @@ def demo(
     noise: Annotated[float, typer.Option(help="DART noise probability while recording.")] = 0.03,
     max_steps: Annotated[int, typer.Option(help="Step cap per episode.")] = 1000,
     config: Annotated[Path | None, typer.Option(help="Experiment YAML (default: configs/carracing/pilotnet.yaml).")] = None,
+    dagger: Annotated[bool, typer.Option("--dagger", help="After behaviour cloning, DAgger rounds: the policy "
+                                         "drives new tracks, the expert labels them, training continues.")] = False,
+    dagger_rounds: Annotated[int, typer.Option("--dagger-rounds", help="DAgger rounds with --dagger.")] = 2,
 ) -> None:
     """The main job end to end: collect expert data, train, drive on held-out tracks."""
     from drivelab.demo import DEFAULT_CONFIG, DemoOptions, run_demo
@@ -32,11 +35,12 @@ def demo(
 
     opts = DemoOptions(out=out_root, episodes=episodes, workers=workers, seed=seed, noise=noise,
                        max_steps=max_steps, batches=batches, eval_episodes=eval_episodes,
-                       config=config or DEFAULT_CONFIG)
+                       config=config or DEFAULT_CONFIG, dagger_rounds=dagger_rounds if dagger else 0)
     titles = {
         "collect": f"1/3 collect {episodes} CarRacing expert episodes (noise {noise}, {workers} workers)",
         "train": f"2/3 train {opts.config.name}",
         "evaluate": f"3/3 drive the policy and the expert on {eval_episodes} held-out tracks",
+        "dagger": f"2b/3 {dagger_rounds} DAgger rounds of {max(1, episodes // 4)} episodes (expert labels)",
     }
     out.rule("[bold]drivelab demo[/]")
     with lazy_progress(episodes, "collect") as on_collect, \

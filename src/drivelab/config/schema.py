@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 from drivelab.config.base import _Section
 from drivelab.config.data_section import DataConfig
 from drivelab.config.diagnose_section import DiagnoseConfig
+from drivelab.config.live_section import LiveConfig
 from drivelab.config.model_section import ModelConfig
 from drivelab.config.train_section import TrainConfig
 
@@ -39,6 +40,8 @@ class ExperimentConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     diagnose: DiagnoseConfig = Field(default_factory=DiagnoseConfig)
+    #: `drivelab live` / `drivelab dagger`: collectors, driver mix, refresh cadence, player.
+    live: LiveConfig | None = None
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:

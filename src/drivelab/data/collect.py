@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from drivelab.data.recorder import ActionNoise, EpisodeRecorder
 from drivelab.data.records import DatasetError, DatasetMeta, EpisodeRecord
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError, Interrupted
-from drivelab.sim import DrivingEnv, make_env, make_expert
+from drivelab.sim import DrivingEnv, Observation, make_env, make_expert
 from drivelab.workers import WorkersDied, run_jobs
 
 
@@ -57,14 +57,36 @@ def track_seed(plan: CollectPlan, index: int) -> int:
     return plan.seed + index
 
 
+class Steering(Protocol):
+    """Who executes each step when the expert is not the only driver (DAgger, `drivelab.live`).
+
+    The expert is asked at every step and its action is always the recorded label; a steering
+    picks the action that is executed instead (before DART noise), sees what was executed, and
+    adds its own episode attrs. Without one, `drive_episode` is plain expert collection.
+    """
+
+    def reset(self, seed: int) -> None: ...
+
+    def choose(self, obs: Observation, env: DrivingEnv, label: np.ndarray) -> np.ndarray: ...
+
+    def executed(self, action: np.ndarray) -> None: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+
 def drive_episode(
     env: DrivingEnv,
     plan: CollectPlan,
     index: int,
     expert: Any,
     on_steps: Callable[[int], None] | None = None,
+    steering: Steering | None = None,
 ) -> EpisodeRecord:
-    """Drive one expert episode on its track and return the `EpisodeRecord`."""
+    """Drive one episode on its track, labelled by the expert, and return the `EpisodeRecord`.
+
+    ``perturbed`` marks every step whose executed action is not the label (DART noise, or the
+    steering's choice when it differs from the expert's).
+    """
     rng = np.random.default_rng([plan.seed, index])
     low = np.array([s.low if s.low is not None else -1.0 for s in env.action_specs], np.float32)
     high = np.array([s.high if s.high is not None else 1.0 for s in env.action_specs], np.float32)
@@ -76,11 +98,17 @@ def drive_episode(
     started = time.perf_counter()
     obs = env.reset(seed=seed)
     expert.reset()
+    if steering is not None:
+        steering.reset(seed)
     ret, info = 0.0, {}
     reported = perturbed_steps = 0
     for _ in range(plan.max_steps):
         intended = np.asarray(expert.act(env), np.float32)
-        executed, perturbed = noise.apply(intended)
+        chosen = intended if steering is None else np.asarray(steering.choose(obs, env, intended), np.float32)
+        executed, perturbed = noise.apply(chosen)
+        if steering is not None:
+            steering.executed(executed)
+            perturbed = perturbed or not np.array_equal(chosen, intended)
         result = env.step(executed)
         recorder.add(obs, intended, perturbed, result.reward)
         perturbed_steps += perturbed
@@ -107,6 +135,7 @@ def drive_episode(
             "seconds": round(seconds, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **{k: _plain(v) for k, v in info.items() if _plain(v) is not None},
+            **(steering.info() if steering is not None else {}),
         }
     )
 

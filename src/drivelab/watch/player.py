@@ -35,7 +35,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from drivelab.errors import DrivelabError
 from drivelab.evaluate.runner import drive_and_measure
-from drivelab.evaluate.runtime import PolicyDriver, PolicyRuntime
+from drivelab.evaluate.runtime import PolicyDriver, PolicyRuntime, StepRuntime
 from drivelab.evaluate.video import OverlayVideo
 from drivelab.runs.checkpoints import list_checkpoints
 from drivelab.runs.folder import RunFolder
@@ -79,11 +79,15 @@ class CheckpointWatcher:
         due = due_batches(list_checkpoints(self.run.checkpoints), self.every, self.after, self.last)
         return [b for b in due if b not in self.done]
 
-    def watch(self, batch: int) -> dict[str, Any]:
-        """Drive checkpoint ``batch`` once; log the row (or an error row) and return it."""
+    def watch(self, batch: int, runtime: StepRuntime | None = None) -> dict[str, Any]:
+        """Drive checkpoint ``batch`` once; log the row (or an error row) and return it.
+
+        ``runtime``: the policy already in memory (the live player gets it from Ray's object
+        store, `drivelab.live.player`); by default it is read from the checkpoint file.
+        """
         started = time.perf_counter()
         try:
-            row = self._drive(batch)
+            row = self._drive(batch, runtime)
         except Exception as exc:  # one broken checkpoint or episode must not end the watching
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             row = {"watch/error": f"{type(exc).__name__}: {first}"[:300]}
@@ -94,11 +98,11 @@ class CheckpointWatcher:
         self.done.add(batch)
         return row
 
-    def _drive(self, batch: int) -> dict[str, Any]:
+    def _drive(self, batch: int, runtime: StepRuntime | None = None) -> dict[str, Any]:
         if self._env is None:
             self._env = make_env(self.env_name, max_steps=self.max_steps)
         env = self._env
-        driver = PolicyDriver(PolicyRuntime.from_ref(f"{self.run.path}@{batch}"), env)
+        driver = PolicyDriver(runtime or PolicyRuntime.from_ref(f"{self.run.path}@{batch}"), env)
         video = OverlayVideo(env.fps)
         result = drive_and_measure(env, driver, self.seed, self.max_steps, video)
         gif = self.folder / f"batch_{batch}.gif"

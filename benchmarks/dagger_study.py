@@ -1,0 +1,142 @@
+"""DAgger vs behaviour cloning at the same number of expert-labelled frames, on held-out tracks.
+
+    python benchmarks/dagger_study.py --out DIR [--seeds 3] [--tracks 20] [--episodes 12]
+        [--rounds 2] [--batches 600] [--max-steps 300]
+
+Behaviour cloning: ``--episodes`` expert episodes on tracks 0.. (`drivelab collect`), then one
+`drivelab train` of ``--batches`` batches per training seed. DAgger (`drivelab dagger`, one
+dataset per seed, since the policy that drives depends on the seed): round 0 collects
+``episodes / (rounds + 1)`` expert episodes and trains ``batches / (rounds + 1)`` batches; each
+later round drives as many new tracks with the β-mixture (β = 0.5^round, drawn per step, the
+expert labelling every frame) and trains as many batches more from the last checkpoint. Both
+see the same number of episodes (every frame labelled by the expert) and the same batches. Then
+every run and the expert drive the same held-out tracks (10000.., never collected on).
+
+Reported per variant: driving score mean ± std over the seeds (each seed's score is its mean
+over the tracks), the policy/expert ratio per seed, the worst track, off-track events, laps.
+Everything is written to ``DIR/study.json``; the table goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+from drivelab.config import load_config
+from drivelab.data.collect import CollectPlan, collect
+from drivelab.evaluate.drivers import DriverSpec
+from drivelab.evaluate.report import evaluate_many
+from drivelab.live.dagger import run_dagger
+from drivelab.seeds import HELD_OUT_SEED
+from drivelab.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "carracing" / "pilotnet.yaml"
+
+
+def overrides(dataset: Path, seed: int, batches: int, batch_size: int) -> list[str]:
+    return [f"data.path={dataset}", "data.input_size=[64,64]", "data.val_split=null",
+            f"seed={seed}", f"train.max_batches={batches}", f"train.batch_size={batch_size}",
+            f"train.checkpoint_every={batches}", f"train.val_every={10 * batches}", "train.log_every=50",
+            "train.warmup_batches=50"]
+
+
+def bc_runs(args: argparse.Namespace, out: Path) -> tuple[list[str], float]:
+    dataset = out / "bc.zarr"
+    started = time.perf_counter()
+    collect(dataset, CollectPlan(env="carracing", seed=0, max_steps=args.max_steps),
+            episodes=args.episodes, workers=1)
+    runs = []
+    for seed in range(args.seeds):
+        config = load_config(CONFIG, overrides(dataset, seed, args.batches, args.batch_size))
+        runs.append(str(train(config, out / "runs" / f"bc_{seed}").run.path))
+        print(f"bc seed {seed}: {runs[-1]}", flush=True)
+    return runs, time.perf_counter() - started
+
+
+def dagger_runs(args: argparse.Namespace, out: Path) -> tuple[list[str], float]:
+    per_round = args.episodes // (args.rounds + 1)
+    round_batches = args.batches // (args.rounds + 1)
+    started = time.perf_counter()
+    runs = []
+    for seed in range(args.seeds):
+        config = load_config(CONFIG, [
+            *overrides(out / f"dagger_{seed}.zarr", seed, round_batches, args.batch_size),
+            f"live.max_steps={args.max_steps}", f"live.round_episodes={per_round}",
+            f"live.round_batches={round_batches}", "live.beta.schedule=exponential",
+            "live.beta.p=0.5", "live.beta.per=step", f"live.stop.batches={args.batches}",
+            f"train.checkpoint_every={round_batches}"])
+        summary = run_dagger(config, out / "runs" / f"dagger_{seed}", args.rounds, say=print)
+        runs.append(str(summary["run"]))
+    return runs, time.perf_counter() - started
+
+
+def seed_row(report: dict, expert: dict) -> dict:
+    rows = report["episodes"]
+    score = statistics.fmean(r["score"] for r in rows)
+    expert_score = statistics.fmean(r["score"] for r in expert["episodes"])
+    worst = min(rows, key=lambda r: r["score"])
+    return {"score": score, "ratio": score / expert_score, "worst_track": worst["seed"],
+            "worst_score": worst["score"], "off_track": statistics.fmean(r["off_track_events"] for r in rows),
+            "laps": sum(r["lap_time_s"] is not None for r in rows), "frames": report.get("frames")}
+
+
+def summarise(name: str, seeds: list[dict]) -> str:
+    def ms(key: str) -> str:
+        values = [s[key] for s in seeds]
+        return f"{statistics.fmean(values):.3f} ± {statistics.pstdev(values):.3f}"
+
+    worst = min(seeds, key=lambda s: s["worst_score"])
+    return (f"| {name} | {ms('score')} | {ms('ratio')} | {min(s['ratio'] for s in seeds):.3f} | "
+            f"{worst['worst_score']:.3f} (track {worst['worst_track']}) | {ms('off_track')} | "
+            f"{sum(s['laps'] for s in seeds)}/{len(seeds) * seeds[0]['tracks']} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tracks", type=int, default=20)
+    parser.add_argument("--episodes", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-steps", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=False)
+    bc, bc_s = bc_runs(args, args.out)
+    dagger, dagger_s = dagger_runs(args, args.out)
+    tracks = list(range(HELD_OUT_SEED, HELD_OUT_SEED + args.tracks))
+    started = time.perf_counter()
+    specs = [DriverSpec("policy", run=r) for r in bc + dagger] + [DriverSpec("expert")]
+    reports = [r.to_dict() for r in evaluate_many(specs, tracks, workers=args.workers, max_steps=args.max_steps)]
+    eval_s = time.perf_counter() - started
+    expert = reports[-1]
+    table = {"bc": [seed_row(r, expert) for r in reports[: len(bc)]],
+             "dagger": [seed_row(r, expert) for r in reports[len(bc): -1]]}
+    for rows in table.values():
+        for row in rows:
+            row["tracks"] = len(tracks)
+    expert_score = statistics.fmean(r["score"] for r in expert["episodes"])
+    lines = [f"expert: score {expert_score:.3f} on tracks {tracks[0]}..{tracks[-1]}, "
+             f"laps {sum(r['lap_time_s'] is not None for r in expert['episodes'])}/{len(tracks)}",
+             "| variant | score (mean ± std over seeds) | policy/expert | worst seed ratio | worst track | "
+             "off-track events | laps |", "|---|---|---|---|---|---|---|",
+             summarise("behaviour cloning", table["bc"]), summarise("DAgger", table["dagger"]),
+             f"seconds: bc {bc_s:.0f}, dagger {dagger_s:.0f}, eval {eval_s:.0f}"]
+    print("\n".join(lines))
+    (args.out / "study.json").write_text(json.dumps({
+        "args": {k: str(v) for k, v in vars(args).items()}, "runs": {"bc": bc, "dagger": dagger},
+        "per_seed": table, "expert_score": expert_score, "reports": reports, "table": lines,
+        "load_average": os.getloadavg()}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
