@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import PILOTNET, quick, run_cli_here
 from drivelab.config import load_config
@@ -114,8 +115,10 @@ def test_dagger_labels_every_frame_with_the_expert_and_is_deterministic(tmp_path
     from drivelab.runs.checkpoints import list_checkpoints, load_weights, weights_path
     from drivelab.sim import make_env, make_expert
 
+    threads = torch.get_num_threads()
     data, summary = run_small_dagger(tmp_path / "a")
     assert summary["episodes"] == 4 and summary["batch"] == 40
+    assert torch.get_num_threads() == threads  # in-process rounds keep the caller's thread pool
     store = DatasetStore.open(data)
     episodes = store.episodes()
     assert [e.attrs["live_round"] for e in episodes] == [0, 0, 1, 1]

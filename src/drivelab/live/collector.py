@@ -124,10 +124,11 @@ def commit_in_order(store: DatasetStore, record: EpisodeRecord) -> EpisodeInfo:
 class Collector:
     """The collector actor's body: its own env and expert, the current policy version cached."""
 
-    def __init__(self, dataset: str, live: LiveConfig, threads: int) -> None:
+    def __init__(self, dataset: str, live: LiveConfig, threads: int | None) -> None:
         from drivelab.sweep.resources import apply_trial_threads
 
-        apply_trial_threads(threads)
+        if threads is not None:  # an actor sharing cores; None: in-process, keep the process's pool
+            apply_trial_threads(threads)
         self.live = live
         self.env = make_env(live.env, max_steps=live.max_steps)
         self.expert = make_expert(self.env)

@@ -43,8 +43,10 @@ def run_dagger(config: ExperimentConfig, runs_root: Path, rounds: int, say: Any 
         raise DrivelabError(f"--rounds must be 0 or more (got {rounds}): round 0 is the expert's")
     live = dagger_live(config, rounds)
     open_live_dataset(config, live, resuming=start_run is not None)
-    collector = Collector(str(config.data.path), live, live.threads)
-    trainer = LiveTrainer(config, str(runs_root), str(start_run) if start_run else None, live.threads)
+    # rounds run one thing at a time in this process: it keeps every core (live.threads is for
+    # actors that share them); setting the pool here would also leak into the caller's process
+    collector = Collector(str(config.data.path), live, None)
+    trainer = LiveTrainer(config, str(runs_root), str(start_run) if start_run else None, None)
     ledger = LiveLedger()
     slot = next_slot(config.data.path, live.seed)
     policy, first, base = None, 0, 0

@@ -42,10 +42,11 @@ def period_config(config: ExperimentConfig, batches: int, frames: int) -> Experi
 class LiveTrainer:
     """The trainer actor's body (it also runs in-process for `drivelab dagger`)."""
 
-    def __init__(self, config: ExperimentConfig, runs_root: str, run: str | None, threads: int) -> None:
+    def __init__(self, config: ExperimentConfig, runs_root: str, run: str | None, threads: int | None) -> None:
         from drivelab.sweep.resources import apply_trial_threads
 
-        apply_trial_threads(threads)
+        if threads is not None:  # an actor sharing cores; None: in-process, keep the process's pool
+            apply_trial_threads(threads)
         self.config = config
         self.runs_root = Path(runs_root)
         self.run = run
