@@ -9,11 +9,11 @@ frames, slot, β, version, who drove), ``crash`` (a collector died; its episode 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+from drivelab.runs.metrics import read_json_lines
 from drivelab.watch.player import _append_row as append_row
 
 LEDGER = "live.jsonl"
@@ -67,13 +67,4 @@ class LiveLedger:
 
 def read_ledger(run: Path) -> list[dict[str, Any]]:
     """Every whole row (a torn last line from a killed driver is skipped)."""
-    path = Path(run) / LEDGER
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return read_json_lines(Path(run) / LEDGER)

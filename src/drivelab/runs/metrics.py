@@ -15,6 +15,24 @@ from typing import Any
 WATCH_ROWS = "watch.jsonl"
 
 
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """Every whole row of a JSON-lines file a writer appends to (empty when there is no file).
+
+    A writer killed mid-line leaves a torn last line: it is skipped, never an error.
+    """
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Rows of ``metrics.jsonl``, and of the watch player's ``watch.jsonl`` beside it, by batch.
 
@@ -24,15 +42,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """
     latest: dict[tuple[int, int], dict[str, Any]] = {}
     for source in (path, path.with_name(WATCH_ROWS)):
-        if not source.is_file():
-            continue
-        for line in source.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a killed writer's torn last line
-                continue
+        for row in read_json_lines(source):
             kind = 2 if any(k.startswith("watch/") for k in row) else int(any(k.startswith("val/") for k in row))
             latest[(row["batch"], kind)] = row
     return [latest[k] for k in sorted(latest)]

@@ -9,7 +9,6 @@ command line between them is written and read by the same code, and every defaul
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from drivelab.config import TrainConfig
 from drivelab.errors import DrivelabError
 from drivelab.runs.folder import RunFolder
-from drivelab.runs.metrics import WATCH_ROWS
+from drivelab.runs.metrics import WATCH_ROWS, read_json_lines
 from drivelab.seeds import HELD_OUT_SEED
 
 WATCH_DIR = "watch"  # GIFs and the player's log, in the run folder
@@ -138,16 +137,7 @@ def watch_rows_path(run: RunFolder) -> Path:
 
 def read_watch_rows(run: RunFolder) -> list[dict[str, Any]]:
     """Rows of ``watch.jsonl`` in file order (a torn last line from a killed player is skipped)."""
-    path = watch_rows_path(run)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return read_json_lines(watch_rows_path(run))
 
 
 def due_batches(checkpoints: list[int], every: int, after: int, last: int) -> list[int]:
