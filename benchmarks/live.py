@@ -101,6 +101,9 @@ def live_loop(args: argparse.Namespace, dataset: Path, out: Path) -> dict:
     periods = [r for r in rows if r["kind"] == "period"]
     plays = [r for r in rows if r["kind"] == "play"]
     swaps = [p for p in plays if p.get("swapped")]
+    if not periods or not plays:
+        raise SystemExit(f"live: {len(periods)} training periods and {len(plays)} player episodes ended "
+                         f"in {args.minutes} minutes: nothing to compare; raise --minutes")
     first = min(r["time"] for r in rows if r["kind"] == "episode")
     last = max(r["time"] for r in rows)
     wall = last - first

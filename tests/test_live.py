@@ -26,6 +26,7 @@ from drivelab.config import load_config
 from drivelab.config.live_section import BetaConfig
 from drivelab.data.inspect import verify_dataset
 from drivelab.data.store import DatasetStore
+from drivelab.errors import DrivelabError
 from drivelab.live.beta import ExecutorDraw, beta_at
 from drivelab.live.ledger import read_ledger
 
@@ -274,3 +275,7 @@ def test_ctrl_c_then_kill_9_then_resume(tmp_path: Path, local_ray: str) -> None:
     assert len(DatasetStore.open(data).episodes()) >= episodes_before
     slots = [a["live_slot"] for a in committed_attrs(data)]
     assert len(slots) == len(set(slots))  # no track collected twice across the three drivers
+    # the resume's live.* override is the run's config now; anything else would be ignored: refused
+    assert load_config(run / "config.yaml").live.stop.batches == killed_at + 40
+    with pytest.raises(DrivelabError, match=r"only the loop \(live\.\*\), not train\.lr"):
+        run_live(None, runs, resume=str(run), overrides=["train.lr=0.5"], say=lambda _line: None)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from drivelab.data.episode_writer import write_episode
-from drivelab.data.loader import EpisodeFrameDataset, collate_batch
+from drivelab.data.loader import DecodedEpisodes, EpisodeFrameDataset, collate_batch
 from drivelab.data.records import DatasetError
 from drivelab.data.store import DatasetStore
 from test_store import META, make_record
@@ -53,6 +53,27 @@ def test_batched_gather_matches_single_samples(store: DatasetStore) -> None:
     loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=False, collate_fn=collate_batch)
     first = next(iter(loader))
     assert first["frames"].shape == (4, 6, 8, 12)
+
+
+def test_decoded_episodes_carry_over_to_a_grown_dataset(store: DatasetStore) -> None:
+    """The live trainer's periods: a later dataset over more episodes decodes only the new ones."""
+    decoded = DecodedEpisodes()
+    first = EpisodeFrameDataset(store, "train", ["steering"], history_signals=["speed"], history_length=2,
+                                max_frames=6, decoded=decoded)
+    first.preload()
+    assert len(decoded) == 1 and first._cache.misses == 1
+    write_episode(store, 3, make_record(7, 3))  # committed after the first period began
+    grown = EpisodeFrameDataset(store, "train", ["steering"], history_signals=["speed"], history_length=2,
+                                decoded=decoded)
+    grown.preload()
+    assert len(decoded) == 3  # episodes 0, 1 and the new 3 (2 is val)
+    plain = EpisodeFrameDataset(store, "train", ["steering"], history_signals=["speed"], history_length=2)
+    idx = list(range(len(plain)))
+    for key, value in plain.__getitems__(idx).items():
+        assert torch.equal(grown.__getitems__(idx)[key], value), key
+    other = EpisodeFrameDataset(store, "train", ["accel_brake"], decoded=decoded)  # another layout
+    np.testing.assert_array_equal(other[0]["target/accel_brake"].numpy(), make_record(6, 0).actions["accel_brake"][0])
+    assert len(decoded) == 4  # ... decoded for itself, never served another layout's arrays
 
 
 def test_val_split_and_errors(store: DatasetStore) -> None:

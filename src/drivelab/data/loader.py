@@ -69,6 +69,29 @@ class EpisodeCache:
             self._bytes -= old.nbytes
 
 
+class DecodedEpisodes:
+    """Decoded episodes kept across datasets of one process (the live trainer's periods).
+
+    A committed episode never changes, so an episode decoded for one period serves every later
+    period that reads it with the same layout (outputs, history signals, delta outputs): a
+    period's start-up then decodes only the episodes committed since, instead of a RAM cache
+    that grows with the dataset. Unbounded, like ``data.cache: ram`` itself; only that cache
+    uses it.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[object, ...], _Episode] = {}
+
+    def get(self, key: tuple[object, ...]) -> _Episode | None:
+        return self._items.get(key)
+
+    def put(self, key: tuple[object, ...], item: _Episode) -> None:
+        self._items[key] = item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 def first_episodes(episodes: Sequence[EpisodeInfo], max_frames: int, where: str) -> list[EpisodeInfo]:
     """The split's first whole episodes (stored order) whose frames add up to at most ``max_frames``.
 
@@ -106,8 +129,10 @@ class EpisodeFrameDataset(Dataset):
         cache_bytes: int = 4 << 30,
         delta_outputs: Sequence[str] = (),
         max_frames: int | None = None,
+        decoded: DecodedEpisodes | None = None,
     ) -> None:
         self.store = store
+        self.decoded = decoded
         self.split = split
         self.outputs = list(outputs)
         # targets of these outputs are changes of the last executed action (telemetry of the
@@ -208,6 +233,10 @@ class EpisodeFrameDataset(Dataset):
 
     def _episode(self, pos: int) -> _Episode:
         ep = self._cache.get(pos)
+        if ep is None and self.decoded is not None:
+            ep = self.decoded.get(self._decoded_key(pos))
+            if ep is not None:
+                self._cache.put(pos, ep)
         if ep is None:
             index = self.episodes[pos].index
             frames = self.store.read_array(index, "frames")
@@ -223,7 +252,15 @@ class EpisodeFrameDataset(Dataset):
             targets = self.delta.targets(actions, last)
             ep = _Episode(frames, history, targets)
             self._cache.put(pos, ep)
+            if self.decoded is not None:
+                self.decoded.put(self._decoded_key(pos), ep)
         return ep
+
+    def _decoded_key(self, pos: int) -> tuple[object, ...]:
+        """What fixes an episode's decoded arrays: the store, the episode and the layout."""
+        info = self.episodes[pos]
+        return (str(self.store.path), info.index, info.length, tuple(self.outputs),
+                tuple(self.history_signals), tuple(self.delta_outputs))
 
     def signal(self, index: int, key: str) -> np.ndarray:
         """A float signal of an episode, refused if it holds NaN/Inf.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivelab.config import ExperimentConfig, load_config
+from drivelab.config import ExperimentConfig, dump_config, load_config
 from drivelab.config.live_section import LiveConfig
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.live.beta import beta_at
@@ -27,7 +27,7 @@ from drivelab.live.ledger import LiveLedger
 from drivelab.live.player import LivePlayer
 from drivelab.live.trainer_actor import LiveTrainer
 from drivelab.live.weights import publish, read_version
-from drivelab.runs.checkpoints import list_checkpoints
+from drivelab.runs.checkpoints import atomic_write_text, list_checkpoints
 from drivelab.runs.folder import RunFolder
 from drivelab.seeds import HELD_OUT_SEED
 
@@ -82,13 +82,15 @@ def run_live(
 ) -> dict[str, Any]:
     """Run the live loop until its stop condition; a summary of what it did.
 
-    With ``resume`` the config is the run's own (``overrides`` on top, e.g. a later stop).
+    With ``resume`` the config is the run's own with ``overrides`` on top; those may change only
+    the loop (``live.*``, e.g. a later stop) and are saved into the run's ``config.yaml``, so the
+    run's config says what it ran with and a second resume keeps them.
     """
     from drivelab.sweep.engine import start_ray
 
     if resume is not None:
         folder = RunFolder.open(resume, runs_root)
-        config = load_config(folder.config_path, overrides or [])
+        config = resumed_config(folder, overrides or [])
         resume = str(folder.path)
     assert config is not None
     live = live_config(config)
@@ -105,6 +107,22 @@ def run_live(
             import ray
 
             ray.shutdown()
+
+
+def resumed_config(folder: RunFolder, overrides: list[str]) -> ExperimentConfig:
+    """The run's config with ``live.*`` overrides, written back; any other override is refused.
+
+    The trainer's periods read the run's own config (its checkpoints fix the model, the data and
+    the optimisation), so a ``train.lr=...`` here would be silently ignored: refused instead.
+    """
+    fixed = [o.split("=", 1)[0] for o in overrides if not o.split("=", 1)[0].strip().startswith("live.")]
+    if fixed:
+        raise DrivelabError(f"--resume can change only the loop (live.*), not {', '.join(fixed)}: the run's "
+                            "checkpoints fix the rest; start a new live run to change it")
+    config = load_config(folder.config_path, overrides)
+    if overrides:
+        atomic_write_text(folder.config_path, dump_config(config))
+    return config
 
 
 def _actor_options(live: LiveConfig, share: float) -> dict[str, Any]:

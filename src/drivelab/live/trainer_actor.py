@@ -4,7 +4,8 @@ Each period is an ordinary `drivelab.train.train` call — a new run for the fir
 the next — over the dataset's first E committed episodes, E being what was committed when the
 period began (``data.max_frames`` = their frames: collectors take indices in commit order, so
 that prefix is exactly the committed set). The samplers, balanced buffers and statistics are the
-trainer's own, rebuilt over the grown dataset at each period boundary, and the run's resume
+trainer's own, rebuilt over the grown dataset at each period boundary (episodes decoded by an
+earlier period are reused, `DecodedEpisodes`), and the run's resume
 rules make the result a function of the sequence of windows: the same commits give the same
 weights. The window and the total batches are written into the run's ``config.yaml`` before a
 resume (the live run's config *is* its current window), and every period's window is recorded
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from drivelab.config import ExperimentConfig, dump_config, load_config
+from drivelab.data.loader import DecodedEpisodes
 from drivelab.data.store import DatasetStore
 from drivelab.runs.checkpoints import atomic_write_text
 from drivelab.runs.folder import RunFolder
@@ -50,19 +52,22 @@ class LiveTrainer:
         self.config = config
         self.runs_root = Path(runs_root)
         self.run = run
+        # committed episodes never change: each is decoded once for all periods, so a period's
+        # start-up does not grow with the dataset
+        self.decoded = DecodedEpisodes()
 
     def period(self, until_batch: int) -> dict[str, Any]:
         """Train up to batch ``until_batch`` over what is committed now; the period's row."""
         episodes, frames = window_frames(self.config.data.path, self.config.data.train_split)
         started = time.perf_counter()
         if self.run is None:
-            result = train(period_config(self.config, until_batch, frames), self.runs_root)
+            result = train(period_config(self.config, until_batch, frames), self.runs_root, decoded=self.decoded)
             self.run = str(result.run.path)
         else:
             folder = RunFolder.open(self.run)
             config = period_config(load_config(folder.config_path), until_batch, frames)
             atomic_write_text(folder.config_path, dump_config(config))
-            result = train(config, self.runs_root, resume=self.run)
+            result = train(config, self.runs_root, resume=self.run, decoded=self.decoded)
         seconds = time.perf_counter() - started
         trained = result.batches - result.first_batch
         return {

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivelab.config import ExperimentConfig
-from drivelab.data.loader import EpisodeFrameDataset
+from drivelab.data.loader import DecodedEpisodes, EpisodeFrameDataset
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
@@ -52,8 +52,12 @@ class TrainInputs:
         }
 
 
-def open_inputs(config: ExperimentConfig) -> TrainInputs:
-    """Open and check the dataset against the config; raise one `DrivelabError` line if unfit."""
+def open_inputs(config: ExperimentConfig, decoded: DecodedEpisodes | None = None) -> TrainInputs:
+    """Open and check the dataset against the config; raise one `DrivelabError` line if unfit.
+
+    ``decoded``: episodes already decoded by an earlier period of this process (the live
+    trainer's), reused by the RAM cache instead of decoded again.
+    """
     data = config.data
     store = DatasetStore.open(data.path)
     history = config.model.history
@@ -61,7 +65,8 @@ def open_inputs(config: ExperimentConfig) -> TrainInputs:
         DataSpec.of_dataset(store), PolicyNeeds.of_config(config), who="the config", error=InputError
     )
 
-    def dataset(split: str, max_frames: int | None = None) -> EpisodeFrameDataset:
+    def dataset(split: str, max_frames: int | None = None,
+                decoded: DecodedEpisodes | None = None) -> EpisodeFrameDataset:
         return EpisodeFrameDataset(
             store,
             split,
@@ -71,13 +76,15 @@ def open_inputs(config: ExperimentConfig) -> TrainInputs:
             history_length=history.length if history else 0,
             delta_outputs=[h.output for h in config.model.heads if h.delta],
             max_frames=max_frames,
+            decoded=decoded,
         )
 
     if not store.split_episodes(data.train_split):
         raise InputError(
             f"{data.path} has no {data.train_split!r} episodes to train on: collect more episodes"
         )
-    train = dataset(data.train_split, data.max_frames)  # val stays whole
+    # val stays whole; decoded episodes are shared only by the RAM cache (it keeps them all anyway)
+    train = dataset(data.train_split, data.max_frames, decoded if data.cache == "ram" else None)
     if data.cache == "ram":
         train.preload("data.cache=ram")  # before loader workers fork: they share the pages
     val = None

@@ -38,6 +38,7 @@ from lightning_fabric import Fabric
 from drivelab.config import ConfigError, ExperimentConfig, TrainConfig, load_config
 from drivelab.data.balance import BinnedLabels
 from drivelab.data.classes import with_dataset_classes
+from drivelab.data.loader import DecodedEpisodes
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.freezing import FreezePlan, parameter_groups, plan_freeze
@@ -217,18 +218,20 @@ def train(
     progress: ProgressSink | None = None,
     watch: WatchOptions | None = None,
     version: int | None = None,
+    decoded: DecodedEpisodes | None = None,
 ) -> TrainResult:
     """Train a new version of ``config.line`` under ``runs_root``, or continue run ``resume``.
 
     With ``watch``, rank 0 runs a player process beside the loop that drives the checkpoints
     (`drivelab.watch`). ``version`` names the new run's version instead of taking the next
-    free one (sweep trials, `drivelab.sweep.trial`).
+    free one (sweep trials, `drivelab.sweep.trial`). ``decoded`` keeps decoded episodes from
+    one period to the next in the same process (the live trainer's periods over a growing dataset).
     """
     started = time.perf_counter()
     check_output_dir(runs_root, "--runs")  # a typo'd --runs (a file) fails before any work
     if watch is not None:
         watch.check(config.train)
-    inputs = open_inputs(config)
+    inputs = open_inputs(config, decoded)
     config = with_history_sizes(config, inputs.history_sizes)
     config = with_dataset_classes(config, inputs.store)  # kind: class heads: count + labels
     resumed: RunFolder | None = None
