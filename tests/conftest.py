@@ -44,10 +44,14 @@ def run_cli_here(*args: str) -> subprocess.CompletedProcess:
     import contextlib
     import io
 
+    import torch
+
     from drivelab.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    saved_argv, saved_columns = sys.argv, os.environ.get("COLUMNS")
+    # what a verb may change in its process is put back, so no later test inherits it (a verb
+    # that set torch's thread pool once made a later bit-identical test compare 1 thread with 2)
+    saved_argv, saved_env, saved_threads = sys.argv, dict(os.environ), torch.get_num_threads()
     sys.argv, os.environ["COLUMNS"] = ["drivelab", *args], "160"
     code: int | str | None = 0
     try:
@@ -57,10 +61,9 @@ def run_cli_here(*args: str) -> subprocess.CompletedProcess:
         code = exc.code
     finally:
         sys.argv = saved_argv
-        if saved_columns is None:
-            os.environ.pop("COLUMNS", None)
-        else:
-            os.environ["COLUMNS"] = saved_columns
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(saved_threads)
     returncode = code if isinstance(code, int) else (0 if code is None else 1)
     return subprocess.CompletedProcess(["drivelab", *args], returncode, out.getvalue(), err.getvalue())
 

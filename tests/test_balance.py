@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli_here
 from drivelab.data.balance import (
     BinnedLabels,
     balance_v1,
@@ -136,7 +136,7 @@ def test_normalized_output_caps_each_bin_per_batch() -> None:
 # --------------------------------------------------------------------------- CLI
 def test_cli_balance_writes_json_and_png(small_dataset: Path, tmp_path: Path) -> None:
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
-    res = run_cli("data", "balance", str(small_dataset), "--scheme", "v3", "--skip-empty",
+    res = run_cli_here("data", "balance", str(small_dataset), "--scheme", "v3", "--skip-empty",
                   "--json", str(out_json), "--plot", str(out_png), "--seed", "1")
     assert res.returncode == 0, res.stderr
     report = json.loads(out_json.read_text())
@@ -148,7 +148,7 @@ def test_cli_balance_writes_json_and_png(small_dataset: Path, tmp_path: Path) ->
 
 
 def test_cli_balance_unknown_output_is_one_error_line(small_dataset: Path) -> None:
-    res = run_cli("data", "balance", str(small_dataset), "--output", "throttle")
+    res = run_cli_here("data", "balance", str(small_dataset), "--output", "throttle")
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "throttle" in lines[0]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PILOTNET, quick, run_cli
+from conftest import PILOTNET, quick, run_cli_here
 from drivelab.config import AugmentConfig, BalanceConfig, load_config
 from drivelab.data.augment import BatchAugmenter, resolve_flip_targets
 from drivelab.data.balance import BinnedLabels
@@ -267,7 +267,7 @@ def test_bad_balance_and_augment_settings_are_refused_before_a_run_exists(
 
 
 def test_cli_names_overlapping_bins_in_one_line(small_dataset: Path, tmp_path: Path) -> None:
-    r = run_cli("train", str(CONFIG), *tiny(small_dataset, "data.balance.scheme=v3",
+    r = run_cli_here("train", str(CONFIG), *tiny(small_dataset, "data.balance.scheme=v3",
                 "data.balance.bins={steering: [[-1, 0.2], [0.1, 1]], accel_brake: [[-1, 1]]}"),
                 "--runs", str(tmp_path))
     assert r.returncode == 2, r.stderr

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import quick, run_cli
+from conftest import quick, run_cli_here
 from drivelab.config import ConfigError, load_config
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import DatasetStore
@@ -328,7 +328,7 @@ def test_recurrent_config_on_single_frame_episodes_is_refused(tmp_path: Path) ->
     with pytest.raises(SequenceError, match=r"no episode boundaries to learn from: every 'train' episode holds a single frame"):
         train(cfg, runs_root=tmp_path / "runs")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
-    result = run_cli("train", str(CONFIG), *small(frames, "train.bptt.window=1", "train.batch_size=1"),
+    result = run_cli_here("train", str(CONFIG), *small(frames, "train.bptt.window=1", "train.batch_size=1"),
                      "--runs", str(tmp_path / "runs"), "--no-progress")
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

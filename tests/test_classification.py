@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, run_cli_here
+from conftest import run_cli_here
 from drivelab.config import ConfigError, load_config, parse_config
 from drivelab.data.classes import LabelError, group_classes, load_group_map
 from drivelab.data.gtsrb import import_gtsrb
@@ -134,7 +134,7 @@ def test_curves_log_loss_and_accuracy(signs_run: Path) -> None:
 
 def test_offline_eval_matches_direct_predictions(signs_run: Path, signs: Path, tmp_path: Path) -> None:
     out = tmp_path / "test.json"
-    result = run_cli("eval", str(signs_run), "--offline", "test", "--json", str(out))
+    result = run_cli_here("eval", str(signs_run), "--offline", "test", "--json", str(out))
     assert result.returncode == 0, result.stderr
     assert "macro-F1" in result.stdout and "top-5 accuracy" in result.stdout
     report = json.loads(out.read_text())["classification"]["class"]
@@ -180,7 +180,7 @@ def test_group_map_merges_classes(signs_run: Path, signs: Path, tmp_path: Path) 
     groups = tmp_path / "groups.json"
     groups.write_text(json.dumps({"low speed limits": [0, "speed limit 30"], "fast": [3, 4]}))
     out = tmp_path / "grouped.json"
-    result = run_cli("eval", str(signs_run), "--offline", "test", "--group-map", str(groups), "--json", str(out))
+    result = run_cli_here("eval", str(signs_run), "--offline", "test", "--group-map", str(groups), "--json", str(out))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())["classification"]["class"]
     assert report["classes"] == 3 and report["class_names"] == ["low speed limits", "speed limit 50", "fast"]
@@ -314,7 +314,7 @@ def test_three_bin_steering_drives_by_argmax_and_sampling(three_bin_run: Path, t
     finally:
         env.close()
     out = tmp_path / "eval.json"  # the closed-loop evaluator, sampling the steering bins
-    result = run_cli("eval", str(three_bin_run), "--episodes", "1", "--max-steps", "30",
+    result = run_cli_here("eval", str(three_bin_run), "--episodes", "1", "--max-steps", "30",
                      "--workers", "1", "--sample", "--json", str(out))
     assert result.returncode == 0, result.stderr
     driver = json.loads(out.read_text())["drivers"][0]

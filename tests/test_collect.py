@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_here
 from drivelab.data.collect import CollectPlan, collect
 from drivelab.data.inspect import verify_dataset
 from drivelab.data.store import DatasetStore
@@ -65,7 +65,7 @@ def test_cli_collect_info_plot(tmp_path: Path) -> None:
     r = run_cli("collect", "--episodes", "2", "--workers", "2", "--seed", "1", "--max-steps",
                 "30", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    r = run_cli("data", "info", str(out), "--json", "--plot", str(tmp_path / "h.png"))
+    r = run_cli_here("data", "info", str(out), "--json", "--plot", str(tmp_path / "h.png"))
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["episodes"] == 2 and info["frames"] == 60
@@ -75,7 +75,7 @@ def test_cli_collect_info_plot(tmp_path: Path) -> None:
     assert len(info["frame_stats"]["mean"]) == 3
     png = (tmp_path / "h.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    r = run_cli("data", "verify", str(out))
+    r = run_cli_here("data", "verify", str(out))
     assert r.returncode == 0 and "2 committed episodes" in r.stdout
 
 
@@ -95,7 +95,7 @@ def test_cli_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], messag
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "keep.txt").write_text("precious")
-    r = run_cli(*[a.format(tmp=tmp_path) for a in args])
+    r = run_cli_here(*[a.format(tmp=tmp_path) for a in args])
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert lines and lines[-1].startswith("error:") and message in r.stderr, r.stderr
@@ -136,7 +136,7 @@ def test_sigkill_mid_episode_keeps_committed_episodes(tmp_path: Path) -> None:
     report = verify_dataset(store)
     assert report.ok, report.problems
     assert report.frames == sum(e.length for e in committed)
-    r = run_cli("data", "verify", str(out))
+    r = run_cli_here("data", "verify", str(out))
     assert r.returncode == 0, r.stderr
     # the dataset can be appended to after the crash, continuing after every used index
     summary = collect(out, CollectPlan(env="carracing", seed=5, max_steps=10), episodes=1,

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import run_cli
+from conftest import run_cli_here
 from drivelab.config import BackboneConfig, load_config
 from drivelab.evaluate.convcam import ConvCam, ConvcamError, find_feature_map, tile_feature_maps
 from drivelab.evaluate.runner import drive_and_measure
@@ -98,13 +98,13 @@ def test_convcam_video_is_wider_and_shows_what_the_policy_computes(
 
 def test_cli_convcam_writes_wider_gifs(pilotnet_run: Path, tmp_path: Path) -> None:
     videos = tmp_path / "videos"
-    r = run_cli("eval", str(pilotnet_run), "--episodes", "1", "--workers", "1", "--max-steps", "8",
+    r = run_cli_here("eval", str(pilotnet_run), "--episodes", "1", "--workers", "1", "--max-steps", "8",
                 "--seed", "600", "--video", str(videos), "--convcam")
     assert r.returncode == 0, r.stderr
     (gif,) = videos.glob("*.gif")
     with Image.open(gif) as image:
         assert image.size[0] == 2 * 96 * 3
-    bad = run_cli("eval", str(pilotnet_run), "--convcam")
+    bad = run_cli_here("eval", str(pilotnet_run), "--convcam")
     assert bad.returncode == 2 and "add --video DIR" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_here
 
 
 def test_demo_end_to_end_small(tmp_path: Path) -> None:
@@ -20,6 +20,6 @@ def test_demo_end_to_end_small(tmp_path: Path) -> None:
     assert (folder / "histograms.png").exists()
     assert "driving score" in r.stdout and "where things are" in r.stdout
     # a second demo never touches the first one's folder
-    r2 = run_cli("demo", "--out", str(tmp_path), "--episodes", "0")
+    r2 = run_cli_here("demo", "--out", str(tmp_path), "--episodes", "0")
     assert r2.returncode == 2 and "--episodes must be at least 3" in r2.stderr
     assert len(list(tmp_path.glob("demo-*"))) == 1

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli_here
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.store import DatasetStore
 from drivelab.evaluate.drivers import DriverSpec
@@ -84,7 +84,7 @@ def test_worker_failure_is_reported_and_others_continue() -> None:
 def tiny_run(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (short) training run of the default CarRacing config with a speed history."""
     runs = tmp_path_factory.mktemp("runs")
-    r = run_cli("train", str(REPO / "configs/carracing/pilotnet.yaml"), f"data.path={small_dataset}",
+    r = run_cli_here("train", str(REPO / "configs/carracing/pilotnet.yaml"), f"data.path={small_dataset}",
                 "train.max_batches=6", "train.batch_size=8", "train.val_every=3",
                 "train.checkpoint_every=3", "train.warmup_batches=2", "data.workers=0",
                 "--runs", str(runs), "--no-progress")
@@ -128,7 +128,7 @@ def test_policy_drives_and_reports_latency(tiny_run: Path) -> None:
 
 def test_cli_eval_policy_with_baseline(tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
-    r = run_cli("eval", str(tiny_run), "--episodes", "2", "--seed", "500", "--workers", "2",
+    r = run_cli_here("eval", str(tiny_run), "--episodes", "2", "--seed", "500", "--workers", "2",
                 "--max-steps", "60", "--baseline", "expert", "--json", str(out),
                 "--video", str(tmp_path / "videos"))
     assert r.returncode == 0, r.stderr
@@ -152,7 +152,7 @@ def test_cli_eval_policy_with_baseline(tiny_run: Path, tmp_path: Path) -> None:
     ],
 )
 def test_cli_eval_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
-    r = run_cli(*[a.format(tmp=tmp_path) for a in args])
+    r = run_cli_here(*[a.format(tmp=tmp_path) for a in args])
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 

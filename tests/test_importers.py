@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli, run_cli_here
+from conftest import run_cli_here
 from drivelab.data.gtsrb import import_gtsrb
 from drivelab.data.importers import ImportOptions, import_imagefolder
 from drivelab.data.inspect import verify_dataset
@@ -125,7 +125,7 @@ def test_imagefolder_import(signs: Path, tmp_path: Path) -> None:
 def test_cli_import_and_skip_bad_image(signs: Path, tmp_path: Path) -> None:
     src = _copy(signs, tmp_path)
     (src / "Final_Training" / "Images" / "00002" / "00000_00001.ppm").write_bytes(b"P6 not really")
-    result = run_cli("data", "import", "gtsrb", str(src), "--out", str(tmp_path / "ds.zarr"), "--size", "16")
+    result = run_cli_here("data", "import", "gtsrb", str(src), "--out", str(tmp_path / "ds.zarr"), "--size", "16")
     assert result.returncode == 0, result.stderr
     assert "skipped 1 image" in result.stderr and "00000_00001.ppm" in result.stderr
     attrs = DatasetStore.open(tmp_path / "ds.zarr").attrs

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli_here
 from drivelab.config import load_config
 from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.data.records import DatasetMeta
@@ -82,7 +82,7 @@ def test_classification_run_gets_accuracy_and_a_confusion_matrix(
     classification_run: Path, small_dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "offline.json"
-    r = run_cli("eval", str(classification_run), "--offline", "val", "--workers", "0",
+    r = run_cli_here("eval", str(classification_run), "--offline", "val", "--workers", "0",
                 "--json", str(out))
     assert r.returncode == 0, r.stderr
     assert "steering confusion" in r.stdout and "accuracy" in r.stdout
@@ -104,7 +104,7 @@ def test_classification_run_gets_accuracy_and_a_confusion_matrix(
 
 
 def test_a_split_the_dataset_lacks_is_one_error_line(regression_run: Path) -> None:
-    r = run_cli("eval", str(regression_run), "--offline", "test")
+    r = run_cli_here("eval", str(regression_run), "--offline", "test")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "has no 'test' episodes (it has: train, val)" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -24,7 +24,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.util import tensor_util
 from typer.testing import CliRunner, Result
 
-from conftest import quick, run_cli
+from conftest import quick, run_cli_here
 from drivelab.cli import app
 from drivelab.config import ModelConfig, load_config
 from drivelab.data.store import DatasetStore
@@ -80,7 +80,7 @@ def runs_root(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def evaluated(runs_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """rep_v1 driven on one real track next to the expert (a short episode), with a GIF."""
     videos = tmp_path_factory.mktemp("videos")
-    done = run_cli("eval", f"{LINE}_v1", "--runs", str(runs_root), "--episodes", "1", "--seed", "10000",
+    done = run_cli_here("eval", f"{LINE}_v1", "--runs", str(runs_root), "--episodes", "1", "--seed", "10000",
                    "--workers", "1", "--max-steps", "40", "--baseline", "expert", "--video", str(videos))
     assert done.returncode == 0, done.stderr
     assert "kept with the run" in done.stdout
@@ -142,7 +142,7 @@ def test_runs_lists_versions_with_batches_and_best_val_loss(runs_root: Path) -> 
     listed = cli_ok("runs", "--runs", str(runs_root))
     assert re.search(r"v1\s+finished\s+12\s+#1 ", listed), listed
     assert f"{line.versions[0].best_val[1]:.4g}@{line.versions[0].best_val[0]}" in listed
-    missing = run_cli("runs", "nope", "--runs", str(runs_root))  # the real exit code and stderr
+    missing = run_cli_here("runs", "nope", "--runs", str(runs_root))  # the real exit code and stderr
     assert missing.returncode == 2 and missing.stderr.startswith("error: ")
     assert missing.stderr.strip().count("\n") == 0 and f"lines there: {LINE}" in missing.stderr
 

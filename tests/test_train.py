@@ -22,7 +22,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
-from conftest import PILOTNET, quick, run_cli
+from conftest import PILOTNET, quick, run_cli, run_cli_here
 from drivelab.cli import app
 from drivelab.config import ConfigError, ExperimentConfig, HeadConfig, load_config
 from drivelab.errors import DrivelabError
@@ -302,7 +302,7 @@ def test_out_of_memory_names_the_batch_size(
 
 
 def test_cli_reports_bad_input_in_one_line(small_dataset: Path, tmp_path: Path) -> None:
-    result = run_cli("train", str(CONFIG), *tiny(small_dataset, "data.val_split=test"),
+    result = run_cli_here("train", str(CONFIG), *tiny(small_dataset, "data.val_split=test"),
                      "--runs", str(tmp_path / "runs"), "--no-progress")
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]

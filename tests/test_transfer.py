@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from conftest import PILOTNET, quick, run_cli
+from conftest import PILOTNET, quick, run_cli_here
 from drivelab.cli import app
 from drivelab.config import ConfigError, ExperimentConfig, load_config
 from drivelab.errors import DrivelabError
@@ -208,7 +208,7 @@ def test_cli_prints_the_init_report_and_keeps_it_in_the_run(
     assert saved["counts"]["copied_tensors"] + saved["counts"]["fresh_tensors"] == saved["counts"]["tensors"]
     assert run.read_status()["init_from"] == saved["counts"]
 
-    bad = run_cli(*args, f"model.init_from=[{{source: {source.name}@3}}]")
+    bad = run_cli_here(*args, f"model.init_from=[{{source: {source.name}@3}}]")
     assert bad.returncode == 2
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model.init_from.0:"), bad.stderr
