@@ -1,20 +1,26 @@
 """DAgger vs behaviour cloning at the same number of expert-labelled frames, on held-out tracks.
 
     python benchmarks/dagger_study.py --out DIR [--seeds 3] [--tracks 20] [--episodes 12]
-        [--rounds 2] [--batches 600] [--max-steps 300]
+        [--rounds 2] [--batches 600] [--max-steps 300] [--dagger-from STUDY_DIR]
 
-Behaviour cloning: ``--episodes`` expert episodes on tracks 0.. (`drivelab collect`), then one
-`drivelab train` of ``--batches`` batches per training seed. DAgger (`drivelab dagger`, one
-dataset per seed, since the policy that drives depends on the seed): round 0 collects
-``episodes / (rounds + 1)`` expert episodes and trains ``batches / (rounds + 1)`` batches; each
-later round drives as many new tracks with the β-mixture (β = 0.5^round, drawn per step, the
-expert labelling every frame) and trains as many batches more from the last checkpoint. Both
-see the same number of episodes (every frame labelled by the expert) and the same batches. Then
-every run and the expert drive the same held-out tracks (10000.., never collected on).
+DAgger (`drivelab dagger`, one dataset per seed, since the policy that drives depends on the
+seed): round 0 collects ``episodes / (rounds + 1)`` expert episodes and trains
+``batches / (rounds + 1)`` batches; each later round drives as many new tracks with the
+β-mixture (β = 0.5^round, drawn per step, the expert labelling every frame) and trains as many
+batches more from the last checkpoint. Behaviour cloning then gets the same frames: expert
+episodes on tracks 0.. (`drivelab collect`) until the dataset holds at least as many frames as
+the largest DAgger dataset, and each training seed trains ``--batches`` batches on the first
+whole episodes that fit in its DAgger counterpart's frame count (``data.max_frames``). An
+episode ends at its lap, so a policy that drives slowly or wanders records more frames than the
+expert would on the same tracks: matching frames, not episodes, keeps that from favouring
+DAgger. Then every run and the expert drive the same held-out tracks (10000.., never collected
+on). ``--dagger-from`` reuses the DAgger runs and datasets of an earlier study with the same
+arguments (only BC and the evaluation run again).
 
 Reported per variant: driving score mean ± std over the seeds (each seed's score is its mean
-over the tracks), the policy/expert ratio per seed, the worst track, off-track events, laps.
-Everything is written to ``DIR/study.json``; the table goes to stdout.
+over the tracks), the policy/expert ratio per seed, the worst track, off-track events, laps and
+the expert-labelled frames each seed trained on. Everything is written to ``DIR/study.json``;
+the table goes to stdout.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 from drivelab.config import load_config
 from drivelab.data.collect import CollectPlan, collect
+from drivelab.data.loader import first_episodes
+from drivelab.data.store import DatasetStore
 from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.report import evaluate_many
 from drivelab.live.dagger import run_dagger
@@ -47,20 +55,35 @@ def overrides(dataset: Path, seed: int, batches: int, batch_size: int) -> list[s
             "train.warmup_batches=50"]
 
 
-def bc_runs(args: argparse.Namespace, out: Path) -> tuple[list[str], float]:
+def dataset_frames(path: Path) -> int:
+    return sum(episode.length for episode in DatasetStore.open(path).episodes())
+
+
+def bc_runs(args: argparse.Namespace, out: Path, frames: list[int]) -> tuple[list[str], list[int], float]:
+    """BC runs, seed i on (at most) ``frames[i]`` expert frames; returns the runs and their frames."""
     dataset = out / "bc.zarr"
+    plan = CollectPlan(env="carracing", seed=0, max_steps=args.max_steps)
     started = time.perf_counter()
-    collect(dataset, CollectPlan(env="carracing", seed=0, max_steps=args.max_steps),
-            episodes=args.episodes, workers=1)
-    runs = []
+    collect(dataset, plan, episodes=args.episodes, workers=1)
+    while dataset_frames(dataset) < max(frames):
+        collect(dataset, plan, episodes=1, workers=1, append=True)
+    episodes = DatasetStore.open(dataset).episodes()
+    runs, used = [], []
     for seed in range(args.seeds):
-        config = load_config(CONFIG, overrides(dataset, seed, args.batches, args.batch_size))
+        config = load_config(CONFIG, [*overrides(dataset, seed, args.batches, args.batch_size),
+                                      f"data.max_frames={frames[seed]}"])
+        used.append(sum(e.length for e in first_episodes(episodes, frames[seed], str(dataset))))
         runs.append(str(train(config, out / "runs" / f"bc_{seed}").run.path))
-        print(f"bc seed {seed}: {runs[-1]}", flush=True)
-    return runs, time.perf_counter() - started
+        print(f"bc seed {seed}: {used[-1]} frames (DAgger {frames[seed]}), {runs[-1]}", flush=True)
+    return runs, used, time.perf_counter() - started
 
 
-def dagger_runs(args: argparse.Namespace, out: Path) -> tuple[list[str], float]:
+def dagger_runs(args: argparse.Namespace, out: Path) -> tuple[list[str], list[int], float]:
+    """DAgger runs, one dataset per seed; returns the runs and each dataset's frames."""
+    if args.dagger_from is not None:
+        earlier = json.loads((args.dagger_from / "study.json").read_text())
+        runs = earlier["runs"]["dagger"]
+        return runs, [dataset_frames(args.dagger_from / f"dagger_{seed}.zarr") for seed in range(len(runs))], 0.0
     per_round = args.episodes // (args.rounds + 1)
     round_batches = args.batches // (args.rounds + 1)
     started = time.perf_counter()
@@ -74,7 +97,14 @@ def dagger_runs(args: argparse.Namespace, out: Path) -> tuple[list[str], float]:
             f"train.checkpoint_every={round_batches}"])
         summary = run_dagger(config, out / "runs" / f"dagger_{seed}", args.rounds, say=print)
         runs.append(str(summary["run"]))
-    return runs, time.perf_counter() - started
+    frames = [dataset_frames(out / f"dagger_{seed}.zarr") for seed in range(args.seeds)]
+    return runs, frames, time.perf_counter() - started
+
+
+def earlier_dagger_reports(study: Path) -> list[dict]:
+    """The DAgger runs' held-out reports of an earlier study (its reports are BC, DAgger, expert)."""
+    earlier = json.loads((study / "study.json").read_text())
+    return earlier["reports"][len(earlier["runs"]["bc"]): -1]
 
 
 def seed_row(report: dict, expert: dict) -> dict:
@@ -84,7 +114,7 @@ def seed_row(report: dict, expert: dict) -> dict:
     worst = min(rows, key=lambda r: r["score"])
     return {"score": score, "ratio": score / expert_score, "worst_track": worst["seed"],
             "worst_score": worst["score"], "off_track": statistics.fmean(r["off_track_events"] for r in rows),
-            "laps": sum(r["lap_time_s"] is not None for r in rows), "frames": report.get("frames")}
+            "laps": sum(r["lap_time_s"] is not None for r in rows)}
 
 
 def summarise(name: str, seeds: list[dict]) -> str:
@@ -95,7 +125,8 @@ def summarise(name: str, seeds: list[dict]) -> str:
     worst = min(seeds, key=lambda s: s["worst_score"])
     return (f"| {name} | {ms('score')} | {ms('ratio')} | {min(s['ratio'] for s in seeds):.3f} | "
             f"{worst['worst_score']:.3f} (track {worst['worst_track']}) | {ms('off_track')} | "
-            f"{sum(s['laps'] for s in seeds)}/{len(seeds) * seeds[0]['tracks']} |")
+            f"{sum(s['laps'] for s in seeds)}/{len(seeds) * seeds[0]['tracks']} | "
+            f"{', '.join(str(s['frames']) for s in seeds)} |")
 
 
 def main() -> None:
@@ -109,26 +140,33 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--dagger-from", type=Path, default=None,
+                        help="reuse the DAgger runs of this earlier study folder (same arguments)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=False)
-    bc, bc_s = bc_runs(args, args.out)
-    dagger, dagger_s = dagger_runs(args, args.out)
+    dagger, dagger_frames, dagger_s = dagger_runs(args, args.out)
+    bc, bc_frames, bc_s = bc_runs(args, args.out, dagger_frames)
     tracks = list(range(HELD_OUT_SEED, HELD_OUT_SEED + args.tracks))
     started = time.perf_counter()
-    specs = [DriverSpec("policy", run=r) for r in bc + dagger] + [DriverSpec("expert")]
+    reused = earlier_dagger_reports(args.dagger_from) if args.dagger_from is not None else []
+    specs = ([DriverSpec("policy", run=r) for r in bc + (dagger if not reused else [])]
+             + [DriverSpec("expert")])
     reports = [r.to_dict() for r in evaluate_many(specs, tracks, workers=args.workers, max_steps=args.max_steps)]
+    if reused:
+        reports = reports[: len(bc)] + reused + reports[-1:]
     eval_s = time.perf_counter() - started
     expert = reports[-1]
     table = {"bc": [seed_row(r, expert) for r in reports[: len(bc)]],
              "dagger": [seed_row(r, expert) for r in reports[len(bc): -1]]}
-    for rows in table.values():
-        for row in rows:
+    for rows, frames in ((table["bc"], bc_frames), (table["dagger"], dagger_frames)):
+        for row, count in zip(rows, frames, strict=True):
             row["tracks"] = len(tracks)
+            row["frames"] = count
     expert_score = statistics.fmean(r["score"] for r in expert["episodes"])
     lines = [f"expert: score {expert_score:.3f} on tracks {tracks[0]}..{tracks[-1]}, "
              f"laps {sum(r['lap_time_s'] is not None for r in expert['episodes'])}/{len(tracks)}",
              "| variant | score (mean ± std over seeds) | policy/expert | worst seed ratio | worst track | "
-             "off-track events | laps |", "|---|---|---|---|---|---|---|",
+             "off-track events | laps | frames per seed |", "|---|---|---|---|---|---|---|---|",
              summarise("behaviour cloning", table["bc"]), summarise("DAgger", table["dagger"]),
              f"seconds: bc {bc_s:.0f}, dagger {dagger_s:.0f}, eval {eval_s:.0f}"]
     print("\n".join(lines))
