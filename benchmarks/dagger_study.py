@@ -64,9 +64,9 @@ def bc_runs(args: argparse.Namespace, out: Path, frames: list[int]) -> tuple[lis
     dataset = out / "bc.zarr"
     plan = CollectPlan(env="carracing", seed=0, max_steps=args.max_steps)
     started = time.perf_counter()
-    collect(dataset, plan, episodes=args.episodes, workers=1)
-    while dataset_frames(dataset) < max(frames):
-        collect(dataset, plan, episodes=1, workers=1, append=True)
+    collected = collect(dataset, plan, episodes=args.episodes, workers=1).frames
+    while collected < max(frames):
+        collected += collect(dataset, plan, episodes=1, workers=1, append=True).frames
     episodes = DatasetStore.open(dataset).episodes()
     runs, used = [], []
     for seed in range(args.seeds):
@@ -78,10 +78,9 @@ def bc_runs(args: argparse.Namespace, out: Path, frames: list[int]) -> tuple[lis
     return runs, used, time.perf_counter() - started
 
 
-def dagger_runs(args: argparse.Namespace, out: Path) -> tuple[list[str], list[int], float]:
-    """DAgger runs, one dataset per seed; returns the runs and each dataset's frames."""
-    if args.dagger_from is not None:
-        earlier = json.loads((args.dagger_from / "study.json").read_text())
+def dagger_runs(args: argparse.Namespace, out: Path, earlier: dict | None) -> tuple[list[str], list[int], float]:
+    """DAgger runs, one dataset per seed (or an earlier study's); returns the runs and each dataset's frames."""
+    if earlier is not None:
         runs = earlier["runs"]["dagger"]
         return runs, [dataset_frames(args.dagger_from / f"dagger_{seed}.zarr") for seed in range(len(runs))], 0.0
     per_round = args.episodes // (args.rounds + 1)
@@ -101,9 +100,8 @@ def dagger_runs(args: argparse.Namespace, out: Path) -> tuple[list[str], list[in
     return runs, frames, time.perf_counter() - started
 
 
-def earlier_dagger_reports(study: Path) -> list[dict]:
+def earlier_dagger_reports(earlier: dict) -> list[dict]:
     """The DAgger runs' held-out reports of an earlier study (its reports are BC, DAgger, expert)."""
-    earlier = json.loads((study / "study.json").read_text())
     return earlier["reports"][len(earlier["runs"]["bc"]): -1]
 
 
@@ -144,11 +142,12 @@ def main() -> None:
                         help="reuse the DAgger runs of this earlier study folder (same arguments)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=False)
-    dagger, dagger_frames, dagger_s = dagger_runs(args, args.out)
+    earlier = json.loads((args.dagger_from / "study.json").read_text()) if args.dagger_from else None
+    dagger, dagger_frames, dagger_s = dagger_runs(args, args.out, earlier)
     bc, bc_frames, bc_s = bc_runs(args, args.out, dagger_frames)
     tracks = list(range(HELD_OUT_SEED, HELD_OUT_SEED + args.tracks))
     started = time.perf_counter()
-    reused = earlier_dagger_reports(args.dagger_from) if args.dagger_from is not None else []
+    reused = earlier_dagger_reports(earlier) if earlier is not None else []
     specs = ([DriverSpec("policy", run=r) for r in bc + (dagger if not reused else [])]
              + [DriverSpec("expert")])
     reports = [r.to_dict() for r in evaluate_many(specs, tracks, workers=args.workers, max_steps=args.max_steps)]
