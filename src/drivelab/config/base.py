@@ -28,6 +28,9 @@ PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+#: A training seed: numpy's legacy seeding (and its worker seeds) takes 0 <= seed < 2**32, and a
+#: negative one would fail deep inside training or Ray; checked once, here, for train and sweep.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 #: Families of head widths: an explicit list, or Charles's "each layer a quarter of the previous".
 class _Section(BaseModel):

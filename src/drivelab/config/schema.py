@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from drivelab.config.base import _Section
+from drivelab.config.base import Seed, _Section
 from drivelab.config.data_section import DataConfig
 from drivelab.config.diagnose_section import DiagnoseConfig
 from drivelab.config.live_section import LiveConfig
@@ -34,7 +34,7 @@ class ExperimentConfig(_Section):
 
     line: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     task: Literal["driving", "classification"] = "driving"
-    seed: int = 123
+    seed: Seed = 123
     notes: str = ""
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
