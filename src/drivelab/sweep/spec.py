@@ -13,6 +13,7 @@ trial is one (cell, seed) pair and becomes an ordinary run folder of the cell's 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from drivelab.config import ConfigError, ExperimentConfig
-from drivelab.config.base import NonNegativeFloat, PositiveInt, _field_error, _Section
+from drivelab.config.base import NonNegativeFloat, PositiveInt, Seed, _field_error, _Section
 from drivelab.config.loading import _config_error, apply_overrides, parse_config
 from drivelab.errors import DrivelabError
 from drivelab.seeds import HELD_OUT_SEED
@@ -32,6 +34,13 @@ from drivelab.seeds import HELD_OUT_SEED
 CLOSED_LOOP_METRICS = ("score", "reward", "laps")
 #: Ray Tune's resources must be above zero; a trial always takes at least a slice of a core.
 TRIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Names made from grid values become folder and file names (``runs/<line>/<line>_v1``,
+#: ``trials/<cell>.seed<N>.json``), which a file system caps at 255 bytes: a longer value text or
+#: cell name is cut and ends in a hash of the whole, so distinct values keep distinct names.
+VALUE_TEXT_MAX = 40
+CELL_NAME_MAX = 120
+#: The base config's line + "." + cell name; the run folder adds ``_v<k>``.
+LINE_MAX = 200
 
 
 class SweepError(DrivelabError):
@@ -79,11 +88,22 @@ class SweepSpec(_Section):
     overrides: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     variants: list[SweepVariant] = Field(default_factory=list)
-    seeds: PositiveInt | list[int] = 3
+    seeds: PositiveInt | list[Seed] = 3
     trial: TrialResources = Field(default_factory=TrialResources)
     max_concurrent: PositiveInt | None = None
     evaluate: SweepEvaluation | None = None
     metric: SweepMetric = Field(default_factory=SweepMetric)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_in_range(cls, value: Any) -> Any:
+        """A listed seed out of range gets its own line (the union's errors would name neither)."""
+        for index, seed in enumerate(value if isinstance(value, list) else []):
+            if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+                raise PydanticCustomError("located", "{message}", {
+                    "path": [index], "message": f"{_short_number(seed)} is not a seed: seeds are whole "
+                    "numbers from 0 to 4294967295 (2**32 - 1)"})
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
@@ -108,6 +128,13 @@ class SweepSpec(_Section):
     def seed_values(self, base_seed: int) -> list[int]:
         """Training seeds: the listed ones, or ``seeds: N`` -> the base config's seed + 0..N-1."""
         return list(self.seeds) if isinstance(self.seeds, list) else [base_seed + i for i in range(self.seeds)]
+
+
+def _short_number(value: int) -> str:
+    """An integer as the user gave it, cut short (a 5000-digit seed is no error message)."""
+    if abs(value) < 10**20:
+        return str(value)
+    return f"a {'negative ' if value < 0 else ''}{value.bit_length()}-bit number"
 
 
 @dataclass(frozen=True)
@@ -160,7 +187,15 @@ def _value_text(value: Any) -> str:
         text = yaml.safe_dump(value, default_flow_style=True).strip()
     else:
         text = str(value)
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "x"
+    return _bounded(re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "x", VALUE_TEXT_MAX, text)
+
+
+def _bounded(name: str, limit: int, whole: str) -> str:
+    """``name`` if it fits ``limit``, else its start and 8 hex digits of the sha256 of ``whole``."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(whole.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-._')}-{digest}"
 
 
 def _override(key: str, value: Any) -> str:
@@ -181,7 +216,8 @@ def expand_cells(spec: SweepSpec) -> list[Cell]:
                 parts.append(f"{key.split('.')[-1]}-{_value_text(value)}")
                 overrides.append(_override(key, value))
                 values[key] = value
-            cells.append(Cell("_".join(parts), tuple(overrides), values))
+            name = "_".join(parts)
+            cells.append(Cell(_bounded(name, CELL_NAME_MAX, name), tuple(overrides), values))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -205,7 +241,7 @@ def read_spec(path: Path) -> tuple[SweepSpec, dict[str, Any]]:
         raise SweepError(f"sweep spec not found: {str(path)!r}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a 5000-digit int
         raise SweepError(f"{path}: not a readable YAML file ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: expected a mapping (name, base, grid, seeds, ...)")
@@ -248,6 +284,9 @@ def plan_sweep(spec: SweepSpec, overrides: list[str] | tuple[str, ...] = ()) -> 
     for trial in trials:
         if not TRIAL_NAME.match(trial.line):
             raise SweepError(f"cell {trial.cell.name!r} does not make a model-line name")
+        if len(trial.line) > LINE_MAX:
+            raise SweepError(f"the model line {trial.line[:40]}... is {len(trial.line)} characters, "
+                             f"over {LINE_MAX}: shorten the base config's line ({base.line[:40]}...)")
         try:
             parse_config(base_data, trial_overrides(spec, trial))
         except ConfigError as exc:
