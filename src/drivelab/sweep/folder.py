@@ -8,6 +8,8 @@
       trials/<trial>.json the ledger: status, run folder, result — written by the trial itself
       runs/<line>/...     every trial's ordinary drivelab run folder (`runs`, `card`, `eval`)
       results.md|csv|json, figures/   written by `drivelab sweep` (regenerated on resume)
+      tune-checksums.json sha256 of Tune's pickled state as drivelab wrote it (`sweep.trust`)
+      .sweep.lock         flock of the one driver running the sweep, with its pid
 
 The ledger is drivelab's, not Ray's: a trial that finished is recognised from its own record
 even when the driver was killed before Ray saved its state, so `--resume` never reruns it and
@@ -16,7 +18,12 @@ never touches its files.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,7 @@ from drivelab.outputs import check_output_dir, write_json, write_text
 from drivelab.sweep.spec import SweepError
 
 SPEC_FILE = "sweep.yaml"
+LOCK_FILE = ".sweep.lock"
 #: Trial states in the ledger; ``failed`` is final (e.g. a NaN loss), like ``finished``.
 FINAL = ("finished", "failed")
 
@@ -57,11 +65,17 @@ class SweepFolder:
 
     @classmethod
     def create(cls, path: Path, spec: dict[str, Any], overrides: list[str]) -> SweepFolder:
-        """A new sweep folder; an existing one is refused (continue it with ``--resume``)."""
-        check_output_dir(path.parent if str(path.parent) else Path("."), "--out")
+        """A new sweep folder; an existing one is refused (continue it with ``--resume``).
+
+        The path is made absolute: Tune needs one, and the resume hints print it.
+        """
+        path = path.expanduser().resolve()
+        check_output_dir(path.parent, "--out")
+        if path.exists() and not path.is_dir():
+            raise SweepError(f"--out {path} is a file, not a folder: pick another --out")
         if path.exists() and any(path.iterdir()):
-            raise SweepError(f"{path} exists: continue it with `drivelab sweep --resume {path}`, or "
-                             "pick another --out")
+            raise SweepError(f"{path} exists: continue it with `drivelab sweep --resume "
+                             f"{shlex.quote(str(path))}`, or pick another --out")
         folder = cls(path)
         folder.trials.mkdir(parents=True, exist_ok=True)
         folder.runs.mkdir(exist_ok=True)
@@ -71,7 +85,8 @@ class SweepFolder:
 
     @classmethod
     def open(cls, path: Path) -> SweepFolder:
-        folder = cls(path)
+        """An existing sweep folder, by any path (relative ones are made absolute, as for Tune)."""
+        folder = cls(path.expanduser().resolve())
         if not folder.spec_path.is_file():
             raise SweepError(f"{path} is not a sweep folder (no {SPEC_FILE}): pass the folder "
                              "`drivelab sweep SPEC` made")
@@ -82,6 +97,36 @@ class SweepFolder:
         raw = yaml.safe_load(self.spec_path.read_text(encoding="utf-8")) or {}
         overrides = [str(o) for o in raw.pop("cli_overrides", None) or []]
         return raw, overrides
+
+    @contextmanager
+    def driving(self) -> Iterator[None]:
+        """One driver per sweep folder, for its whole run: a second one fails at once.
+
+        Two drivers would launch the same open trials into the same run folders. An fcntl flock
+        on `LOCK_FILE` goes away with its process however it dies (a kill -9 leaves no stale
+        lock: the next driver takes it over); the holder's pid is written into the file so the
+        refusal can name it.
+        """
+        lock = self.path / LOCK_FILE
+        try:
+            # no link followed: a crafted folder's lock -> ~/.bashrc would be truncated below
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise SweepError(f"cannot take the sweep lock {lock} ({exc.strerror}): it must be a "
+                             f"plain file (or none) in a writable sweep folder") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                who = f"pid {holder}" if holder.isdigit() else "another process"
+                raise SweepError(f"{self.path} is being run by another drivelab sweep ({who}, lock "
+                                 f"{lock}): wait for it to finish, or stop it first") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            yield
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------ the ledger
     def trial_path(self, name: str) -> Path:

@@ -36,6 +36,8 @@ def run_sweep(
 ) -> list[Path]:
     """Run what is left, then write the results (also when interrupted: what finished so far).
 
+    The sweep folder's lock is held throughout (`SweepFolder.driving`), fresh run or resume.
+
     ``on_change`` is called every second while trials run (the progress line): a poll of the
     ledger, because Tune pickles its callbacks with the experiment state.
     """
@@ -44,16 +46,17 @@ def run_sweep(
 
     stop = threading.Event()
     poller = threading.Thread(target=_poll, args=(on_change, stop), daemon=True)
-    if on_change is not None:
-        poller.start()
-    try:
-        run_tune(plan, folder, address=address, resume=resume)
-    except (Interrupted, KeyboardInterrupt):
-        write_results(plan, folder)
-        raise
-    finally:
-        stop.set()
-    return write_results(plan, folder)
+    with folder.driving():  # before Ray: a second driver is refused, not launched
+        if on_change is not None:
+            poller.start()
+        try:
+            run_tune(plan, folder, address=address, resume=resume)
+        except (Interrupted, KeyboardInterrupt):
+            write_results(plan, folder)
+            raise
+        finally:
+            stop.set()
+        return write_results(plan, folder)
 
 
 def _poll(on_change: Callable[[], None] | None, stop: threading.Event) -> None:
