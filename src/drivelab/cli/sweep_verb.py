@@ -23,7 +23,8 @@ def sweep(
         typer.Option("--address", help="Ray cluster to run on: auto or ray://host:port (default: "
                      "a local Ray on this machine's cores)."),
     ] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue this sweep folder.")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue this sweep folder (only Ray state drivelab recorded is loaded).")] = None,
     status: Annotated[Path | None, typer.Option("--status", help="Print a sweep folder's progress.")] = None,
 ) -> None:
     """Run every cell of a grid x seeds as ordinary runs; results.md/csv/json with mean ± std."""

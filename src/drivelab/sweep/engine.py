@@ -6,6 +6,11 @@ concurrency, and keeps an experiment state that `Tuner.restore` continues after 
 dead driver. drivelab adds what Tune does not know: a trial is a run folder that resumes from
 its own checkpoint, and the ledger (`sweep.folder`) says which trials are final.
 
+Tune's experiment state is pickles, and unpickling runs code: `Tuner.restore` is only called on
+state whose sha256 drivelab recorded under this user's key (`sweep.trust`), and never before
+that check. A driver killed before its last record leaves state nobody can vouch for; it is
+dropped and Tune starts afresh on what the ledger says is open.
+
 The plan (every trial's config) goes to the object store once (`tune.with_parameters`), never
 by value per trial. On a cluster, the sweep folder and the dataset must be on storage every
 node sees at the same path (NFS, a shared volume): trials write their run folders there.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,8 @@ from drivelab.errors import Interrupted
 from drivelab.sweep.folder import FINAL, SweepFolder
 from drivelab.sweep.resources import ray_system_config, worker_env
 from drivelab.sweep.spec import SweepError, SweepPlan
+from drivelab.sweep.trust import check_restorable
+from drivelab.sweep.trust import record as record_state
 
 TUNE_NAME = "tune"
 #: The local object store holds the plan and Tune's small results: 80 MiB is plenty.
@@ -87,14 +95,17 @@ def run_tune(
     from ray import tune
 
     spec = plan.spec
+    root = folder.path.resolve()  # Tune takes a relative path for a URI without a scheme
+    experiment = root / folder.tune.name / TUNE_NAME
+    # Tune's state is pickles: checked against drivelab's record before Ray starts (`sweep.trust`)
+    restore = resume and check_restorable(root, experiment)
     started = start_ray(address, spec.trial.cpus)
     try:
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, plan=plan, folder=str(folder.path.resolve())),
+            tune.with_parameters(_trainable, plan=plan, folder=str(root)),
             {"cpu": spec.trial.cpus, "gpu": spec.trial.gpus},
         )
-        experiment = folder.tune / TUNE_NAME
-        if resume and tune.Tuner.can_restore(str(experiment)):
+        if restore:
             tuner = tune.Tuner.restore(
                 str(experiment), trainable, resume_unfinished=True, resume_errored=True,
                 param_space=_param_space(plan, folder),
@@ -105,10 +116,16 @@ def run_tune(
                 param_space=_param_space(plan, folder),
                 tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent),
                 run_config=tune.RunConfig(
-                    name=TUNE_NAME, storage_path=str(folder.tune.resolve()), verbose=0,
+                    name=TUNE_NAME, storage_path=str(experiment.parent), verbose=0,
                 ),
             )
-        tuner.fit()
+        record_state(root, experiment, closed=False)  # tuner.pkl exists now; a kill -9 may follow
+        try:
+            tuner.fit()
+        except BaseException:
+            record_state(root, experiment, closed=False)  # Tune's last upload may be unfinished
+            raise
+        record_state(root, experiment, closed=True)
     finally:
         if started:
             import ray
@@ -117,7 +134,7 @@ def run_tune(
     open_trials = [t.name for t in plan.trials if (folder.read_trial(t.name) or {}).get("status") not in FINAL]
     if open_trials:
         raise Interrupted(f"{len(open_trials)} trial(s) not finished; finished ones are kept: "
-                          f"continue with `drivelab sweep --resume {folder.path}`")
+                          f"continue with `drivelab sweep --resume {shlex.quote(str(root))}`")
 
 
 def _param_space(plan: SweepPlan, folder: SweepFolder) -> dict[str, Any]:
