@@ -241,6 +241,18 @@ def test_a_300_character_grid_value_makes_bounded_distinct_names(tmp_path: Path,
     assert len(folder.ledger()) == 3
 
 
+def test_a_model_line_too_long_for_a_folder_name_is_one_line(
+    tmp_path: Path, small_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(run_cli_here("train", str(PILOTNET), "line=" + "L" * 300, f"data.path={small_dataset}"))
+    assert "line: string should have at most 200 characters" in line and len(line) < 200
+    spec = write_spec(tmp_path, small_dataset, grid={"notes": ["n" * 300]})
+    line = one_error_line(run_cli_here("sweep", str(spec), "line=" + "L" * 195, "--out", "o"))
+    assert "is 242 characters, over 200: shorten the base config's line" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "sweep.yaml"]
+
+
 # ---------------------------------------------------------------- items 2, 12, 14 on a real Ray
 def test_relative_paths_interrupt_and_resume_on_a_real_ray(tmp_path: Path, small_dataset: Path) -> None:
     """A user's session in one folder: relative --out, Ctrl-C, the hint, a relative --resume."""

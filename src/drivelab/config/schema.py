@@ -32,7 +32,8 @@ class ExperimentConfig(_Section):
     loop: every head is ``kind: class``, there is no history branch, and evaluation is offline.
     """
 
-    line: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    #: A folder name (``runs/<line>/<line>_v<k>``): file systems cap a name at 255 bytes.
+    line: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)]
     task: Literal["driving", "classification"] = "driving"
     seed: Seed = 123
     notes: str = ""
