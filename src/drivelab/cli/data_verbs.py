@@ -163,13 +163,7 @@ def data_verify(
     from drivelab.data.store import DatasetStore, interrupted_skeleton, remove_skeleton
 
     skeleton = interrupted_skeleton(path)
-    if skeleton is not None:  # no zarr.json: what an interrupted first write left, nothing committed
-        if not remove_leftovers:
-            raise DrivelabError(
-                f"{path} is what an interrupted import or collect left (no zarr.json, "
-                f"{len(skeleton)} uncommitted staging group(s)): nothing in it was ever committed; "
-                f"`drivelab data verify --remove-leftovers {path}` removes it"
-            )
+    if skeleton is not None and remove_leftovers:  # no zarr.json: nothing was ever committed
         remove_skeleton(path)
         out.print(f"removed {path}: the remains of an interrupted write ({len(skeleton)} uncommitted "
                   "staging group(s), no zarr.json); nothing committed was lost", highlight=False, markup=False)

@@ -97,6 +97,8 @@ class DatasetStore:
         if not path.exists():
             raise DatasetError(f"{path} does not exist: collect one with `drivelab collect --out {path}`")
         if not meta_file.is_file():
+            if interrupted_skeleton(path) is not None:
+                raise DatasetError(skeleton_hint(path))
             raise DatasetError(
                 f"{path} is not a drivelab dataset (no zarr.json): point to a folder made by "
                 "`drivelab collect`"
@@ -374,6 +376,13 @@ def interrupted_skeleton(path: Path) -> list[str] | None:
     if episodes is not None and (episodes.is_symlink() or not episodes.is_dir() or any(episodes.iterdir())):
         return None
     return [f"{STAGING}/{g.name}" for g in groups]
+
+
+def skeleton_hint(path: Path) -> str:
+    """The one line for a skeleton met where a dataset (or a new path) was expected."""
+    return (f"{path} is what an interrupted import or collect left (no zarr.json, only uncommitted "
+            f"_staging/ groups; nothing was ever committed): `drivelab data verify --remove-leftovers "
+            f"{path}` removes it")
 
 
 def remove_skeleton(path: Path) -> list[str]:

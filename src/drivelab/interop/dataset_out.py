@@ -25,7 +25,7 @@ from PIL import Image
 
 from drivelab.data.episode_writer import discard_store, write_episode
 from drivelab.data.records import DatasetError, DatasetMeta, EpisodeRecord
-from drivelab.data.store import DatasetStore
+from drivelab.data.store import DatasetStore, interrupted_skeleton, skeleton_hint
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.memory import available_bytes, format_bytes
 from drivelab.outputs import protected_owner
@@ -42,6 +42,8 @@ class InteropError(DrivelabError):
 
 def check_new_dataset(out: Path) -> None:
     """Refuse, before any work, an ``--out`` that exists or lies inside a drivelab dataset."""
+    if interrupted_skeleton(out) is not None:
+        raise InteropError(skeleton_hint(out))
     if out.exists() or out.is_symlink():
         raise InteropError(f"{out} already exists: choose a new --out (nothing was overwritten)")
     owner = protected_owner(out)
@@ -113,13 +115,13 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def check_import_fits(out: Path, frame_shape: Sequence[int], episode_frames: int, disk_bytes: int,
-                      shrink: str) -> None:
+                      fix: str) -> None:
     """Refuse, with the figures and before anything is created, an import that cannot fit.
 
     Memory: one episode of ``episode_frames`` frames is held decoded while it is written
     (`EPISODE_COPIES` copies), which must fit in three quarters of what is available now (as the
     loader's RAM cache is judged). Disk: ``disk_bytes`` is what the import needs at least; the
-    file system holding ``out`` must have that much free.
+    file system holding ``out`` must have that much free. ``fix`` ends the memory refusal.
     """
     frame = int(np.prod([int(x) for x in frame_shape]))
     need = EPISODE_COPIES * episode_frames * frame
@@ -129,7 +131,7 @@ def check_import_fits(out: Path, frame_shape: Sequence[int], episode_frames: int
         raise InteropError(
             f"frames of {dims} take about {format_bytes(need)} of memory for an episode of "
             f"{episode_frames} frames while it is written, but {format_bytes(have)} is available: "
-            f"use a smaller {shrink} (nothing was written)"
+            f"{fix} (nothing was written)"
         )
     parent = out.parent
     while not parent.exists() and parent != parent.parent:

@@ -115,7 +115,8 @@ def import_donkeycar(tubs: Sequence[str | Path], out: str | Path, options: Donke
     sizes_wh = {r.image: _image_size(r) for ep in episodes for r in ep}
     shape = (*size, 3) if size else _common_frame_shape(episodes, sizes_wh)
     check_import_fits(out, shape, max(len(ep) for ep in episodes),
-                      _disk_lower_bound(sizes_wh, shape), "--size H W" if size else "--size H W to shrink them")
+                      _disk_lower_bound(sizes_wh, shape),
+                      "use a smaller --size H W" if size else "pass --size H W to shrink the frames")
     val, test = tail_splits(len(episodes), options.val_episodes, options.test_episodes)
     meta = DatasetMeta(
         env_id="donkeycar", fps=report.fps, frame_shape=shape, actions=ACTIONS,

@@ -317,10 +317,10 @@ def _meta(src: _Source) -> tuple[DatasetMeta, dict[str, list[int]] | None]:
     actions = fmt.specs_from_names(act.get("names"), int(act["shape"][0]), "action")
     meta = DatasetMeta(env_id=f"lerobot:{src.info.get('robot_type') or 'unknown'}", fps=float(src.info["fps"]),
                        frame_shape=shape, telemetry=telemetry, actions=actions)  # type: ignore[arg-type]
-    return meta, _range_splits(src.info.get("splits", {}), len(src.episodes))
+    return meta, _range_splits(src.info.get("splits", {}), len(src.episodes), info_path)
 
 
-def _range_splits(splits: Any, episodes: int) -> dict[str, list[int]] | None:
+def _range_splits(splits: Any, episodes: int, info_path: Path) -> dict[str, list[int]] | None:
     if not isinstance(splits, dict) or ("val" not in splits and "test" not in splits):
         return None
     out = {}
@@ -328,7 +328,7 @@ def _range_splits(splits: Any, episodes: int) -> dict[str, list[int]] | None:
         text = splits.get(name, "0:0")
         lo, _, hi = str(text).partition(":")
         if not (lo.isdigit() and hi.isdigit()) or not int(lo) <= int(hi) <= episodes:
-            raise InteropError(f"info.json: split {name} is {short_repr(text, 40)}, not a range start:end "
+            raise InteropError(f"{info_path}: split {name} is {short_repr(text, 40)}, not a range start:end "
                                f"of the {episodes} episodes: the dataset is damaged")
         out[name] = list(range(int(lo), int(hi)))
     return out
@@ -351,7 +351,7 @@ def import_lerobot(root: str | Path, out: str | Path, camera: str | None = None,
                            f"has {len(src.episodes)}: delete the file to import from the LeRobot features alone")
     storage = src.info["features"][src.camera]["dtype"]
     check_import_fits(out, meta.frame_shape, max(int(r["length"]) for r in src.episodes), _disk_lower_bound(src),
-                      "camera (--camera)")
+                      "import another camera (--camera) or shrink the frames in LeRobot first")
     with dataset_out(out, meta) as ds:
         for row, info in zip(src.episodes, infos, strict=True):
             ds.add(_episode(src, row, meta, info))

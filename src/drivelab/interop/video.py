@@ -60,7 +60,7 @@ def read_video(path: Path, start_s: float, count: int, fps: float) -> np.ndarray
     try:
         container = av.open(str(path), "r")
     except (OSError, av.error.FFmpegError) as exc:
-        raise InteropError(f"{path}: cannot open the video ({exc})") from None
+        raise InteropError(f"{path}: cannot open the video ({type(exc).__name__}): the dataset is damaged") from None
     frames: list[np.ndarray] = []
     with container:
         if not container.streams.video:
