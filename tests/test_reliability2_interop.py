@@ -178,6 +178,9 @@ def test_lerobot_video_path_outside_the_dataset_is_refused(tmp_path: Path) -> No
 @pytest.mark.parametrize(("key", "value", "shown"), [
     ("user/angle", "NaN", "user/angle is nan"), ("user/throttle", "-Infinity", "user/throttle is -inf"),
     ("user/angle", '"left"', "user/angle is 'left', not a number"),
+    ("user/angle", "true", "user/angle is True, not a number"),
+    ("user/throttle", "1e39", "user/throttle is 1e+39, not a finite float32"),
+    ("user/throttle", "1" + "0" * 400, "user/throttle is 1000"),
 ])
 def test_a_bad_value_names_the_record_and_the_field(tmp_path: Path, key: str, value: str, shown: str) -> None:
     tub = make_tub(tmp_path / "tub")

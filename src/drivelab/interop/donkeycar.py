@@ -56,6 +56,7 @@ DEFAULT_FPS = 20.0  # donkeycar's DRIVE_LOOP_HZ
 #: The largest camera image imported (4096 x 4096 px, read from the header before decoding): far
 #: above any car camera, far below what makes one decode take gigabytes (a decompression bomb).
 MAX_IMAGE_PIXELS = 4096 * 4096
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 ACTIONS = (
     SignalSpec("steering", size=1, low=-1.0, high=1.0,
                description="donkeycar user/angle: -1 full left, +1 full right"),
@@ -200,8 +201,12 @@ def _check_numbers(record: TubRecord, key: str, allow_vector: bool) -> None:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise InteropError(f"{record.where}: {key} is {short_repr(v, 40)}, not a number; "
                                "fix or delete that record in donkeycar (nothing was written)")
-        if not math.isfinite(v):
-            raise InteropError(f"{record.where}: {key} is {v}, not a finite number; "
+        try:
+            finite = math.isfinite(v) and abs(float(v)) <= FLOAT32_MAX  # stored as float32
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
+            raise InteropError(f"{record.where}: {key} is {short_repr(v, 40)}, not a finite float32 number; "
                                "fix or delete that record in donkeycar (nothing was written)")
 
 
