@@ -236,6 +236,10 @@ BAD_TUBS = {
     "deep nesting": (_catalog_line("[" * 100000), "line 6 is not JSON"),
     "image name a number": (_catalog_line(json.dumps({"_index": 30, "cam/image_array": 5})),
                             "is not a path string"),
+    "image name too long": (_catalog_line(json.dumps({"_index": 30, "cam/image_array": "x" * 5000})),
+                            "is not a path string"),
+    "image a symlink loop": (lambda t: ((t / "images/loop_a").symlink_to("loop_b"), (t / "images/loop_b").symlink_to(
+        "loop_a"), _catalog_line(json.dumps({"_index": 30, "cam/image_array": "loop_a"}))(t)), "cannot be resolved"),
 }
 
 
@@ -322,6 +326,39 @@ def test_export_disk_full_simulated_at_the_writer(tmp_path: Path, monkeypatch: p
     result = run_cli_here("data", "export", "lerobot", str(tmp_path / "dk"), "--images", "--out", str(out))
     assert_one_error(result, out, "the disk is full")
     assert not (tmp_path / "new").exists()
+
+
+def test_lerobot_import_disk_full_simulated_at_the_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import drivelab.interop.dataset_out as dataset_out
+
+    real = dataset_out.write_episode
+    monkeypatch.setattr(dataset_out, "write_episode",
+                        lambda store, index, record: real(store, index, record) if index == 0 else _enospc())
+    out = tmp_path / "out"
+    assert_one_error(run_cli_here("data", "import", "lerobot", str(LEROBOT), "--out", str(out)), out,
+                     "the disk is full")
+
+
+def test_ctrl_c_during_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import drivelab.interop.lerobot_export as export
+
+    tub = make_tub(tmp_path / "tub", records=20, sessions=2)
+    assert import_dk(tub, tmp_path / "dk").returncode == 0
+    calls = []
+
+    def interrupted(frame):
+        calls.append(1)
+        if len(calls) == 12:
+            raise KeyboardInterrupt
+        return real(frame)
+
+    real = export._png
+    monkeypatch.setattr(export, "_png", interrupted)
+    out = tmp_path / "le"
+    result = run_cli_here("data", "export", "lerobot", str(tmp_path / "dk"), "--images", "--out", str(out))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 130 and len(lines) == 1 and "nothing was written" in lines[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dk", "tub"]
 
 
 # --------------------------------------------------------------------------- item 18: bad LeRobot

@@ -48,7 +48,7 @@ from drivelab.interop.dataset_out import (
     tail_splits,
 )
 from drivelab.interop.donkeycar_tub import Tub, TubRecord, read_tub
-from drivelab.interop.source_paths import short_repr
+from drivelab.interop.source_paths import clipped, short_repr
 from drivelab.sim.base import SignalSpec
 
 ANGLE, THROTTLE, MODE = "user/angle", "user/throttle", "user/mode"
@@ -155,7 +155,7 @@ def _kept_records(tubs: list[Tub], mode: str | None, report: DonkeyImport) -> li
     for tub in tubs:
         for key in (ANGLE, THROTTLE):
             if key not in tub.inputs:
-                raise InteropError(f"{tub.path}: the tub records no {key} (inputs: {', '.join(tub.inputs)})")
+                raise InteropError(f"{tub.path}: the tub records no {key} (inputs: {clipped(', '.join(tub.inputs))})")
         records = tub.records
         if mode is not None:
             records = [r for r in records if r.values.get(MODE) == mode]
@@ -181,7 +181,7 @@ def _telemetry_keys(tubs: list[Tub], records: list[TubRecord]) -> tuple[dict[str
             _check_numbers(r, key, allow_vector=True)
         lengths = {len(v) if isinstance(v, list) else 1 for v in values}
         if len(lengths) != 1:
-            raise InteropError(f"{key}: its vectors have different lengths {sorted(lengths)} across records")
+            raise InteropError(f"{clipped(key)}: its vectors have different lengths {sorted(lengths)} across records")
         name = key.replace("/", "_")
         names[name], sizes[name] = key, lengths.pop()
     for key in (ANGLE, THROTTLE):
@@ -199,14 +199,14 @@ def _check_numbers(record: TubRecord, key: str, allow_vector: bool) -> None:
         if isinstance(v, bool) and allow_vector:
             continue
         if isinstance(v, bool) or not isinstance(v, int | float):
-            raise InteropError(f"{record.where}: {key} is {short_repr(v, 40)}, not a number; "
+            raise InteropError(f"{record.where}: {clipped(key)} is {short_repr(v, 40)}, not a number; "
                                "fix or delete that record in donkeycar (nothing was written)")
         try:
             finite = math.isfinite(v) and abs(float(v)) <= FLOAT32_MAX  # stored as float32
         except OverflowError:  # an integer too large for a float
             finite = False
         if not finite:
-            raise InteropError(f"{record.where}: {key} is {short_repr(v, 40)}, not a finite float32 number; "
+            raise InteropError(f"{record.where}: {clipped(key)} is {short_repr(v, 40)}, not a finite float32 number; "
                                "fix or delete that record in donkeycar (nothing was written)")
 
 

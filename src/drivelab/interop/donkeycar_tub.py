@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from drivelab.interop.dataset_out import InteropError
-from drivelab.interop.source_paths import inside, short_repr
+from drivelab.interop.source_paths import clipped, inside, short_repr
 
 NUMERIC_TYPES = {"float", "int", "boolean", "nparray", "list", "vector"}
 _V1_RECORD = re.compile(r"^record_(\d+)\.json$")
@@ -192,7 +192,7 @@ def _read_v2(path: Path) -> Tub:
                 continue
             where = f"{where} (_index {index})"
             if key not in rec:
-                raise InteropError(f"{where}: the record has no {key} image")
+                raise InteropError(f"{where}: the record has no {clipped(key)} image")
             tub.records.append(TubRecord(
                 index, str(rec.get("_session_id", "")), _timestamp(rec.get("_timestamp_ms"), where),
                 inside(path, rec[key], where, under="images"), rec, path, where,
@@ -215,7 +215,7 @@ def _read_v1(path: Path) -> Tub:
         where = str(file)
         rec = _record(_read_text(inside(path, file.name, where), where), where)
         if key not in rec:
-            raise InteropError(f"{file}: the record has no {key} image")
+            raise InteropError(f"{file}: the record has no {clipped(key)} image")
         tub.records.append(TubRecord(index, "", _timestamp(rec.get("milliseconds"), where),
                                      inside(path, rec[key], where), rec, path, where))
     return tub

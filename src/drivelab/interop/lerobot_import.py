@@ -41,7 +41,7 @@ from drivelab.interop.dataset_out import (
     tail_splits,
 )
 from drivelab.interop.deps import pyarrow_parquet
-from drivelab.interop.source_paths import inside, short_repr
+from drivelab.interop.source_paths import clipped, inside, short_repr
 from drivelab.interop.video import read_video
 from drivelab.sim.base import SignalSpec
 
@@ -89,7 +89,7 @@ def read_source(root: Path, camera: str | None) -> _Source:
     if camera is None:
         camera = fmt.IMAGE_KEY if fmt.IMAGE_KEY in cameras else cameras[0]
     elif camera not in cameras:
-        raise InteropError(f"--camera {short_repr(camera, 60)}: the dataset's cameras are {', '.join(cameras)}")
+        raise InteropError(f"--camera {short_repr(camera, 60)}: the dataset's cameras are {clipped(', '.join(cameras))}")
     _camera_shape(features, camera, info_path)
     if fmt.ACTION_KEY not in features:
         raise InteropError(f"{info_path}: the dataset has no `action` feature: nothing to learn from")
@@ -141,7 +141,7 @@ def _shape(features: dict[str, dict[str, Any]], key: str, info_path: Path) -> li
     shape = features[key].get("shape")
     if not isinstance(shape, list) or not shape or not all(
             isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in shape):
-        raise InteropError(f"{info_path}: feature {key} has shape {short_repr(shape, 40)}, not a list of "
+        raise InteropError(f"{info_path}: feature {clipped(key)} has shape {short_repr(shape, 40)}, not a list of "
                            "positive sizes: the dataset is damaged")
     return shape
 
@@ -149,7 +149,7 @@ def _shape(features: dict[str, dict[str, Any]], key: str, info_path: Path) -> li
 def _camera_shape(features: dict[str, dict[str, Any]], camera: str, info_path: Path) -> tuple[int, int, int]:
     shape = _shape(features, camera, info_path)
     if len(shape) != 3 or shape[2] != 3:
-        raise InteropError(f"{camera} has shape {shape}: drivelab stores RGB frames [H, W, 3]")
+        raise InteropError(f"{clipped(camera)} has shape {shape}: drivelab stores RGB frames [H, W, 3]")
     return shape[0], shape[1], shape[2]
 
 
@@ -233,7 +233,7 @@ def _read_tables(pq: Any, root: Path, rel: str, columns: list[str] | None) -> di
     if columns:
         missing = [c for c in columns if c not in out]
         if missing:
-            raise InteropError(f"{folder}: the data table lacks the column(s) {', '.join(missing)} that info.json lists")
+            raise InteropError(f"{folder}: the data table lacks the column(s) {clipped(', '.join(missing))} that info.json lists")
     return out
 
 
@@ -283,7 +283,7 @@ def _video_path(src: _Source, row: dict[str, Any]) -> Path:
     for name in ("chunk_index", "file_index", "from_timestamp"):
         value = row.get(f"videos/{key}/{name}")
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-            raise InteropError(f"{where}: videos/{key}/{name} is {short_repr(value, 40)}, not a number >= 0: "
+            raise InteropError(f"{where}: videos/{clipped(key)}/{name} is {short_repr(value, 40)}, not a number >= 0: "
                                "the dataset is damaged")
         numbers[name] = value
     rel = (src.info.get("video_path") or fmt.VIDEO_PATH).format(
@@ -411,7 +411,7 @@ def _frames(src: _Source, row: dict[str, Any], sl: slice, shape: tuple[int, ...]
                            for t, cell in enumerate(src.data[src.camera][sl])])
     if frames.shape[1:] != tuple(shape):
         raise InteropError(
-            f"mismatched frame sizes: episode {row['episode_index']} has {src.camera} frames "
+            f"mismatched frame sizes: episode {row['episode_index']} has {clipped(src.camera)} frames "
             f"{list(frames.shape[1:])}, info.json says {list(shape)} (nothing was written)"
         )
     return frames

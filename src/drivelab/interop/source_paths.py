@@ -16,6 +16,8 @@ from drivelab.errors import DrivelabError
 
 #: The longest stretch of a user-supplied value a message repeats (a path could be megabytes).
 SHOWN_CHARS = 120
+#: Linux's PATH_MAX and NAME_MAX: a longer name is no file's, and `stat` would fail on it.
+MAX_PATH, MAX_NAME = 4096, 255
 
 
 class OutsideDatasetError(DrivelabError):
@@ -28,6 +30,11 @@ def short_repr(value: object, limit: int = SHOWN_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` (a key or a list of names from the dataset) cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def inside(root: Path, name: object, where: str, under: str = "") -> Path:
     """``root / under / name`` resolved, or a one-line refusal naming ``where`` if it leaves ``root``.
 
@@ -36,12 +43,18 @@ def inside(root: Path, name: object, where: str, under: str = "") -> Path:
     ``under`` is the sub-folder the format puts such files in (donkeycar's ``images``).
     ``where`` names the record (``catalog_0.catalog line 7 (_index 6)``) so the user can fix it.
     """
-    if not isinstance(name, str) or not name or "\x00" in name:
+    if (not isinstance(name, str) or not name or "\x00" in name or len(name) > MAX_PATH
+            or any(len(part.encode("utf-8", "surrogateescape")) > MAX_NAME for part in Path(name).parts)):
         raise OutsideDatasetError(
             f"{where}: the file name {short_repr(name)} is not a path string: the dataset is damaged"
         )
-    base = root.resolve()
-    target = (base / under / name).resolve()
+    try:
+        base = root.resolve()
+        target = (base / under / name).resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise OutsideDatasetError(
+            f"{where}: the file {short_repr(name)} cannot be resolved (a symlink loop?): the dataset is damaged"
+        ) from None
     if Path(name).is_absolute() or not target.is_relative_to(base):
         raise OutsideDatasetError(
             f"{where}: the file {short_repr(name)} lies outside the dataset folder {root}; refusing to "
