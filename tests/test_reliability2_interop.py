@@ -448,10 +448,12 @@ def test_ctrl_c_mid_import_leaves_nothing_and_the_rerun_works(tmp_path: Path) ->
     tub = make_tub(tmp_path / "tub", records=600, sessions=2, size=(120, 160))
     out = tmp_path / "out"
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "COLUMNS": "160"}
+    # Python leaves SIGINT ignored when started as a background job: ask for Ctrl-C's handler
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv = ['drivelab', *sys.argv[1:]]; runpy.run_module('drivelab.cli', run_name='__main__')")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "drivelab.cli", "data", "import", "donkeycar", str(tub), "--out", str(out)],
+        [sys.executable, "-c", start, "data", "import", "donkeycar", str(tub), "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores it
     )
     deadline = time.monotonic() + 120
     while not list(out.glob("_staging/*/frames/c")) and proc.poll() is None and time.monotonic() < deadline:
