@@ -408,6 +408,8 @@ BAD_LEROBOT = {
     "feature a number": (LEROBOT, _features({"action": 5}), "`features` must map each feature name"),
     "camera without shape": (LEROBOT, _camera_without_shape, "observation.images.front has shape None"),
     "info.json an array": (LEROBOT, lambda r: (r / "meta/info.json").write_text("[]"), "must hold a JSON object"),
+    "camera of 10^10 x 10^10": (LEROBOT, lambda r: edit_json(r / "meta/info.json", lambda i: i["features"][
+        "observation.images.front"].update(shape=[10**10, 10**10, 3])), "of memory for an episode of 14 frames"),
     "fps a string": (LEROBOT, lambda r: edit_json(r / "meta/info.json", lambda i: i.update(fps="ten")), "fps is 'ten'"),
 }
 

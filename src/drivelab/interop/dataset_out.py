@@ -15,6 +15,7 @@ skeleton without ``zarr.json`` that blocks the rerun. A full disk and Ctrl-C eac
 from __future__ import annotations
 
 import errno
+import math
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -113,7 +114,6 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-
 def check_import_fits(out: Path, frame_shape: Sequence[int], episode_frames: int, disk_bytes: int,
                       fix: str) -> None:
     """Refuse, with the figures and before anything is created, an import that cannot fit.
@@ -123,7 +123,7 @@ def check_import_fits(out: Path, frame_shape: Sequence[int], episode_frames: int
     loader's RAM cache is judged). Disk: ``disk_bytes`` is what the import needs at least; the
     file system holding ``out`` must have that much free. ``fix`` ends the memory refusal.
     """
-    frame = int(np.prod([int(x) for x in frame_shape]))
+    frame = math.prod(int(x) for x in frame_shape)  # Python ints: a bogus shape cannot overflow
     need = EPISODE_COPIES * episode_frames * frame
     have = available_bytes()
     if need > 0.75 * have:
