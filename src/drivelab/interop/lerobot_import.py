@@ -97,7 +97,7 @@ def read_source(root: Path, camera: str | None) -> _Source:
         if key in features:
             _vector_size(features, key, info_path)
     fps = info.get("fps")
-    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps <= 0:
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= MAX_FPS:  # NaN fails too
         raise InteropError(f"{info_path}: fps is {short_repr(fps, 40)}, not a frame rate > 0: the dataset is damaged")
     if features[camera]["dtype"] == "video":
         _check_video_path(info, info_path)
@@ -162,6 +162,9 @@ def _vector_size(features: dict[str, dict[str, Any]], key: str, info_path: Path)
         raise InteropError(f"{info_path}: feature {key} has names {short_repr(names, 40)}, not a list")
     return shape[0]
 
+
+#: Far above any camera; also keeps a huge integer from overflowing float() later.
+MAX_FPS = 10_000
 
 #: The placeholders LeRobot fills into ``video_path`` (lerobot/datasets/utils.py).
 VIDEO_PLACEHOLDERS = ("video_key", "chunk_index", "file_index")
@@ -243,6 +246,8 @@ EPISODE_COLUMNS = ("episode_index", "length", "dataset_from_index", "dataset_to_
 
 def _rows(columns: dict[str, list[Any]], folder: Path) -> list[dict[str, Any]]:
     names = [k for k in columns if not k.startswith("stats/")]
+    if len({len(columns[k]) for k in names}) > 1:
+        raise InteropError(f"{folder}: its parquet files do not all hold the same columns: the dataset is damaged")
     rows = [dict(zip(names, values, strict=True)) for values in zip(*(columns[k] for k in names), strict=True)]
     for row in rows:
         for key in EPISODE_COLUMNS:
@@ -372,9 +377,18 @@ def _episode(src: _Source, row: dict[str, Any], meta: DatasetMeta, info: dict[st
     reward = src.data["next.reward"][sl] if "next.reward" in src.data else np.zeros(n)
     perturbed = src.data["perturbed"][sl] if "perturbed" in src.data else np.zeros(n, bool)
     keep = {k: v for k, v in info.items() if k not in ("index", "length", "moments", "committed", "chunks_complete")}
-    return EpisodeRecord(frames=frames, telemetry=tele, actions=actions,
-                         reward=np.asarray(reward, np.float32).reshape(n), perturbed=np.asarray(perturbed, bool).reshape(n),
-                         info={**keep, "lerobot_episode_index": int(row["episode_index"]), "tasks": list(row.get("tasks") or [])})
+    tasks = row.get("tasks")
+    try:
+        reward = np.asarray(list(reward), np.float32).reshape(n)
+        perturbed = np.asarray(list(perturbed), bool).reshape(n)
+        tasks = [str(t) for t in tasks] if isinstance(tasks, list | tuple | np.ndarray) else []
+    except (TypeError, ValueError):
+        raise InteropError(f"{where}: its next.reward or perturbed values are not {n} numbers: the dataset is "
+                           "damaged") from None
+    if not np.all(np.isfinite(reward)):
+        raise InteropError(f"{where}: next.reward holds a NaN or Inf value: fix or drop that episode in LeRobot")
+    return EpisodeRecord(frames=frames, telemetry=tele, actions=actions, reward=reward, perturbed=perturbed,
+                         info={**keep, "lerobot_episode_index": int(row["episode_index"]), "tasks": tasks})
 
 
 def _split_columns(values: np.ndarray | None, sl: slice, specs: tuple[SignalSpec, ...],
