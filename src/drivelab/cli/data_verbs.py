@@ -160,8 +160,14 @@ def data_verify(
 ) -> None:
     """Read every committed episode and check shapes, dtypes and values."""
     from drivelab.data.inspect import verify_dataset
-    from drivelab.data.store import DatasetStore
+    from drivelab.data.store import DatasetStore, interrupted_skeleton, remove_skeleton
 
+    skeleton = interrupted_skeleton(path)
+    if skeleton is not None and remove_leftovers:  # no zarr.json: nothing was ever committed
+        remove_skeleton(path)
+        out.print(f"removed {path}: the remains of an interrupted write ({len(skeleton)} uncommitted "
+                  "staging group(s), no zarr.json); nothing committed was lost", highlight=False, markup=False)
+        return
     store = DatasetStore.open(path)
     report = verify_dataset(store)
     for problem in report.problems:

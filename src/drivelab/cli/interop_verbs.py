@@ -20,6 +20,9 @@ data_app.add_typer(export_app, name="export")
 _Out = Annotated[Path, typer.Option("--out", help="Dataset folder to create; never overwritten.")]
 _Val = Annotated[int, typer.Option(help="Last episodes (before test) for the val split.")]
 _Test = Annotated[int, typer.Option(help="Last episodes for the test split.")]
+#: Lines holding paths, keys and task texts from the user's files: printed as they are, no rich
+#: markup ("[red]" in a path) or emoji codes (":x:" in a key) interpreted.
+_PLAIN = {"markup": False, "emoji": False, "highlight": False, "soft_wrap": True}
 
 
 @import_app.command("donkeycar")
@@ -38,11 +41,12 @@ def data_import_donkeycar(
     options = DonkeyOptions(size=size, val_episodes=val_episodes, test_episodes=test_episodes, gap_s=gap, mode=mode)
     report = import_donkeycar(tubs, out_path, options)
     out.print(f"{report.tubs} tub(s) -> {report.episodes} episodes, {report.frames} frames @ {report.fps:g} fps "
-              f"in {report.seconds:.1f} s ([cyan]{report.frames_per_s:.0f} frames/s[/]) -> {report.path}")
-    out.print(f"telemetry: {', '.join(f'{n} <- {k}' for n, k in report.telemetry.items()) or 'none'}")
+              f"in {report.seconds:.1f} s ({report.frames_per_s:.0f} frames/s) -> {report.path}", **_PLAIN)
+    out.print(f"telemetry: {', '.join(f'{n} <- {k}' for n, k in report.telemetry.items()) or 'none'}", **_PLAIN)
     skipped = [f"{report.deleted} deleted record(s)"] + ([f"{report.other_mode} non-{mode} frame(s)"] if mode else [])
     out.print(f"skipped: {', '.join(skipped)}" + (f"; dropped keys (missing in some records): "
-                                                     f"{', '.join(report.dropped_keys)}" if report.dropped_keys else ""))
+                                                     f"{', '.join(report.dropped_keys)}" if report.dropped_keys else ""),
+              **_PLAIN)
 
 
 @import_app.command("lerobot")
@@ -58,7 +62,8 @@ def data_import_lerobot(
 
     report = import_lerobot(path, out_path, camera=camera, val_episodes=val_episodes, test_episodes=test_episodes)
     how = "drivelab signals restored from meta/drivelab.json" if report.exact else "signals named from the features"
-    out.print(f"{report.episodes} episodes, {report.frames} frames ({report.camera}, {report.storage}; {how}) -> {report.path}")
+    out.print(f"{report.episodes} episodes, {report.frames} frames ({report.camera}, {report.storage}; {how}) -> "
+              f"{report.path}", **_PLAIN)
 
 
 @export_app.command("lerobot")
@@ -73,5 +78,6 @@ def data_export_lerobot(
     from drivelab.interop.lerobot_export import export_lerobot
 
     report = export_lerobot(dataset, out_path, images=images, codec=codec, task=task)
-    out.print(f"{report.episodes} episodes, {report.frames} frames, frames as {report.storage} -> {report.path}")
-    err.print(f"features: {', '.join(report.features)}", highlight=False, soft_wrap=True)
+    out.print(f"{report.episodes} episodes, {report.frames} frames, frames as {report.storage} -> {report.path}",
+              **_PLAIN)
+    err.print(f"features: {', '.join(report.features)}", **_PLAIN)

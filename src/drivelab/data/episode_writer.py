@@ -7,12 +7,22 @@ true`` in the group's attrs, itself replaced atomically by zarr). Readers only e
 carrying the marker, so a killed recorder leaves at worst a leftover that `data verify` reports,
 never half an episode; parallel workers each write their own group and never share an array.
 Any process may write an episode; only the root attrs need the writer lock.
+
+zarr writes on its own IO thread (an asyncio loop): when the caller is interrupted (Ctrl-C) or one
+chunk write fails (a full disk), the other chunk writes of that call keep running after the
+exception reaches the caller. Whoever removes what a failed write left must first call
+`settle_pending_writes`, or the still-running writes recreate folders it just removed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
+import signal
+import threading
 import uuid
+from pathlib import Path
 
 import numpy as np
 import zarr
@@ -82,6 +92,47 @@ def write_episode(store: DatasetStore, index: int, record: EpisodeRecord) -> Epi
     committed = zarr.open_group(str(final), mode="r+", zarr_format=3)
     committed.attrs["committed"] = True
     return EpisodeInfo(index=index, length=len(record), attrs={**attrs, "committed": True})
+
+
+def settle_pending_writes(timeout_s: float = 300.0) -> None:
+    """Wait until zarr's IO loop has finished every write it started (none is cancelled).
+
+    Called on the failure path only, before a half-written store or staging group is removed,
+    so the removal is final: after it no thread of this process writes there any more.
+    """
+    from zarr.core import sync as zarr_sync  # zarr's one IO loop (zarr >= 3)
+
+    loop = getattr(zarr_sync, "loop", [None])[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def _drain() -> None:
+        me = asyncio.current_task()
+        while pending := [t for t in asyncio.all_tasks() if t is not me and not t.done()]:
+            await asyncio.wait(pending)
+
+    future = asyncio.run_coroutine_threadsafe(_drain(), loop)
+    try:
+        future.result(timeout_s)
+    except TimeoutError:
+        future.cancel()  # a write hung on the file system: removal goes ahead regardless
+
+
+def discard_store(path: Path) -> None:
+    """Remove ``path`` (a store this process created and failed to fill) for good.
+
+    zarr's writes still in flight finish first (`settle_pending_writes`), and Ctrl-C is held off
+    until the removal is done (main thread only): afterwards nothing of this process writes
+    there, so no ``_staging/`` skeleton can reappear and block a rerun.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        settle_pending_writes()
+        shutil.rmtree(path, ignore_errors=True)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _check_record(meta: DatasetMeta, record: EpisodeRecord) -> None:

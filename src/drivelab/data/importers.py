@@ -37,7 +37,6 @@ half-way, the half-written ``--out`` (which this import created) is removed.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from drivelab.data.episode_writer import write_episode
+from drivelab.data.episode_writer import discard_store, write_episode
 from drivelab.data.records import DatasetMeta, EpisodeRecord
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
@@ -247,7 +246,7 @@ def write_import(
         store.assign_splits(val=splits["val"], test=splits["test"])
         store.update_attrs(**_dataset_attrs(path, summary, options))
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # ours: created above, never pre-existing
+        discard_store(out)  # ours: created above, never pre-existing; writes settled first
         raise
     finally:
         lock.close()

@@ -5,10 +5,17 @@ Importers share this instead of each creating a store: the store is made by
 `drivelab.data.episode_writer.write_episode` (staging -> rename -> marker, like the collector),
 the root attrs are changed under the writer lock, and an import that raises half-way removes
 the folder it created, so a failed import leaves nothing half-written.
+
+The removal is deterministic: zarr's writes still in flight when the import failed (Ctrl-C, a
+full disk) are waited for first (`episode_writer.discard_store`), and a second Ctrl-C cannot cut the
+removal short; otherwise a late chunk write recreates ``OUT/_staging/...`` after the removal, a
+skeleton without ``zarr.json`` that blocks the rerun. A full disk and Ctrl-C each end as one line.
 """
 
 from __future__ import annotations
 
+import errno
+import math
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,11 +24,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from drivelab.data.episode_writer import write_episode
-from drivelab.data.records import DatasetMeta, EpisodeRecord
-from drivelab.data.store import DatasetStore
-from drivelab.errors import DrivelabError
+from drivelab.data.episode_writer import discard_store, write_episode
+from drivelab.data.records import DatasetError, DatasetMeta, EpisodeRecord
+from drivelab.data.store import DatasetStore, interrupted_skeleton, skeleton_hint
+from drivelab.errors import DrivelabError, Interrupted
+from drivelab.memory import available_bytes, format_bytes
 from drivelab.outputs import protected_owner
+
+#: errno values that mean "the disk cannot take more": reported as one line, never a traceback.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: One episode is held decoded (and stacked once) while it is written: its frames times this.
+EPISODE_COPIES = 2
 
 
 class InteropError(DrivelabError):
@@ -30,6 +43,8 @@ class InteropError(DrivelabError):
 
 def check_new_dataset(out: Path) -> None:
     """Refuse, before any work, an ``--out`` that exists or lies inside a drivelab dataset."""
+    if interrupted_skeleton(out) is not None:
+        raise InteropError(skeleton_hint(out))
     if out.exists() or out.is_symlink():
         raise InteropError(f"{out} already exists: choose a new --out (nothing was overwritten)")
     owner = protected_owner(out)
@@ -56,14 +71,81 @@ class DatasetOut:
 
 @contextmanager
 def dataset_out(out: Path, meta: DatasetMeta) -> Iterator[DatasetOut]:
-    """Create the store at ``out`` under its writer lock; remove it if the block raises."""
-    store = DatasetStore.create(out, meta)
+    """Create the store at ``out`` under its writer lock; remove it whole if the block raises.
+
+    Ctrl-C becomes `Interrupted` and a full disk one `InteropError`, both saying nothing was
+    written; either way ``out`` is gone when this returns (see `discard_store`).
+    """
+    try:
+        store = DatasetStore.create(out, meta)  # a DatasetError from it means nothing was made
+    except DatasetError:
+        raise
+    except BaseException as exc:  # after mkdir: the folder is ours
+        discard_store(out)
+        _raise_one_line(out, exc)
+        raise
     try:
         with store.writer_lock():  # keeps `data verify --remove-leftovers` off it
             yield DatasetOut(store)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # ours: created above, never pre-existing
+    except BaseException as exc:
+        discard_store(out)  # ours: created above, never pre-existing
+        _raise_one_line(out, exc)
         raise
+
+
+def _raise_one_line(out: Path, exc: BaseException) -> None:
+    """Raise the one-line error a user sees for ``exc`` (Ctrl-C, a full disk); else return."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise Interrupted(f"the import into {out} was stopped; nothing was written "
+                          "(the partial dataset was removed): run it again") from None
+    if is_disk_full(exc):
+        raise InteropError(f"{out}: the disk is full (no space left on device); nothing was written "
+                           "(the partial dataset was removed): free some space or choose another --out") from None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk cannot take more."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and (exc.errno in DISK_FULL or "No space left on device" in str(exc)):
+            return True  # pyarrow's write errors carry the errno in their text only
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return False
+
+
+def check_import_fits(out: Path, frame_shape: Sequence[int], episode_frames: int, disk_bytes: int,
+                      fix: str) -> None:
+    """Refuse, with the figures and before anything is created, an import that cannot fit.
+
+    Memory: one episode of ``episode_frames`` frames is held decoded while it is written
+    (`EPISODE_COPIES` copies), which must fit in three quarters of what is available now (as the
+    loader's RAM cache is judged). Disk: ``disk_bytes`` is what the import needs at least; the
+    file system holding ``out`` must have that much free. ``fix`` ends the memory refusal.
+    """
+    frame = math.prod(int(x) for x in frame_shape)  # Python ints: a bogus shape cannot overflow
+    need = EPISODE_COPIES * episode_frames * frame
+    have = available_bytes()
+    if need > 0.75 * have:
+        dims = "x".join(str(int(x)) for x in frame_shape)
+        raise InteropError(
+            f"frames of {dims} take about {format_bytes(need)} of memory for an episode of "
+            f"{episode_frames} frames while it is written, but {format_bytes(have)} is available: "
+            f"{fix} (nothing was written)"
+        )
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError:
+        return
+    if disk_bytes > free:
+        raise InteropError(
+            f"--out {out}: the import needs at least {format_bytes(disk_bytes)} on disk but "
+            f"{format_bytes(free)} is free there: free some space or choose another --out "
+            "(nothing was written)"
+        )
 
 
 def tail_splits(episodes: int, val: int, test: int) -> tuple[list[int], list[int]]:

@@ -16,11 +16,18 @@ Episodes: each tub session (``_session_id``) is cut where the timestamps jump by
 ``gap_s``, where records are missing (deleted in donkeycar, or dropped by ``--mode``), and every
 ``max_episode_frames`` frames (one write holds one episode in memory). The frame rate is the
 median timestamp step (donkeycar's default 20 Hz if the tub has no timestamps).
+
+Everything is checked before the dataset is created: every record's values (a NaN angle is named
+by catalog line and key), every image's header (size from the header, never decoded first: a
+30000x30000 "decompression bomb" is refused by its header), and the memory one episode takes
+while it is written and the disk space the import needs at least (`check_import_fits`).
 """
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -32,6 +39,7 @@ from PIL import Image
 from drivelab.data.records import DatasetMeta, EpisodeRecord
 from drivelab.interop.dataset_out import (
     InteropError,
+    check_import_fits,
     check_new_dataset,
     check_size,
     check_split_counts,
@@ -40,10 +48,15 @@ from drivelab.interop.dataset_out import (
     tail_splits,
 )
 from drivelab.interop.donkeycar_tub import Tub, TubRecord, read_tub
+from drivelab.interop.source_paths import clipped, short_repr
 from drivelab.sim.base import SignalSpec
 
 ANGLE, THROTTLE, MODE = "user/angle", "user/throttle", "user/mode"
 DEFAULT_FPS = 20.0  # donkeycar's DRIVE_LOOP_HZ
+#: The largest camera image imported (4096 x 4096 px, read from the header before decoding): far
+#: above any car camera, far below what makes one decode take gigabytes (a decompression bomb).
+MAX_IMAGE_PIXELS = 4096 * 4096
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 ACTIONS = (
     SignalSpec("steering", size=1, low=-1.0, high=1.0,
                description="donkeycar user/angle: -1 full left, +1 full right"),
@@ -89,8 +102,7 @@ def import_donkeycar(tubs: Sequence[str | Path], out: str | Path, options: Donke
     check_new_dataset(out)
     size = check_size(options.size)
     check_split_counts(options.val_episodes, options.test_episodes)
-    if options.mode not in (None, "user") or options.gap_s <= 0 or options.max_episode_frames < 1:
-        raise InteropError(f"--mode {options.mode} / --gap {options.gap_s}: use --mode user (or none) and a gap > 0")
+    _check_options(options)
     if not tubs:
         raise InteropError("give at least one tub folder")
     read = [read_tub(Path(p)) for p in tubs]
@@ -101,7 +113,11 @@ def import_donkeycar(tubs: Sequence[str | Path], out: str | Path, options: Donke
     if not episodes:
         raise InteropError(f"{', '.join(map(str, tubs))}: no frame left to import (nothing was written)")
     report.fps = _fps(episodes)
-    shape = (*size, 3) if size else _common_frame_shape(episodes)
+    sizes_wh = {r.image: _image_size(r) for ep in episodes for r in ep}
+    shape = (*size, 3) if size else _common_frame_shape(episodes, sizes_wh)
+    check_import_fits(out, shape, max(len(ep) for ep in episodes),
+                      _disk_lower_bound(sizes_wh, shape),
+                      "use a smaller --size H W" if size else "pass --size H W to shrink the frames")
     val, test = tail_splits(len(episodes), options.val_episodes, options.test_episodes)
     meta = DatasetMeta(
         env_id="donkeycar", fps=report.fps, frame_shape=shape, actions=ACTIONS,
@@ -122,12 +138,24 @@ def import_donkeycar(tubs: Sequence[str | Path], out: str | Path, options: Donke
     return report
 
 
+def _check_options(options: DonkeyOptions) -> None:
+    """One precise refusal per bad option, before any tub is read."""
+    if options.mode not in (None, "user"):
+        raise InteropError(f"--mode {short_repr(options.mode, 40)}: the one mode is `user` (keep human-driven "
+                           "frames only); leave --mode out to keep every frame")
+    if not options.gap_s > 0:  # also refuses NaN
+        raise InteropError(f"--gap {options.gap_s:g}: give the seconds between records that start a new "
+                           "episode, a number > 0 (default 1)")
+    if options.max_episode_frames < 1:
+        raise InteropError(f"max_episode_frames {options.max_episode_frames}: use at least 1")
+
+
 def _kept_records(tubs: list[Tub], mode: str | None, report: DonkeyImport) -> list[tuple[Tub, list[TubRecord]]]:
     out = []
     for tub in tubs:
         for key in (ANGLE, THROTTLE):
             if key not in tub.inputs:
-                raise InteropError(f"{tub.path}: the tub records no {key} (inputs: {', '.join(tub.inputs)})")
+                raise InteropError(f"{tub.path}: the tub records no {key} (inputs: {clipped(', '.join(tub.inputs))})")
         records = tub.records
         if mode is not None:
             records = [r for r in records if r.values.get(MODE) == mode]
@@ -149,16 +177,37 @@ def _telemetry_keys(tubs: list[Tub], records: list[TubRecord]) -> tuple[dict[str
         if not records or any(v is None for v in values):
             dropped.append(key)
             continue
+        for r in records:
+            _check_numbers(r, key, allow_vector=True)
         lengths = {len(v) if isinstance(v, list) else 1 for v in values}
         if len(lengths) != 1:
-            raise InteropError(f"{key}: its vectors have different lengths {sorted(lengths)} across records")
+            raise InteropError(f"{clipped(key)}: its vectors have different lengths {sorted(lengths)} across records")
         name = key.replace("/", "_")
         names[name], sizes[name] = key, lengths.pop()
     for key in (ANGLE, THROTTLE):
-        bad = next((r for r in records if not isinstance(r.values.get(key), int | float)), None)
-        if bad is not None:
-            raise InteropError(f"record {bad.index} of {bad.image.parent.parent}: {key} is {bad.values.get(key)!r}, not a number")
+        for r in records:
+            _check_numbers(r, key, allow_vector=False)
     return names, sizes, dropped
+
+
+def _check_numbers(record: TubRecord, key: str, allow_vector: bool) -> None:
+    """``key`` of ``record`` is a finite number (or, for telemetry, a list of them), else the
+    record and the key are named: a NaN found later would only say "NaN in telemetry"."""
+    value = record.values.get(key)
+    items = value if allow_vector and isinstance(value, list) and value else [value]
+    for v in items:
+        if isinstance(v, bool) and allow_vector:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise InteropError(f"{record.where}: {clipped(key)} is {short_repr(v, 40)}, not a number; "
+                               "fix or delete that record in donkeycar (nothing was written)")
+        try:
+            finite = math.isfinite(v) and abs(float(v)) <= FLOAT32_MAX  # stored as float32
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
+            raise InteropError(f"{record.where}: {clipped(key)} is {short_repr(v, 40)}, not a finite float32 number; "
+                               "fix or delete that record in donkeycar (nothing was written)")
 
 
 def _episodes(records: list[TubRecord], options: DonkeyOptions) -> list[list[TubRecord]]:
@@ -186,13 +235,49 @@ def _fps(episodes: list[list[TubRecord]]) -> float:
     return round(1000.0 / float(np.median(steps)), 3) if steps else DEFAULT_FPS
 
 
-def _common_frame_shape(episodes: list[list[TubRecord]]) -> tuple[int, int, int]:
+def _image_size(record: TubRecord) -> tuple[int, int]:
+    """(width, height) of the record's image, from its header; refused if it is not an image a
+    camera makes (empty, another format, corrupt, or larger than MAX_IMAGE_PIXELS)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(record.image) as img:
+                wh = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InteropError(_too_large(record, None)) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InteropError(f"{record.where}: {record.image.name} is not an image PIL can read "
+                           f"({type(exc).__name__}); delete that record in donkeycar") from None
+    if wh[0] < 1 or wh[1] < 1 or wh[0] * wh[1] > MAX_IMAGE_PIXELS:
+        raise InteropError(_too_large(record, wh))
+    return wh
+
+
+def _too_large(record: TubRecord, wh: tuple[int, int] | None) -> str:
+    size = f"{wh[0]}x{wh[1]} px" if wh else "beyond PIL's decompression-bomb limit"
+    return (f"{record.where}: {record.image.name} is {size}; drivelab imports camera images of 1 to "
+            f"{MAX_IMAGE_PIXELS} px (refused from its header, before decoding); delete that record")
+
+
+def _disk_lower_bound(sizes_wh: dict[Path, tuple[int, int]], shape: tuple[int, ...]) -> int:
+    """Bytes the dataset needs at least: the images' own (JPEG) bytes, scaled to the frame size.
+
+    Frames are stored losslessly (Blosc lz4), which takes more room than the JPEGs did; so if
+    even the JPEGs' bytes do not fit, the import cannot, and is refused before it starts.
+    """
+    total = 0.0
+    for path, (w, h) in sizes_wh.items():
+        total += path.stat().st_size * min(1.0, shape[0] * shape[1] / max(1, w * h))
+    return int(total)
+
+
+def _common_frame_shape(episodes: list[list[TubRecord]],
+                        sizes_wh: dict[Path, tuple[int, int]]) -> tuple[int, int, int]:
     """The one frame size of every image (read from the headers), or an error naming two."""
     first: tuple[Path, tuple[int, int]] | None = None
     for ep in episodes:
         for r in ep:
-            with Image.open(r.image) as img:
-                wh = img.size
+            wh = sizes_wh[r.image]
             if first is None:
                 first = (r.image, wh)
             elif wh != first[1]:
@@ -206,7 +291,7 @@ def _common_frame_shape(episodes: list[list[TubRecord]]) -> tuple[int, int, int]
 
 def _episode_record(records: list[TubRecord], telemetry: dict[str, str], sizes: dict[str, int],
                     shape: tuple[int, ...]) -> EpisodeRecord:
-    frames = np.stack([_frame(r.image, shape) for r in records])
+    frames = np.stack([_frame(r, shape) for r in records])
     n = len(records)
     tele = {}
     for name, key in telemetry.items():
@@ -219,16 +304,24 @@ def _episode_record(records: list[TubRecord], telemetry: dict[str, str], sizes: 
         actions={"steering": np.array([[r.values[ANGLE]] for r in records], np.float32),
                  "accel_brake": np.array([[r.values[THROTTLE]] for r in records], np.float32)},
         reward=np.zeros(n, np.float32), perturbed=np.zeros(n, bool),
-        info={"source": "donkeycar", "tub": str(records[0].image.parent.parent), "session": records[0].session,
+        info={"source": "donkeycar", "tub": str(records[0].tub), "session": records[0].session,
               "first_index": records[0].index, "last_index": records[-1].index,
               "modes": sorted({str(r.values.get(MODE)) for r in records})},
     )
 
 
-def _frame(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+def _frame(record: TubRecord, shape: tuple[int, ...]) -> np.ndarray:
+    """The record's image decoded to RGB at ``shape``; its header was checked by `_image_size`."""
     try:
-        with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB"), np.uint8)
-    except OSError as exc:
-        raise InteropError(f"{path}: cannot decode image ({exc}); delete that record in donkeycar") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(record.image) as img:
+                if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:  # changed since it was checked
+                    raise InteropError(_too_large(record, img.size))
+                rgb = np.asarray(img.convert("RGB"), np.uint8)
+    except InteropError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InteropError(f"{record.where}: {record.image.name} cannot be decoded ({type(exc).__name__}); "
+                           "delete that record in donkeycar (nothing was written)") from None
     return fit_frame(rgb, shape[:2])

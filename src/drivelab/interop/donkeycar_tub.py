@@ -16,18 +16,24 @@ Tub v1 (donkeycar <= 3) is ``TUB/meta.json`` (``{"inputs": [...], "types": [...]
 
 Unlike donkeycar's own iterator, which prints "Ignoring record" and skips a line that is not
 JSON, a bad line here stops the import with the file and line named: silently training on a
-tub with holes is worse than being told.
+tub with holes is worse than being told. Every value the tub supplies is checked for its type
+before use (a record must be a JSON object, ``_index`` an integer, a file name a relative path),
+and every file it names must lie inside the tub (`drivelab.interop.source_paths.inside`): a
+catalog naming ``/etc/passwd`` is refused, never read. Messages name the file and line, never
+repeat what the line holds.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from drivelab.interop.dataset_out import InteropError
+from drivelab.interop.source_paths import clipped, inside, short_repr
 
 NUMERIC_TYPES = {"float", "int", "boolean", "nparray", "list", "vector"}
 _V1_RECORD = re.compile(r"^record_(\d+)\.json$")
@@ -35,13 +41,18 @@ _V1_RECORD = re.compile(r"^record_(\d+)\.json$")
 
 @dataclass(frozen=True)
 class TubRecord:
-    """One frame of a tub: its index, session, time, image file and JSON values."""
+    """One frame of a tub: its index, session, time, image file and JSON values.
+
+    ``where`` names the record for messages (``TUB/catalog_0.catalog line 7 (_index 6)``).
+    """
 
     index: int
     session: str
     timestamp_ms: float | None
     image: Path
     values: dict[str, Any]
+    tub: Path
+    where: str
 
 
 @dataclass
@@ -73,20 +84,38 @@ def read_tub(path: Path) -> Tub:
             f"{path} is not a donkeycar tub: expected manifest.json + catalog_*.catalog (tub v2) "
             "or meta.json + record_*.json (tub v1)"
         )
-    missing = [r.image for r in tub.records if not r.image.is_file()]
+    missing = [r for r in tub.records if not r.image.is_file()]
     if missing:
         raise InteropError(
             f"{path}: {len(missing)} image file(s) the catalog names are missing (first: "
-            f"{missing[0]}); restore them or delete those records in donkeycar"
+            f"{missing[0].image}, {missing[0].where}); restore them or delete those records in donkeycar"
         )
     return tub
+
+
+def _read_text(file: Path, what: str) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InteropError(f"{what} is not UTF-8 text: the tub is damaged") from None
+    except OSError as exc:
+        raise InteropError(f"{what} cannot be read ({exc.strerror})") from None
 
 
 def _json_line(text: str, where: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InteropError(f"{where} is not JSON ({exc.msg}: {text[:60]!r}); the tub is damaged") from None
+    except json.JSONDecodeError as exc:  # the message names the place, never the line's text
+        raise InteropError(f"{where} is not JSON ({exc.msg} at column {exc.colno}); the tub is damaged") from None
+    except RecursionError:
+        raise InteropError(f"{where} is not JSON a tub holds (nested too deeply); the tub is damaged") from None
+
+
+def _string_list(value: Any, where: str, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InteropError(f"{where}: the {what} must be a list of strings, not {type(value).__name__}; "
+                           "the tub is damaged")
+    return value
 
 
 def _image_key(path: Path, inputs: list[str], types: list[str]) -> str:
@@ -96,57 +125,97 @@ def _image_key(path: Path, inputs: list[str], types: list[str]) -> str:
     return "cam/image_array" if "cam/image_array" in keys else keys[0]
 
 
+def _index(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InteropError(f"{where}: _index is {short_repr(value, 40)}, not a record number (an integer >= 0); "
+                           "the tub is damaged")
+    return value
+
+
+def _timestamp(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InteropError(f"{where}: the timestamp is {short_repr(value, 40)}, not a finite number of "
+                           "milliseconds; the tub is damaged")
+    return float(value)
+
+
+def _record(text: str, where: str) -> dict[str, Any]:
+    rec = _json_line(text, where)
+    if not isinstance(rec, dict):
+        raise InteropError(f"{where}: a record must be a JSON object, not a JSON {_json_kind(rec)}; "
+                           "the tub is damaged")
+    return rec
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
 def _read_v2(path: Path) -> Tub:
-    lines = (path / "manifest.json").read_text(encoding="utf-8").splitlines()
+    manifest = path / "manifest.json"
+    lines = _read_text(inside(path, manifest.name, str(path)), str(manifest)).splitlines()
     if len(lines) < 5:
         raise InteropError(
-            f"{path}/manifest.json has {len(lines)} line(s), a tub v2 manifest has 5 "
+            f"{manifest} has {len(lines)} line(s), a tub v2 manifest has 5 "
             "(inputs, types, metadata, manifest metadata, catalogs): the tub is damaged"
         )
     inputs, types, _meta, _manifest_meta, catalogs = (
-        _json_line(line, f"{path}/manifest.json line {i}") for i, line in enumerate(lines[:5], 1)
+        _json_line(line, f"{manifest} line {i}") for i, line in enumerate(lines[:5], 1)
     )
-    if not isinstance(catalogs, dict) or "paths" not in catalogs:
-        raise InteropError(f"{path}/manifest.json line 5 lacks the catalog list (paths): the tub is damaged")
+    inputs = _string_list(inputs, f"{manifest} line 1", "inputs")
+    types = _string_list(types, f"{manifest} line 2", "types")
+    if len(inputs) != len(types):
+        raise InteropError(f"{manifest}: {len(inputs)} inputs but {len(types)} types; the tub is damaged")
+    if not isinstance(catalogs, dict) or not isinstance(catalogs.get("paths"), list):
+        raise InteropError(f"{manifest} line 5 lacks the catalog list (paths): the tub is damaged")
+    deleted_raw = catalogs.get("deleted_indexes", [])
+    if not isinstance(deleted_raw, list) or not all(isinstance(i, int) for i in deleted_raw):
+        raise InteropError(f"{manifest} line 5: deleted_indexes must be a list of integers; the tub is damaged")
     key = _image_key(path, inputs, types)
-    deleted = set(catalogs.get("deleted_indexes", []))
+    deleted = set(deleted_raw)
     tub = Tub(path, 2, list(inputs), list(types), key)
     for name in catalogs["paths"]:
-        catalog = path / name
+        catalog = inside(path, name, f"{manifest} line 5 (catalog paths)")
         if not catalog.is_file():
-            raise InteropError(f"{catalog} is missing (manifest.json lists it): the tub is damaged")
-        for lineno, line in enumerate(catalog.read_text(encoding="utf-8").splitlines(), 1):
+            raise InteropError(f"{path / name} is missing (manifest.json lists it): the tub is damaged")
+        shown_catalog = path / name
+        for lineno, line in enumerate(_read_text(catalog, str(shown_catalog)).splitlines(), 1):
             if not line.strip():
                 continue
-            rec = _json_line(line, f"{catalog} line {lineno}")
-            index = int(rec.get("_index", -1))
+            where = f"{shown_catalog} line {lineno}"
+            rec = _record(line, where)
+            index = _index(rec.get("_index"), where)
             if index in deleted:
                 tub.deleted += 1
                 continue
+            where = f"{where} (_index {index})"
             if key not in rec:
-                raise InteropError(f"{catalog} line {lineno}: record {index} has no {key} image")
+                raise InteropError(f"{where}: the record has no {clipped(key)} image")
             tub.records.append(TubRecord(
-                index, str(rec.get("_session_id", "")), _float_or_none(rec.get("_timestamp_ms")),
-                path / "images" / rec[key], rec,
+                index, str(rec.get("_session_id", "")), _timestamp(rec.get("_timestamp_ms"), where),
+                inside(path, rec[key], where, under="images"), rec, path, where,
             ))
     return tub
 
 
 def _read_v1(path: Path) -> Tub:
-    meta = _json_line((path / "meta.json").read_text(encoding="utf-8"), f"{path}/meta.json")
-    inputs, types = list(meta.get("inputs", [])), list(meta.get("types", []))
+    meta = _json_line(_read_text(inside(path, "meta.json", str(path)), f"{path}/meta.json"), f"{path}/meta.json")
+    if not isinstance(meta, dict):
+        raise InteropError(f"{path}/meta.json must be a JSON object with inputs and types; the tub is damaged")
+    inputs = _string_list(meta.get("inputs", []), f"{path}/meta.json", "inputs")
+    types = _string_list(meta.get("types", []), f"{path}/meta.json", "types")
     key = _image_key(path, inputs, types)
     files = sorted((int(m.group(1)), p) for p in path.iterdir() if (m := _V1_RECORD.match(p.name)))
     if not files:
         raise InteropError(f"{path}: a tub v1 with no record_*.json files")
     tub = Tub(path, 1, inputs, types, key)
     for index, file in files:
-        rec = _json_line(file.read_text(encoding="utf-8"), str(file))
+        where = str(file)
+        rec = _record(_read_text(inside(path, file.name, where), where), where)
         if key not in rec:
-            raise InteropError(f"{file}: the record has no {key} image")
-        tub.records.append(TubRecord(index, "", _float_or_none(rec.get("milliseconds")), path / rec[key], rec))
+            raise InteropError(f"{file}: the record has no {clipped(key)} image")
+        tub.records.append(TubRecord(index, "", _timestamp(rec.get("milliseconds"), where),
+                                     inside(path, rec[key], where), rec, path, where))
     return tub
-
-
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)

@@ -2,7 +2,9 @@
 
 The folder is built under a hidden temporary name beside ``--out`` and renamed into place at
 the end (one atomic directory rename), so a failed or interrupted export leaves no half dataset
-that LeRobot would later trip over. Frames go to an MP4 per camera (AV1 by default, like
+that LeRobot would later trip over (nor the parent folders it created); a full disk and Ctrl-C
+each end as one line. Every write here runs on this thread (pyarrow, PyAV), so once the
+exception arrives nothing writes there any more and the removal is final. Frames go to an MP4 per camera (AV1 by default, like
 LeRobot; lossy) or, with ``images=True``, into the data table as PNG (lossless, so a round trip
 is bit-exact). See `drivelab.interop.lerobot_format` for the layout and the signal mapping.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from drivelab.data.episode_writer import discard_store
 from drivelab.data.store import DatasetStore
+from drivelab.errors import Interrupted
 from drivelab.interop import lerobot_format as fmt
-from drivelab.interop.dataset_out import InteropError
+from drivelab.interop.dataset_out import InteropError, is_disk_full
 from drivelab.interop.deps import pyarrow_parquet
 from drivelab.interop.video import VideoWriter
 from drivelab.outputs import check_output_dir
@@ -59,15 +62,37 @@ def export_lerobot(dataset: str | Path, out: str | Path, images: bool = False, c
         raise InteropError(f"{dataset} holds no committed episode: nothing to export")
     pq = pyarrow_parquet()
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    made = _missing_parents(tmp)
     try:
+        tmp.mkdir(parents=True)
         report = _write(store, tmp, images, codec, task or f"drive {meta.env_id}", pq)
         os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        _discard(tmp, made)
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"the export to {out} was stopped; nothing was written: run it again") from None
+        if is_disk_full(exc):
+            raise InteropError(f"--out {out}: the disk is full (no space left on device); nothing was "
+                               "written (the partial export was removed): free some space or choose another "
+                               "--out") from None
         raise
     report.path = out
     return report
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet (the export creates them), nearest first."""
+    return [p for p in path.parents if not p.exists()]
+
+
+def _discard(tmp: Path, made: list[Path]) -> None:
+    """Remove the partial export (Ctrl-C held off meanwhile) and the parent folders it created."""
+    discard_store(tmp)
+    for folder in made:
+        try:
+            folder.rmdir()  # only if still empty: never anything someone else put there
+        except OSError:
+            break
 
 
 def _features(store: DatasetStore, images: bool, fps: int, codec: str) -> dict[str, dict[str, Any]]:

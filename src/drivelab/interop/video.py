@@ -60,20 +60,26 @@ def read_video(path: Path, start_s: float, count: int, fps: float) -> np.ndarray
     try:
         container = av.open(str(path), "r")
     except (OSError, av.error.FFmpegError) as exc:
-        raise InteropError(f"{path}: cannot open the video ({exc})") from None
+        raise InteropError(f"{path}: cannot open the video ({type(exc).__name__}): the dataset is damaged") from None
     frames: list[np.ndarray] = []
     with container:
+        if not container.streams.video:
+            raise InteropError(f"{path}: the file holds no video stream")
         stream = container.streams.video[0]
         first = round(start_s * fps)
-        if first > 0:
-            container.seek(int(start_s / stream.time_base), stream=stream, backward=True, any_frame=False)
-        for frame in container.decode(stream):
-            index = round(float(frame.pts * stream.time_base) * fps) if frame.pts is not None else None
-            if index is None or index < first:
-                continue
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == count:
-                break
+        try:
+            if first > 0:
+                container.seek(int(start_s / stream.time_base), stream=stream, backward=True, any_frame=False)
+            for frame in container.decode(stream):
+                index = round(float(frame.pts * stream.time_base) * fps) if frame.pts is not None else None
+                if index is None or index < first:
+                    continue
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) == count:
+                    break
+        except (OSError, av.error.FFmpegError) as exc:  # a truncated or damaged file
+            raise InteropError(f"{path}: the video cannot be decoded from {start_s:.3f} s "
+                               f"({type(exc).__name__}): the dataset is damaged") from None
     if len(frames) != count:
         raise InteropError(f"{path}: {len(frames)} frame(s) from {start_s:.3f} s, the episode needs {count}")
     return np.stack(frames)
