@@ -8,6 +8,12 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+try:  # Typer >= 0.2x carries its own copy of Click; older ones use the click package
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click import ClickException
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -18,11 +24,45 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and check recorded datasets.")
 app.add_typer(data_app, name="data")
 
-out = Console()
-err = Console(stderr=True)
+# No emoji codes anywhere: a ``:x:`` in a path, a config value or a file's line must print as
+# typed. Markup stays on for the verbs' own styling; a user's value goes through `plain`/`say`.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
+
+#: The longest user-derived message the command line prints (a value a user pasted may be huge).
+MESSAGE_LIMIT = 1000
 
 # Every verb that writes a user-named file offers the same escape hatch (see drivelab.outputs).
 FORCE_OPTION = typer.Option("--force", help="Replace existing output files (never datasets or run files).")
+
+
+# --------------------------------------------------------------------------- messages
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` as one line of at most ``limit`` characters: line breaks shown as ``\\n``,
+    a too-long text cut with ``...`` (a user value must never flood the terminal)."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def plain(text: str, style: str = "") -> Text:
+    """Text rich prints as it is: no markup (``[red]`` in a path), no emoji (``:x:``)."""
+    return Text(text, style=style)
+
+
+def say(kind: str, message: str) -> None:
+    """The one line a failed or interrupted command ends with: ``error: ...`` or
+    ``interrupted: ...``; the message (file content, paths, values) is never read as markup."""
+    style = "bold red" if kind == "error" else "yellow"
+    line = Text.assemble((f"{kind}:", style), " ", one_line(message))
+    err.print(line, highlight=False, soft_wrap=True)
+
+
+def usage_line(exc: ClickException) -> str:
+    """Click's error (an unknown flag, ``--episodes abc``) as drivelab's one line, pointing at
+    the verb's ``--help`` when Click knows the verb."""
+    message = one_line(exc.format_message(), 300)
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see {ctx.command_path} --help)" if ctx is not None else message
 
 
 # --------------------------------------------------------------------------- helpers

@@ -33,7 +33,12 @@ def specs(
     Frames/s are medians of timed forwards on this machine (1 thread and all threads; the GPU
     when there is one); random weights, eval mode, no gradients.
     """
-    from drivelab.models.specs import SpecsPlan, measure_backbone, resolve_networks
+    from drivelab.models.specs import (
+        SpecsPlan,
+        check_specs_memory,
+        measure_backbone,
+        resolve_networks,
+    )
     from drivelab.models.specs_table import (
         console_table,
         describe,
@@ -50,6 +55,7 @@ def specs(
     for flag, path in outputs.items():
         check_output(path, flag, (suffixes[flag],), force=force)
     networks = resolve_networks(list(backbones or []))
+    check_specs_memory(networks, plan)
     rows = []
     for network, name in networks:
         started = time.perf_counter()

@@ -34,7 +34,9 @@ class ExperimentConfig(_Section):
 
     line: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     task: Literal["driving", "classification"] = "driving"
-    seed: int = 123
+    #: Seeds torch, numpy and the batch order; numpy takes 0 .. 2**32-1 (a negative seed
+    #: failed deep inside training, after the run folder was made).
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 123
     notes: str = ""
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
