@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from drivelab.cli.app import data_app, err, out
 from drivelab.cli.data_verbs import import_app
@@ -38,11 +39,13 @@ def data_import_donkeycar(
     options = DonkeyOptions(size=size, val_episodes=val_episodes, test_episodes=test_episodes, gap_s=gap, mode=mode)
     report = import_donkeycar(tubs, out_path, options)
     out.print(f"{report.tubs} tub(s) -> {report.episodes} episodes, {report.frames} frames @ {report.fps:g} fps "
-              f"in {report.seconds:.1f} s ([cyan]{report.frames_per_s:.0f} frames/s[/]) -> {report.path}")
-    out.print(f"telemetry: {', '.join(f'{n} <- {k}' for n, k in report.telemetry.items()) or 'none'}")
+              f"in {report.seconds:.1f} s ([cyan]{report.frames_per_s:.0f} frames/s[/]) -> {escape(str(report.path))}")
+    out.print(f"telemetry: {', '.join(f'{n} <- {k}' for n, k in report.telemetry.items()) or 'none'}",
+              markup=False, highlight=False, soft_wrap=True)
     skipped = [f"{report.deleted} deleted record(s)"] + ([f"{report.other_mode} non-{mode} frame(s)"] if mode else [])
     out.print(f"skipped: {', '.join(skipped)}" + (f"; dropped keys (missing in some records): "
-                                                     f"{', '.join(report.dropped_keys)}" if report.dropped_keys else ""))
+                                                     f"{', '.join(report.dropped_keys)}" if report.dropped_keys else ""),
+              markup=False, highlight=False, soft_wrap=True)
 
 
 @import_app.command("lerobot")
@@ -58,7 +61,8 @@ def data_import_lerobot(
 
     report = import_lerobot(path, out_path, camera=camera, val_episodes=val_episodes, test_episodes=test_episodes)
     how = "drivelab signals restored from meta/drivelab.json" if report.exact else "signals named from the features"
-    out.print(f"{report.episodes} episodes, {report.frames} frames ({report.camera}, {report.storage}; {how}) -> {report.path}")
+    out.print(f"{report.episodes} episodes, {report.frames} frames ({report.camera}, {report.storage}; {how}) -> {report.path}",
+              markup=False, highlight=False, soft_wrap=True)
 
 
 @export_app.command("lerobot")
@@ -73,5 +77,6 @@ def data_export_lerobot(
     from drivelab.interop.lerobot_export import export_lerobot
 
     report = export_lerobot(dataset, out_path, images=images, codec=codec, task=task)
-    out.print(f"{report.episodes} episodes, {report.frames} frames, frames as {report.storage} -> {report.path}")
-    err.print(f"features: {', '.join(report.features)}", highlight=False, soft_wrap=True)
+    out.print(f"{report.episodes} episodes, {report.frames} frames, frames as {report.storage} -> {report.path}",
+              markup=False, highlight=False, soft_wrap=True)
+    err.print(f"features: {', '.join(report.features)}", markup=False, highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.cli.app import FORCE_OPTION, app, err, out
@@ -60,7 +61,8 @@ def specs(
     for network, name in networks:
         started = time.perf_counter()
         rows.append(measure_backbone(network, name, plan))
-        err.print(f"measured {network} ({name}) in {time.perf_counter() - started:.0f} s", highlight=False)
+        err.print(f"measured {network} ({name}) in {time.perf_counter() - started:.0f} s", markup=False,
+                  highlight=False)
     host = machine()
     head, cells = console_table(rows, plan)
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title=describe(plan, host),
@@ -70,10 +72,10 @@ def specs(
     for header in head:
         table.add_column(header, justify="left" if header == "network" else "right", no_wrap=True)
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     out.print(table)
     texts = {"--json": lambda: to_json(rows, plan, host), "--csv": lambda: to_csv(rows, plan),
              "--md": lambda: to_markdown(rows, plan, host)}
     for flag, path in outputs.items():
         write_text(path, texts[flag](), force=force, flag=flag)
-        out.print(f"[green]{flag[2:]}[/] {path}", soft_wrap=True)
+        out.print(f"[green]{flag[2:]}[/] {escape(str(path))}", soft_wrap=True)

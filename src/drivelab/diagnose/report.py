@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.config.diagnose_section import DiagnoseConfig
@@ -153,7 +154,7 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 def render(console: Console, report: DiagnosisReport) -> None:
     """Reliance per head and group, the probe and copy baseline, closed loop, then the verdicts."""
-    table = Table(title=f"{report.run}: input reliance on {report.split} ({report.samples} samples)")
+    table = Table(title=escape(f"{report.run}: input reliance on {report.split} ({report.samples} samples)"))
     for col in ("head", "group", "Δloss permuted [95 %]", "ΔMAE permuted", "Δloss at mean", "share"):
         table.add_column(col, justify="left" if col in ("head", "group") else "right")
     for head, groups in report.reliance.items():

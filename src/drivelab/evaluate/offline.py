@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.data.batch_loader import make_loader
@@ -320,8 +321,8 @@ def _finish(output: str, head: HeadObjective, acc: _Accumulator,
 def render_offline(console: Console, report: OfflineReport) -> None:
     """One row per output, then a confusion matrix per classification head."""
     table = Table(
-        title=f"{report.run} on {report.split} of {report.dataset}: {report.samples} samples "
-        f"(loss {report.loss:.4g})"
+        title=escape(f"{report.run} on {report.split} of {report.dataset}: {report.samples} samples "
+                     f"(loss {report.loss:.4g})")
     )
     for col in ("output", "kind", "loss", "MSE", "MAE", "accuracy"):
         table.add_column(col, justify="right" if col not in ("output", "kind") else "left")
