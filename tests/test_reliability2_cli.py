@@ -110,6 +110,7 @@ def test_a_huge_value_is_shown_cut_short(override: str, key: str) -> None:
 # ---------------------------------------------------------------------------- 26: usage errors
 @pytest.mark.parametrize(("args", "verb", "needle"), [
     (("train", "--bogus", "x"), "drivelab train", "--bogus"),
+    (("data", "info", "--plot"), "drivelab data info", "--plot"),  # Click's error names no verb
     (("collect", "--episodes", "abc"), "drivelab collect", "--episodes"),
     (("runs", "a", "b", "c"), "drivelab runs", "unexpected extra argument"),
     (("nosuchverb",), "drivelab", "nosuchverb"),
@@ -206,3 +207,11 @@ def test_a_damaged_checkpoint_asked_for_names_the_intact_later_ones(trained: Run
     r = run_cli_here("train", "--resume", f"{run.path}@2", "--no-progress")
     one_error_line(r, "batch 2", "damaged", "batch 4", f"`--resume {run.path}@4`")
     assert list_checkpoints(run.checkpoints) == [2, 4, 6]  # the refusals moved nothing
+
+
+def test_a_path_with_a_line_break_or_too_long_for_the_file_system_is_one_line(tmp_path: Path) -> None:
+    line = one_error_line(run_cli_here("runs", "--runs", str(tmp_path / "a\nb")), "a\\nb")
+    assert str(tmp_path) in line
+    for args in (("runs", "--runs"), ("train",), ("data", "info")):
+        line = one_error_line(run_cli_here(*args, str(tmp_path / ("x" * 5000))), "too long")
+        assert len(line) < 300

@@ -6,6 +6,7 @@ traceback.
 """
 
 
+import errno
 import os
 import sys
 
@@ -24,7 +25,7 @@ from drivelab.cli import (  # noqa: F401  (registers the verbs)
     sweep_verb,
     train_verbs,
 )
-from drivelab.cli.app import ClickException, app, say, usage_line
+from drivelab.cli.app import ClickException, app, one_line, say, usage_line
 from drivelab.errors import DrivelabError, Interrupted
 
 
@@ -50,7 +51,7 @@ def main() -> None:
         sys.exit(2)
     except ClickException as exc:
         if type(exc).__name__ != "NoArgsIsHelpError":  # its help is printed already
-            say("error", usage_line(exc))
+            say("error", usage_line(exc, sys.argv[1:]))
         sys.exit(exc.exit_code)
     except typer.Abort:
         say("error", "aborted (the input ended)")
@@ -58,6 +59,12 @@ def main() -> None:
     except KeyboardInterrupt:
         say("interrupted", "committed work is kept")
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:  # anything else is a bug: keep its traceback
+            raise
+        name = one_line(str(exc.filename), 80)
+        say("error", f"a path is too long for the file system ({name}): give a shorter one")
+        sys.exit(2)
     if code == 130:
         say("interrupted", "committed work is kept")
     if isinstance(code, int) and code:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
@@ -30,7 +31,7 @@ out = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
 
 #: The longest user-derived message the command line prints (a value a user pasted may be huge).
-MESSAGE_LIMIT = 1000
+MESSAGE_LIMIT = 2000
 
 # Every verb that writes a user-named file offers the same escape hatch (see drivelab.outputs).
 FORCE_OPTION = typer.Option("--force", help="Replace existing output files (never datasets or run files).")
@@ -57,12 +58,24 @@ def say(kind: str, message: str) -> None:
     err.print(line, highlight=False, soft_wrap=True)
 
 
-def usage_line(exc: ClickException) -> str:
+def usage_line(exc: ClickException, args: list[str]) -> str:
     """Click's error (an unknown flag, ``--episodes abc``) as drivelab's one line, pointing at
-    the verb's ``--help`` when Click knows the verb."""
+    the verb's ``--help`` (named from ``args`` when Click's error does not carry its verb)."""
     message = one_line(exc.format_message(), 300)
     ctx = getattr(exc, "ctx", None)
-    return f"{message} (see {ctx.command_path} --help)" if ctx is not None else message
+    return f"{message} (see {ctx.command_path if ctx is not None else _verb_path(args)} --help)"
+
+
+def _verb_path(args: list[str]) -> str:
+    """``drivelab data info`` from the command line's leading verb names."""
+    command, path = typer.main.get_command(app), ["drivelab"]
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        command = sub
+        path.append(arg)
+    return " ".join(path)
 
 
 # --------------------------------------------------------------------------- helpers
