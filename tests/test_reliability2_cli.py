@@ -215,3 +215,11 @@ def test_a_path_with_a_line_break_or_too_long_for_the_file_system_is_one_line(tm
     for args in (("runs", "--runs"), ("train",), ("data", "info")):
         line = one_error_line(run_cli_here(*args, str(tmp_path / ("x" * 5000))), "too long")
         assert len(line) < 300
+
+
+def test_a_value_yaml_cannot_construct_is_one_line(tmp_path: Path) -> None:
+    """`2001-02-30` looks like a date to YAML and its constructor raised a bare ValueError."""
+    config = tmp_path / "dated.yaml"
+    config.write_text(PILOTNET.read_text().replace("seed: 123", "seed: 123\nnotes: 2001-02-30"))
+    one_error_line(run_cli_here("summary", str(config)), str(config), "quote it")
+    one_error_line(run_cli_here("summary", str(PILOTNET), "notes=!!int x"), "override notes", "quote it")

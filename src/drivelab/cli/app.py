@@ -26,7 +26,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect and check recorded da
 app.add_typer(data_app, name="data")
 
 # No emoji codes anywhere: a ``:x:`` in a path, a config value or a file's line must print as
-# typed. Markup stays on for the verbs' own styling; a user's value goes through `plain`/`say`.
+# typed. Markup stays on for the verbs' own styling, so a user's value is escaped
+# (``rich.markup.escape``), printed with ``markup=False``, or goes through `say`.
 out = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
 
@@ -43,11 +44,6 @@ def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     a too-long text cut with ``...`` (a user value must never flood the terminal)."""
     text = text.replace("\r", "\\r").replace("\n", "\\n")
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def plain(text: str, style: str = "") -> Text:
-    """Text rich prints as it is: no markup (``[red]`` in a path), no emoji (``:x:``)."""
-    return Text(text, style=style)
 
 
 def say(kind: str, message: str) -> None:

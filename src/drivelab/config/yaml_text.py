@@ -61,6 +61,12 @@ def _expanded_size(root: Node, source: str) -> tuple[int, int]:
     return sizes[id(root)], len(sizes)
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception's message, first line, at most 80 characters (it may quote the value)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """The value a YAML text stands for; a `ConfigError` (one line naming ``source``) if it is
     not YAML, nests too deeply, or its aliases expand beyond `ALIAS_BUDGET` values."""
@@ -75,7 +81,11 @@ def parse_yaml(text: str, source: str) -> Any:
                 f"{source}: YAML aliases (*name) expand it to more than {ALIAS_BUDGET:,} extra values "
                 f"({expanded:.3g} in all), so it is refused; write the values out instead of aliasing them"
             )
-        return loader.construct_document(node)
+        try:
+            return loader.construct_document(node)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. `2001-02-30`, `!!int x`
+            raise ConfigError(f"{source}: a value YAML cannot read ({_first_line(exc)}); quote "
+                              "it to keep it as text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark is not None else ""

@@ -72,10 +72,11 @@ def _offer(run: RunFolder, target: int, available: list[int], intact_later: list
     if intact_later:
         newest = intact_later[-1]
         ref = f"{run.path}" if newest == available[-1] else f"{run.path}@{newest}"
+        if len(intact_later) == 1:
+            return f"a later checkpoint is intact (batch {newest}): resume from it with `--resume {ref}`"
         shown = ", ".join(map(str, intact_later[-5:]))
-        return (f"later checkpoints are intact (batch{'es' if len(intact_later) > 1 else ''} "
-                f"{'..., ' if len(intact_later) > 5 else ''}{shown}): resume from the newest, "
-                f"batch {newest}, with `--resume {ref}`")
+        return (f"later checkpoints are intact (batches {'..., ' if len(intact_later) > 5 else ''}"
+                f"{shown}): resume from the newest, batch {newest}, with `--resume {ref}`")
     intact = last_intact_checkpoint(run.checkpoints, below=target)
     if intact is None:
         return "no intact checkpoint is left: start a new run"
