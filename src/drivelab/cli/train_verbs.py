@@ -66,7 +66,7 @@ def train(
                   soft_wrap=True)
     shown = {**result.train_values, **result.val_values}
     keys = [k for k in shown if k.endswith(("loss", "mean_absolute_error", "accuracy")) or k == "samples_per_s"]
-    out.print("  ".join(f"{k} {shown[k]:.4g}" for k in keys))
+    out.print("  ".join(f"{k} {shown[k]:.4g}" for k in keys), markup=False, highlight=False)
     if result.watch is not None and result.watch["watched_batches"]:
         batches = result.watch["watched_batches"]
         out.print(f"watched batches {', '.join(map(str, batches))} on track {result.watch['seed']}: "

@@ -274,7 +274,7 @@ def render_classification(console: Console, report: ClassificationReport, max_ro
         f"{grouped}  accuracy {report.accuracy:.2%}  macro-F1 {report.macro_f1:.4f}  "
         f"top-{report.top_k} accuracy {report.top_k_accuracy:.2%}"
     )
-    table = Table(title=f"{report.output}: per-class report (lowest F1 first)")
+    table = Table(title=escape(f"{report.output}: per-class report (lowest F1 first)"))
     for col in ("class", "name", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "name" else "right")
     rows = sorted(report.per_class, key=lambda r: (r["f1"], r["class"]))

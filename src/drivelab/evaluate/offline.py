@@ -328,7 +328,7 @@ def render_offline(console: Console, report: OfflineReport) -> None:
         table.add_column(col, justify="right" if col not in ("output", "kind") else "left")
     for m in report.outputs.values():
         table.add_row(
-            m.output,
+            escape(m.output),
             m.kind,
             f"{m.loss:.4g} ({m.loss_name})",
             "-" if m.kind == "class" else f"{m.mse:.4g}",
@@ -339,7 +339,7 @@ def render_offline(console: Console, report: OfflineReport) -> None:
     for m in report.outputs.values():
         if m.confusion is None or m.bins is None or m.kind == "class":
             continue  # a class head's confusion is in its classification report (and PNG)
-        matrix = Table(title=f"{m.output} confusion: rows true bin, columns predicted bin")
+        matrix = Table(title=escape(f"{m.output} confusion: rows true bin, columns predicted bin"))
         matrix.add_column("true \\ pred", justify="right")
         for value in m.bins:
             matrix.add_column(f"{value:g}", justify="right")
