@@ -6,8 +6,11 @@ traceback.
 """
 
 
+import errno
 import os
 import sys
+
+import typer
 
 from drivelab.cli import (  # noqa: F401  (registers the verbs)
     data_verbs,
@@ -22,7 +25,7 @@ from drivelab.cli import (  # noqa: F401  (registers the verbs)
     sweep_verb,
     train_verbs,
 )
-from drivelab.cli.app import app, err
+from drivelab.cli.app import ClickException, app, one_line, say, usage_line
 from drivelab.errors import DrivelabError, Interrupted
 
 
@@ -30,23 +33,39 @@ from drivelab.errors import DrivelabError, Interrupted
 def main() -> None:
     """Console-script entry: run the app, turning user mistakes into one error line.
 
-    Typer turns a Ctrl-C it sees into a silent ``exit 130``, so the stages that know what they
-    kept (collection, training, evaluation) catch ``KeyboardInterrupt`` themselves and raise
-    `Interrupted` with that news; anything else interrupted gets the generic line here.
+    Typer turns a Ctrl-C it sees into ``exit 130`` (returned, as Click is run with
+    ``standalone_mode=False``), so the stages that know what they kept (collection, training,
+    evaluation) catch ``KeyboardInterrupt`` themselves and raise `Interrupted` with that news;
+    anything else interrupted gets the generic line here. Usage errors (an unknown flag, a
+    missing or extra argument, ``--episodes abc``) are Click's: they become the same one
+    ``error:`` line (exit 2) instead of Typer's boxed panel.
     """
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
-        app()
+        code = app(prog_name="drivelab", standalone_mode=False)
     except Interrupted as exc:
-        err.print(f"[yellow]interrupted[/]: {exc}", highlight=False, soft_wrap=True)
+        say("interrupted", str(exc))
         sys.exit(130)
     except DrivelabError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        say("error", str(exc))
         sys.exit(2)
+    except ClickException as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError":  # its help is printed already
+            say("error", usage_line(exc, sys.argv[1:]))
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        say("error", "aborted (the input ended)")
+        sys.exit(1)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: committed work is kept", highlight=False)
+        say("interrupted", "committed work is kept")
         sys.exit(130)
-    except SystemExit as exc:
-        if exc.code == 130:
-            err.print("[yellow]interrupted[/]: committed work is kept", highlight=False)
-        raise
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:  # anything else is a bug: keep its traceback
+            raise
+        name = one_line(str(exc.filename), 80)
+        say("error", f"a path is too long for the file system ({name}): give a shorter one")
+        sys.exit(2)
+    if code == 130:
+        say("interrupted", "committed work is kept")
+    if isinstance(code, int) and code:
+        sys.exit(code)

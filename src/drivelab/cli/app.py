@@ -6,8 +6,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+try:  # Typer >= 0.2x carries its own copy of Click; older ones use the click package
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click import ClickException
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -18,11 +25,53 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and check recorded datasets.")
 app.add_typer(data_app, name="data")
 
-out = Console()
-err = Console(stderr=True)
+# No emoji codes anywhere: a ``:x:`` in a path, a config value or a file's line must print as
+# typed. Markup stays on for the verbs' own styling, so a user's value is escaped
+# (``rich.markup.escape``), printed with ``markup=False``, or goes through `say`.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
+
+#: The longest user-derived message the command line prints (a value a user pasted may be huge).
+MESSAGE_LIMIT = 2000
 
 # Every verb that writes a user-named file offers the same escape hatch (see drivelab.outputs).
 FORCE_OPTION = typer.Option("--force", help="Replace existing output files (never datasets or run files).")
+
+
+# --------------------------------------------------------------------------- messages
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` as one line of at most ``limit`` characters: line breaks shown as ``\\n``,
+    a too-long text cut with ``...`` (a user value must never flood the terminal)."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def say(kind: str, message: str) -> None:
+    """The one line a failed or interrupted command ends with: ``error: ...`` or
+    ``interrupted: ...``; the message (file content, paths, values) is never read as markup."""
+    style = "bold red" if kind == "error" else "yellow"
+    line = Text.assemble((f"{kind}:", style), " ", one_line(message))
+    err.print(line, highlight=False, soft_wrap=True)
+
+
+def usage_line(exc: ClickException, args: list[str]) -> str:
+    """Click's error (an unknown flag, ``--episodes abc``) as drivelab's one line, pointing at
+    the verb's ``--help`` (named from ``args`` when Click's error does not carry its verb)."""
+    message = one_line(exc.format_message(), 300)
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see {ctx.command_path if ctx is not None else _verb_path(args)} --help)"
+
+
+def _verb_path(args: list[str]) -> str:
+    """``drivelab data info`` from the command line's leading verb names."""
+    command, path = typer.main.get_command(app), ["drivelab"]
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        command = sub
+        path.append(arg)
+    return " ".join(path)
 
 
 # --------------------------------------------------------------------------- helpers

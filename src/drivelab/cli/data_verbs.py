@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.cli.app import FORCE_OPTION, app, data_app, err, lazy_progress, out
@@ -49,7 +50,7 @@ def collect(
             chunk_frames=chunk_frames,
             on_progress=on_progress,
         )
-    table = Table(title=f"{summary.path}: {len(summary.indices)} episodes recorded")
+    table = Table(title=f"{escape(str(summary.path))}: {len(summary.indices)} episodes recorded")
     for col in ("episode", "track", "frames", "return", "progress", "perturbed", "unstuck"):
         table.add_column(col, justify="right")
     for row in summary.episode_rows:
@@ -65,7 +66,7 @@ def collect(
     out.print(table)
     out.print(
         f"{summary.frames} frames in {summary.seconds:.1f} s "
-        f"([cyan]{summary.frames_per_s:.0f} frames/s[/]) -> {summary.path}"
+        f"([cyan]{summary.frames_per_s:.0f} frames/s[/]) -> {escape(str(summary.path))}"
     )
 
 
@@ -92,7 +93,7 @@ def data_info(
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
         return
     out.print(
-        f"[bold]{info['path']}[/]  {info['env_id']} @ {info['fps']:g} fps, frames "
+        f"[bold]{escape(str(info['path']))}[/]  {escape(str(info['env_id']))} @ {info['fps']:g} fps, frames "
         f"{'x'.join(map(str, info['frame_shape']))}, format v{info['version']}"
     )
     out.print(f"{info['episodes']} episodes, {info['frames']} frames")
@@ -100,7 +101,7 @@ def data_info(
     for col in ("split", "episodes", "frames"):
         splits.add_column(col, justify="right")
     for name, s in info["splits"].items():
-        splits.add_row(name, str(s["episodes"]), str(s["frames"]))
+        splits.add_row(escape(name), str(s["episodes"]), str(s["frames"]))
     out.print(splits)
     sig = Table(title="signals (mean / std / min / max per value)")
     sig.add_column("signal", no_wrap=True, min_width=13)
@@ -113,11 +114,11 @@ def data_info(
 
     for kind, entries in info["signals"].items():
         sig.add_section()
-        sig.add_row(f"[bold]{kind}[/]", "", "", "", "", "")
+        sig.add_row(f"[bold]{escape(kind)}[/]", "", "", "", "", "")
         for name, s in entries.items():
             if "mean" in s:
                 flag = f" [red]({s['nonfinite']} NaN/Inf)[/]" if s.get("nonfinite") else ""
-                sig.add_row(f"  {name}{flag}", s["unit"], fmt(s["mean"]), fmt(s["std"]), fmt(s["min"]), fmt(s["max"]))
+                sig.add_row(f"  {escape(name)}{flag}", escape(str(s["unit"])), fmt(s["mean"]), fmt(s["std"]), fmt(s["min"]), fmt(s["max"]))
     out.print(sig)
     if info["frame_stats"]:
         fs = info["frame_stats"]
@@ -127,24 +128,24 @@ def data_info(
         )
     _print_data_warnings(info)
     if plot is not None:
-        out.print(f"histograms -> {info['plot']}")
+        out.print(f"histograms -> {info['plot']}", markup=False, highlight=False)
 
 
 def _print_data_warnings(info: dict) -> None:
     """`data info`'s lines about what needs `data verify`: damage, NaN/Inf, leftovers."""
-    path = info["path"]
+    path = escape(str(info["path"]))
     for group in info["damaged"]:
-        out.print(f"[red]damaged[/] {group['path']}: {group['reason']} (run `drivelab data verify {path}`)",
+        out.print(f"[red]damaged[/] {escape(str(group['path']))}: {escape(str(group['reason']))} (run `drivelab data verify {path}`)",
                   highlight=False, soft_wrap=True)
     bad = info["nonfinite"]
     if bad["values"]:
-        where = ", ".join(f"{k} {n}" for k, n in bad["per_signal"].items())
+        where = escape(", ".join(f"{k} {n}" for k, n in bad["per_signal"].items()))
         out.print(f"[red]{bad['values']} non-finite (NaN/Inf) value(s)[/] in episode(s) "
                   f"{', '.join(f'{i:06d}' for i in bad['episodes'])} ({where}): training on them fails; "
                   f"run `drivelab data verify {path}`", highlight=False, soft_wrap=True)
     if bad["unreadable"]:
         more = ", ..." if len(bad["unreadable"]) > 1 else ""
-        out.print(f"[red]{len(bad['unreadable'])} unreadable array(s)[/] ({bad['unreadable'][0]}{more}): "
+        out.print(f"[red]{len(bad['unreadable'])} unreadable array(s)[/] ({escape(str(bad['unreadable'][0]))}{more}): "
                   f"run `drivelab data verify {path}`", highlight=False, soft_wrap=True)
     if info["leftovers"]:
         state = "being written by a collector" if info["writer_active"] else "uncommitted leftovers"
@@ -171,24 +172,24 @@ def data_verify(
     store = DatasetStore.open(path)
     report = verify_dataset(store)
     for problem in report.problems:
-        err.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+        err.print(f"[red]problem:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
     for warning in report.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False, soft_wrap=True)
     for rel in report.foreign:
-        out.print(f"[yellow]unknown[/] {rel} (not made by drivelab; left alone)", highlight=False)
+        out.print(f"[yellow]unknown[/] {escape(str(rel))} (not made by drivelab; left alone)", highlight=False)
     if report.leftovers:
         if report.writer_active:
             for rel in report.leftovers:
-                out.print(f"in progress: {rel} (a collector is writing it)", highlight=False)
+                out.print(f"in progress: {rel} (a collector is writing it)", markup=False, highlight=False)
         elif not remove_leftovers:
             for rel in report.leftovers:
-                out.print(f"[yellow]leftover[/] {rel} (never committed; --remove-leftovers deletes it)",
+                out.print(f"[yellow]leftover[/] {escape(str(rel))} (never committed; --remove-leftovers deletes it)",
                           highlight=False)
     removed: list[str] = []
     if remove_leftovers and (report.leftovers or report.writer_active):
         removed = store.remove_leftovers()  # refuses, removing nothing, while a collector writes
         for rel in removed:
-            out.print(f"removed leftover {rel}", highlight=False)
+            out.print(f"removed leftover {rel}", markup=False, highlight=False)
     if not report.ok:
         damaged = f", {len(report.damaged)} damaged episode group(s) kept" if report.damaged else ""
         changed = "only never-committed leftovers were removed" if removed else "nothing was changed"
@@ -233,11 +234,11 @@ def data_balance(
                             skip_empty=skip_empty, power=power, batch_size=batch_size,
                             candidates=candidates)
     report["bins_preset"] = bins
-    table = Table(title=f"{path}: balancing {scheme} (bins {bins})")
+    table = Table(title=escape(f"{path}: balancing {scheme} (bins {bins})"))
     for col in ("output", "bins", "non-empty", "entropy before", "entropy after", "max"):
         table.add_column(col, justify="right")
     for name, o in report["outputs"].items():
-        table.add_row(name, str(len(o["bins"])), str(sum(1 for c in o["counts_before"] if c)),
+        table.add_row(escape(name), str(len(o["bins"])), str(sum(1 for c in o["counts_before"] if c)),
                       f"{o['entropy_before']:.3f}", f"{o['entropy_after']:.3f}", f"{o['entropy_max']:.3f}")
     out.print(table)
     rounds = f", {report['rounds_available']} round(s) available" if "rounds_available" in report else ""
@@ -246,10 +247,10 @@ def data_balance(
               f"{report['effective_sample_size']:.1f}{rounds}")
     if plot is not None:
         report["plot"] = str(plot_balance(report, plot, force=force))
-        out.print(f"histograms -> {report['plot']}")
+        out.print(f"histograms -> {report['plot']}", markup=False, highlight=False)
     if json_out is not None:
         write_json(json_out, report, force=force, flag="--json")
-        out.print(f"report -> {json_out}")
+        out.print(f"report -> {json_out}", markup=False, highlight=False)
 # --------------------------------------------------------------------------- data import / synth-signs
 import_app = typer.Typer(no_args_is_help=True, help="Import image-classification sets (GTSRB, ImageFolder).")
 data_app.add_typer(import_app, name="import")
@@ -299,15 +300,15 @@ def _report_import(summary: object) -> None:
 
     if not isinstance(summary, ImportSummary):
         raise TypeError(f"expected an ImportSummary, got {type(summary).__name__}")
-    table = Table(title=f"{summary.path}: {summary.images} images, {len(summary.class_names)} classes "
-                        f"({summary.source})")
+    table = Table(title=escape(f"{summary.path}: {summary.images} images, {len(summary.class_names)} "
+                               f"classes ({summary.source})"))
     for col in ("class", "name", "train", "val", "test"):
         table.add_column(col, justify="left" if col == "name" else "right")
     for i, name in enumerate(summary.class_names):
-        table.add_row(str(i), name, *(str(summary.counts[s][i]) for s in ("train", "val", "test")))
+        table.add_row(str(i), escape(name), *(str(summary.counts[s][i]) for s in ("train", "val", "test")))
     out.print(table)
     if summary.skipped:
-        shown = ", ".join(summary.skipped_files[:5]) + (" ..." if summary.skipped > 5 else "")
+        shown = escape(", ".join(summary.skipped_files[:5]) + (" ..." if summary.skipped > 5 else ""))
         err.print(f"[yellow]skipped {summary.skipped} image(s) that failed to decode[/]: {shown}")
 
 
@@ -367,5 +368,5 @@ def data_synth_signs(
                                test_per_class=test_per_class)
     out.print(
         f"[bold]synthetic[/] GTSRB layout: {summary.classes} classes, {summary.train_images} training + "
-        f"{summary.test_images} test images -> {summary.path} (import with `drivelab data import gtsrb`)"
+        f"{summary.test_images} test images -> {escape(str(summary.path))} (import with `drivelab data import gtsrb`)"
     )

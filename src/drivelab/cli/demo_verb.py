@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.cli.app import app, err, lazy_progress, out
@@ -56,10 +57,10 @@ def demo(
     table = Table(title="where things are", show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")  # long paths wrap whole instead of being cut
-    table.add_row("dataset", f"{result.dataset} ({result.info['frames']} frames)")
-    table.add_row("histograms", str(result.histogram))
-    table.add_row("policy run", f"{result.run} (TensorBoard: {result.run}/tb)")
-    table.add_row("report", str(result.report_path))
+    table.add_row("dataset", escape(f"{result.dataset} ({result.info['frames']} frames)"))
+    table.add_row("histograms", escape(str(result.histogram)))
+    table.add_row("policy run", escape(f"{result.run} (TensorBoard: {result.run}/tb)"))
+    table.add_row("report", escape(str(result.report_path)))
     table.add_row("time", ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items()))
     out.print(table)
     ratio = result.reports[0].aggregate.get("score_ratio_to_expert", float("nan"))

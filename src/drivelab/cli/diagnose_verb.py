@@ -40,4 +40,4 @@ def diagnose(
     report = run_diagnosis(request)
     render(out, report)
     for path in save_report(report, request):
-        out.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        out.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)

@@ -119,14 +119,14 @@ def eval_(
     if json_out is not None:
         write_json(json_out, {"tracks": seeds, "drivers": [r.to_dict() for r in reports]},
                    force=force, flag="--json")
-        out.print(f"results -> {json_out}")
+        out.print(f"results -> {json_out}", markup=False, highlight=False)
     incomplete = [r.driver for r in reports if not r.complete]
     if run is not None and not onnx_file and not incomplete:  # kept with the run for `runs`, its card
         from drivelab.runs.evals import save_run_eval
 
         saved = save_run_eval(run, runs, {"env": env, "max_steps": max_steps, "tracks": seeds,
                                           "drivers": [r.to_dict() for r in reports]})
-        out.print(f"kept with the run -> {saved}")
+        out.print(f"kept with the run -> {saved}", markup=False, highlight=False)
     if incomplete:
         raise DrivelabError(f"evaluation incomplete for {', '.join(incomplete)} (failed or interrupted episodes)")
 
@@ -213,7 +213,7 @@ def _eval_offline(
         _save_classification(report, run, runs, split, dataset, group_map, json_out, force)
     if json_out is not None:
         write_json(json_out, report.to_dict(), force=force, flag="--json")
-        out.print(f"results -> {json_out}")
+        out.print(f"results -> {json_out}", markup=False, highlight=False)
 
 
 def confusion_beside(json_out: Path, output: str) -> Path:
@@ -269,6 +269,6 @@ def _save_classification(
         save_confusion_png(classes, target / f"confusion_{output}.png", title)
         if output in beside:
             save_confusion_png(classes, beside[output], title, force=force)
-    out.print(f"classification metrics + confusion PNG -> {target}")
+    out.print(f"classification metrics + confusion PNG -> {target}", markup=False, highlight=False)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.cli.app import FORCE_OPTION, app, out
@@ -42,15 +43,15 @@ def export(
     ))
     card, report = result.card, result.parity
     out.print(f"parity: max |onnxruntime - torch runtime| on {report.frames} recorded frames of "
-              f"{card.dataset}", highlight=False, soft_wrap=True)
+              f"{card.dataset}", markup=False, highlight=False, soft_wrap=True)
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1))
     table.add_column("output")
     for case in report.cases:
         table.add_column(case, justify="right")
     for name in report.worst():
-        table.add_row(name, *(f"{diffs.get(name, 0.0):.2e}" for diffs in report.cases.values()))
+        table.add_row(escape(name), *(f"{diffs.get(name, 0.0):.2e}" for diffs in report.cases.values()))
     out.print(table)
     out.print(f"parity passed (tolerance {card.tolerance:g}); inputs {', '.join(card.inputs)}; "
-              f"outputs {', '.join(card.outputs)}", highlight=False)
+              f"outputs {', '.join(card.outputs)}", markup=False, highlight=False)
     out.print(f"{card.run} -> {result.path} ({result.size_bytes / 1e6:.2f} MB, opset {card.opset}, "
-              f"{card.exporter}, {result.seconds:.1f} s)", highlight=False, soft_wrap=True)
+              f"{card.exporter}, {result.seconds:.1f} s)", markup=False, highlight=False, soft_wrap=True)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.cli.app import FORCE_OPTION, app, out
@@ -32,12 +33,13 @@ def runs_(
 
     lines = scan_lines(runs, line)
     if not lines:
-        out.print(f"no model lines under {runs} yet: `drivelab train CONFIG --runs {runs}` makes one")
+        out.print(f"no model lines under {runs} yet: `drivelab train CONFIG --runs {runs}` makes one",
+                  markup=False, highlight=False)
         return
     for found in lines:
         # compact (no vertical rules) so it stays whole in an 80-column terminal; the line is in
         # the title, so a version shows as v<N>
-        table = Table(title=f"{found.name}  ({found.path})", title_justify="left",
+        table = Table(title=escape(f"{found.name}  ({found.path})"), title_justify="left",
                       box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
         for column in ("ver", "status", "batches", "last period", "best val", "driving"):
             left = column in ("ver", "status", "last period")
@@ -52,7 +54,7 @@ def runs_(
             else:
                 driving = "-"
             last = f"#{len(v.periods)} {format_period(v.last_period, short=True)}" if v.last_period else "-"
-            table.add_row(f"v{v.run.version}", v.status, str(v.batches), last, best, driving)
+            table.add_row(f"v{v.run.version}", v.status, str(v.batches), escape(last), best, driving)
         out.print(table)
 
 
@@ -78,14 +80,14 @@ def card(
     line_dir = resolve_line(target, runs)
     if line_dir is not None:
         files = write_line_page(line_dir, html=html, gif_bytes=gif_kb * 1000, force=force)
-        out.print(f"[green]line page[/] {files.markdown}" + (f" and {files.html}" if files.html else "")
+        out.print(f"[green]line page[/] {escape(str(files.markdown))}" + (f" and {escape(str(files.html))}" if files.html else "")
                   + " (+ the cards of its versions)", soft_wrap=True)
         return
     source = resolve_source(target, runs)
     if source.kind != "run":
         raise DrivelabError(f"{target} is a TensorBoard log, not a drivelab run: a card needs a run folder")
     files = write_card(RunFolder(source.path), html=html, gif_bytes=gif_kb * 1000, force=force)
-    out.print(f"[green]card[/] {files.markdown}" + (f" and {files.html}" if files.html else "")
+    out.print(f"[green]card[/] {escape(str(files.markdown))}" + (f" and {escape(str(files.html))}" if files.html else "")
               + f", pictures in {files.markdown.parent / 'card'}", soft_wrap=True)
 
 
@@ -121,7 +123,7 @@ def compare(
     resolved = [resolve_source(s, runs) for s in sources]
     curves = collect_curves(resolved, options)
     for path in plot_compare(curves, options, out_path, panels=panels, force=force):
-        out.print(f"[green]figure[/] {path}", soft_wrap=True)
+        out.print(f"[green]figure[/] {escape(str(path))}", soft_wrap=True)
     for tag, lines in curves.items():
         shown = ", ".join(f"{name} {len(s)} points ({s.tag})" for name, s in lines)
-        out.print(f"  {tag}: {shown}", highlight=False, soft_wrap=True)
+        out.print(f"  {tag}: {shown}", markup=False, highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.cli.app import FORCE_OPTION, app, err, out
@@ -33,7 +34,12 @@ def specs(
     Frames/s are medians of timed forwards on this machine (1 thread and all threads; the GPU
     when there is one); random weights, eval mode, no gradients.
     """
-    from drivelab.models.specs import SpecsPlan, measure_backbone, resolve_networks
+    from drivelab.models.specs import (
+        SpecsPlan,
+        check_specs_memory,
+        measure_backbone,
+        resolve_networks,
+    )
     from drivelab.models.specs_table import (
         console_table,
         describe,
@@ -50,11 +56,13 @@ def specs(
     for flag, path in outputs.items():
         check_output(path, flag, (suffixes[flag],), force=force)
     networks = resolve_networks(list(backbones or []))
+    check_specs_memory(networks, plan)
     rows = []
     for network, name in networks:
         started = time.perf_counter()
         rows.append(measure_backbone(network, name, plan))
-        err.print(f"measured {network} ({name}) in {time.perf_counter() - started:.0f} s", highlight=False)
+        err.print(f"measured {network} ({name}) in {time.perf_counter() - started:.0f} s", markup=False,
+                  highlight=False)
     host = machine()
     head, cells = console_table(rows, plan)
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title=describe(plan, host),
@@ -64,10 +72,10 @@ def specs(
     for header in head:
         table.add_column(header, justify="left" if header == "network" else "right", no_wrap=True)
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     out.print(table)
     texts = {"--json": lambda: to_json(rows, plan, host), "--csv": lambda: to_csv(rows, plan),
              "--md": lambda: to_markdown(rows, plan, host)}
     for flag, path in outputs.items():
         write_text(path, texts[flag](), force=force, flag=flag)
-        out.print(f"[green]{flag[2:]}[/] {path}", soft_wrap=True)
+        out.print(f"[green]{flag[2:]}[/] {escape(str(path))}", soft_wrap=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from drivelab.cli.app import app, err, out
 from drivelab.errors import DrivelabError
@@ -57,6 +58,6 @@ def sweep(
 
         written = run_sweep(plan, folder, address=address, resume=resume is not None, on_change=redraw)
     progress = sweep_progress(plan, folder)
-    out.print(f"[green]swept[/] {folder.path}: {progress.line()}", highlight=False, soft_wrap=True)
+    out.print(f"[green]swept[/] {escape(str(folder.path))}: {escape(progress.line())}", highlight=False, soft_wrap=True)
     for path in written[:3]:
         out.print(f"  {path}", markup=False, highlight=False)

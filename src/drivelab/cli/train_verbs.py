@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from drivelab.cli.app import app, err, out
 from drivelab.errors import DrivelabError
@@ -52,11 +53,11 @@ def train(
     if not result.is_global_zero:
         return
     if result.watch_note:
-        err.print(f"[yellow]{result.watch_note}[/]", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]{escape(result.watch_note)}[/]", highlight=False, soft_wrap=True)
     out.print(
-        f"[green]trained[/] {result.run.path}: batches {result.first_batch}-{result.batches} "
+        f"[green]trained[/] {escape(str(result.run.path))}: batches {result.first_batch}-{result.batches} "
         f"on {result.world_size} process(es) in {result.seconds:.1f} s, last checkpoint "
-        f"{result.run.checkpoints}/batch_{result.last_checkpoint}.safetensors"
+        f"{escape(str(result.run.checkpoints))}/batch_{result.last_checkpoint}.safetensors"
     )
     if result.init_report is not None:
         for line in result.init_report.lines():
@@ -65,12 +66,12 @@ def train(
                   soft_wrap=True)
     shown = {**result.train_values, **result.val_values}
     keys = [k for k in shown if k.endswith(("loss", "mean_absolute_error", "accuracy")) or k == "samples_per_s"]
-    out.print("  ".join(f"{k} {shown[k]:.4g}" for k in keys))
+    out.print("  ".join(f"{k} {shown[k]:.4g}" for k in keys), markup=False, highlight=False)
     if result.watch is not None and result.watch["watched_batches"]:
         batches = result.watch["watched_batches"]
         out.print(f"watched batches {', '.join(map(str, batches))} on track {result.watch['seed']}: "
                   f"{result.run.path}/watch.jsonl, GIFs in {result.run.path}/watch/, "
-                  f"TensorBoard {result.run.tb}/watch")
+                  f"TensorBoard {result.run.tb}/watch", markup=False, highlight=False)
 
 
 @app.command()

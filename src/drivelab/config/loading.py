@@ -9,6 +9,7 @@ fully resolved config that a run folder stores.
 from __future__ import annotations
 
 import copy
+import reprlib
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -20,12 +21,13 @@ from pydantic_core import ErrorDetails
 
 from drivelab.config.base import ConfigError
 from drivelab.config.schema import ExperimentConfig
+from drivelab.config.yaml_text import parse_yaml, read_yaml_file
 
 # ----------------------------------------------------------------------------- errors, loading
 
 
 def _format_loc(parts: Iterable[str | int]) -> str:
-    return ".".join(str(p) for p in parts) or "<root>"
+    return ".".join(_clip(str(p), 80) for p in parts) or "<root>"
 
 
 def _strip_union_tags(loc: Sequence[str | int]) -> list[str | int]:
@@ -104,9 +106,28 @@ def _union_member(annotation: Any, tag: Any) -> Any:
     return None
 
 
+def _value_repr() -> reprlib.Repr:
+    """How much of a user's value a message shows: ``repr`` of a huge value would build the
+    whole text first, so reprlib stops early (depth 3, 6 items, 80 characters)."""
+    shown = reprlib.Repr()  # keyword arguments need Python 3.12
+    shown.maxlevel, shown.maxstring, shown.maxother, shown.maxlong = 3, 80, 80, 40
+    shown.maxlist = shown.maxtuple = shown.maxdict = shown.maxset = 6
+    return shown
+
+
+#: A validator's own sentence may quote the value; longer than this, it is cut.
+_MESSAGE_LIMIT = 300
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` on one line and at most ``limit`` characters (a user's key or sentence)."""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A user's value as a message shows it: its repr, at most 80 characters."""
+    return _clip(_value_repr().repr(value), 80)
 
 
 def _describe(error: ErrorDetails) -> str:
@@ -116,11 +137,11 @@ def _describe(error: ErrorDetails) -> str:
     ctx = error.get("ctx", {})
     where = _format_loc(loc)
     if kind == "unknown_key":
-        key = _format_loc([*loc, ctx["key"]])
+        key = _format_loc([*loc, _clip(str(ctx["key"]), 80)])
         hint = f"did you mean {ctx['suggestion']!r}? " if ctx.get("suggestion") else ""
         return f"{key}: unknown key; {hint}allowed keys: {', '.join(ctx['allowed'])}"
     if kind == "located":
-        return f"{_format_loc([*loc, *ctx['path']])}: {ctx['message']}"
+        return f"{_format_loc([*loc, *ctx['path']])}: {_clip(str(ctx['message']), _MESSAGE_LIMIT)}"
     if kind == "missing":
         return f"{where}: required, but missing"
     if kind == "literal_error":
@@ -133,10 +154,10 @@ def _describe(error: ErrorDetails) -> str:
     if kind == "union_tag_not_found":
         return f"{where}: missing 'name' (which kind to use)"
     if kind == "value_error":
-        return f"{where}: {ctx['error']}"
+        return f"{where}: {_clip(str(ctx['error']), _MESSAGE_LIMIT)}"
     if kind == "model_type" or kind == "dict_type":
         return f"{where}: expected a mapping of keys, got {_short(error['input'])}"
-    message = error["msg"]
+    message = _clip(error["msg"], _MESSAGE_LIMIT)
     message = message[0].lower() + message[1:]
     return f"{where}: {message}, got {_short(error['input'])}"
 
@@ -215,13 +236,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.lr=0.01")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"{key}: cannot read {raw!r} as a YAML value "
-                f"({getattr(exc, 'problem', None) or 'a character YAML does not allow'})"
-            ) from exc
+        value = parse_yaml(raw, f"override {key}={_short(raw)}")
         _set_dotted(result, key, value)
     return result
 
@@ -239,24 +254,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {str(path)!r}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded): a config is a YAML "
-            "file; save it as UTF-8"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path} ({exc.strerror or exc})") from None
-    if "\x00" in text:
-        raise ConfigError(f"{path} holds NUL bytes, so it is not a YAML text file: point to a config .yaml")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: {problem}") from exc
+    data = read_yaml_file(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):

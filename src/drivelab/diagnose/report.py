@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.config.diagnose_section import DiagnoseConfig
@@ -153,19 +154,19 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 def render(console: Console, report: DiagnosisReport) -> None:
     """Reliance per head and group, the probe and copy baseline, closed loop, then the verdicts."""
-    table = Table(title=f"{report.run}: input reliance on {report.split} ({report.samples} samples)")
+    table = Table(title=escape(f"{report.run}: input reliance on {report.split} ({report.samples} samples)"))
     for col in ("head", "group", "Δloss permuted [95 %]", "ΔMAE permuted", "Δloss at mean", "share"):
         table.add_column(col, justify="left" if col in ("head", "group") else "right")
     for head, groups in report.reliance.items():
         for g in groups:
             p = g.permuted
-            table.add_row(head, g.group, f"{p.loss:.4g} [{p.loss_low:.3g}, {p.loss_high:.3g}]",
+            table.add_row(escape(head), escape(g.group), f"{p.loss:.4g} [{p.loss_low:.3g}, {p.loss_high:.3g}]",
                           f"{p.mae:.4g}", f"{g.mean.loss:.4g}", f"{g.share:.0%}")
     console.print(table)
     probe = report.probe
     for output in probe.outputs:
         copy = report.copies.get(output)
-        console.print(f"{output}: last action decoded from joint features R² {_fmt(probe.joint_r2.get(output))}, "
+        console.print(f"{escape(output)}: last action decoded from joint features R² {_fmt(probe.joint_r2.get(output))}, "
                       f"from frame features R² {_fmt(probe.frames_r2.get(output))}; "
                       + ("" if copy is None else f"expert by copying R² {_fmt(copy.copy_r2)}, by the policy "
                          f"R² {_fmt(copy.policy_r2)}, policy by copying R² {_fmt(copy.policy_copy_r2)}"),
@@ -175,10 +176,10 @@ def render(console: Console, report: DiagnosisReport) -> None:
         for col in ("variant", "score", "reward", "completion", "off-track", "speed"):
             ab.add_column(col, justify="left" if col == "variant" else "right")
         for name, a in report.closed_loop.variants.items():
-            ab.add_row(name, f"{_fmt(a['score_mean'])} ± {_fmt(a['score_std'])}", _fmt(a["reward_mean"], ".1f"),
+            ab.add_row(escape(name), f"{_fmt(a['score_mean'])} ± {_fmt(a['score_std'])}", _fmt(a["reward_mean"], ".1f"),
                        _fmt(a["completion_mean"]), _fmt(a["off_track_events_mean"], ".1f"), _fmt(a["mean_speed_mean"], ".1f"))
         console.print(ab)
     for who, findings in report.verdicts.items():
         for f in findings:
             mark = "[red]FLAG[/]" if f.flagged else "[green]ok[/]"
-            console.print(f"{mark} {who}: {f.text} ({f.figure} {f.value:.3g}, threshold {f.threshold:.3g})")
+            console.print(f"{mark} {escape(who)}: {escape(f.text)} ({f.figure} {f.value:.3g}, threshold {f.threshold:.3g})")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.data.classes import ClassGroups
@@ -269,26 +270,26 @@ def render_classification(console: Console, report: ClassificationReport, max_ro
     grouped = (f" (merged from {sum(len(m) for m in report.groups.values())} by the group map)"
                if report.groups is not None else "")
     console.print(
-        f"[bold]{report.output}[/]: {report.samples} samples, {len(report.class_names)} classes"
+        f"[bold]{escape(report.output)}[/]: {report.samples} samples, {len(report.class_names)} classes"
         f"{grouped}  accuracy {report.accuracy:.2%}  macro-F1 {report.macro_f1:.4f}  "
         f"top-{report.top_k} accuracy {report.top_k_accuracy:.2%}"
     )
-    table = Table(title=f"{report.output}: per-class report (lowest F1 first)")
+    table = Table(title=escape(f"{report.output}: per-class report (lowest F1 first)"))
     for col in ("class", "name", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "name" else "right")
     rows = sorted(report.per_class, key=lambda r: (r["f1"], r["class"]))
     for row in rows[:max_rows]:
-        table.add_row(str(row["class"]), row["name"], f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+        table.add_row(str(row["class"]), escape(str(row["name"])), f"{row['precision']:.3f}", f"{row['recall']:.3f}",
                       f"{row['f1']:.3f}", str(row["support"]))
     console.print(table)
     for split, info in report.imbalance.items():
         ratio = "undefined (empty classes)" if info["imbalance_ratio"] is None else f"{info['imbalance_ratio']:.1f}"
         rare = ", ".join(info["rare_classes"][:8]) + (" ..." if len(info["rare_classes"]) > 8 else "")
-        console.print(
+        console.print(escape(
             f"class balance ({split}): {info['total']} frames, largest {info['largest']}, smallest "
             f"{info['smallest']}, ratio {ratio}" + (f"; rare: {rare}" if rare else "")
             + (f"; empty: {', '.join(info['empty_classes'][:8])}" if info["empty_classes"] else "")
-        )
+        ))
 
 
 class ClassificationScoring:

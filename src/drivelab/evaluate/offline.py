@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.data.batch_loader import make_loader
@@ -320,14 +321,14 @@ def _finish(output: str, head: HeadObjective, acc: _Accumulator,
 def render_offline(console: Console, report: OfflineReport) -> None:
     """One row per output, then a confusion matrix per classification head."""
     table = Table(
-        title=f"{report.run} on {report.split} of {report.dataset}: {report.samples} samples "
-        f"(loss {report.loss:.4g})"
+        title=escape(f"{report.run} on {report.split} of {report.dataset}: {report.samples} samples "
+                     f"(loss {report.loss:.4g})")
     )
     for col in ("output", "kind", "loss", "MSE", "MAE", "accuracy"):
         table.add_column(col, justify="right" if col not in ("output", "kind") else "left")
     for m in report.outputs.values():
         table.add_row(
-            m.output,
+            escape(m.output),
             m.kind,
             f"{m.loss:.4g} ({m.loss_name})",
             "-" if m.kind == "class" else f"{m.mse:.4g}",
@@ -338,7 +339,7 @@ def render_offline(console: Console, report: OfflineReport) -> None:
     for m in report.outputs.values():
         if m.confusion is None or m.bins is None or m.kind == "class":
             continue  # a class head's confusion is in its classification report (and PNG)
-        matrix = Table(title=f"{m.output} confusion: rows true bin, columns predicted bin")
+        matrix = Table(title=escape(f"{m.output} confusion: rows true bin, columns predicted bin"))
         matrix.add_column("true \\ pred", justify="right")
         for value in m.bins:
             matrix.add_column(f"{value:g}", justify="right")

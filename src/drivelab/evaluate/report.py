@@ -9,6 +9,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drivelab.evaluate.drivers import DriverSpec
@@ -78,7 +79,7 @@ def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
     tracks = Table(title=f"closed-loop evaluation on {reports[0].env}: reward (driving score)")
     tracks.add_column("track", justify="right")
     for r in reports:
-        tracks.add_column(r.driver, justify="right")
+        tracks.add_column(escape(r.driver), justify="right")
     by_driver = [{row.seed: row for row in r.rows} for r in reports]
     for seed in reports[0].seeds:
         cells = []
@@ -103,7 +104,7 @@ def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
         ratio = a.get("score_ratio_to_expert")
         off, unstuck = a.get("off_track_events_mean", math.nan), a.get("unstuck_mean", math.nan)
         agg.add_row(
-            r.driver,
+            escape(r.driver),
             _pm(a, "score", ".3f"),
             _pm(a, "reward", ".1f"),
             "-" if math.isnan(a["reward_min"]) else f"{a['reward_min']:.1f}",
@@ -116,6 +117,6 @@ def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
         if r.aggregate["failed"]:
             for row in r.rows:
                 if row.failed:
-                    console.print(f"[red]{r.driver} track {row.seed} failed:[/] {row.failed}")
+                    console.print(f"[red]{escape(r.driver)} track {row.seed} failed:[/] {escape(str(row.failed))}")
         if r.interrupted:
-            console.print(f"[yellow]{r.driver}: interrupted after {len(r.rows)} tracks[/]")
+            console.print(f"[yellow]{escape(r.driver)}: interrupted after {len(r.rows)} tracks[/]")

@@ -34,10 +34,12 @@ from torch import nn
 from drivelab.backbone_registry import SEED_ZOO, close_backbone_names, is_known_backbone
 from drivelab.config import BackboneConfig
 from drivelab.errors import DrivelabError
+from drivelab.memory import available_bytes, format_bytes
 from drivelab.models.backbones import build_backbone
+from drivelab.models.budget import ACTIVATION_FACTOR, meta_parameter_count
 from drivelab.models.summary import count_parameters
 
-__all__ = ["BackboneSpecs", "SpecsPlan", "measure_backbone", "resolve_networks"]
+__all__ = ["BackboneSpecs", "SpecsPlan", "check_specs_memory", "measure_backbone", "resolve_networks"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,39 @@ def resolve_networks(names: Sequence[str]) -> list[tuple[str, str]]:
                 f"({', '.join(SEED_ZOO)}), a timm model or torchvision:<name>"
             )
     return resolved
+
+
+def check_specs_memory(networks: Sequence[tuple[str, str]], plan: SpecsPlan,
+                       available: int | None = None) -> None:
+    """Refuse, with the figures, a plan whose measurement would not fit in available memory.
+
+    Checked for every network before the first is measured, as `summary` and `train` do: a
+    typo such as ``--input-size 100000 100000`` would otherwise allocate terabytes of frames
+    (and a flattening backbone's dense layer grows with the pixel count). Weights are counted
+    on the meta device; frames (batch 1 and B) exactly; activations with training's coarse
+    per-value factor (one inference forward keeps fewer, so this errs on the safe side).
+    """
+    height, width = plan.input_size
+    values = 3 * plan.frames * height * width  # per sample
+    frames = 4 * (1 + plan.batch) * values
+    activations = 4 * ACTIVATION_FACTOR * plan.batch * values
+    have = available_bytes() if available is None else available
+    for network, name in networks:
+        weights = None
+        if frames + activations <= have:  # else no need to build anything to know
+            count = meta_parameter_count(
+                lambda name=name: build_backbone(BackboneConfig(name=name), plan.frames, plan.input_size)
+            )
+            weights = 4 * (count or 0)
+        need = (weights or 0) + frames + activations
+        if need > have:
+            shown = "" if weights is None else f", weights {format_bytes(weights)}"
+            raise DrivelabError(
+                f"measuring {network} at --input-size {height} {width} with --batch {plan.batch} "
+                f"needs about {format_bytes(need)} (frames {format_bytes(frames)}, activations "
+                f"~{format_bytes(activations)}{shown}), but {format_bytes(have)} is available: "
+                "use a smaller --input-size or --batch"
+            )
 
 
 def _count_layers(module: nn.Module) -> tuple[int, int]:

@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from drivelab.config import ConfigError
+from drivelab.config.yaml_text import read_yaml_file
 from drivelab.outputs import check_output_dir, write_json, write_text
 from drivelab.sweep.spec import SweepError
 
@@ -94,7 +96,12 @@ class SweepFolder:
 
     def read_spec(self) -> tuple[dict[str, Any], list[str]]:
         """The stored spec mapping and the command-line overrides it ran with."""
-        raw = yaml.safe_load(self.spec_path.read_text(encoding="utf-8")) or {}
+        try:
+            raw = read_yaml_file(self.spec_path) or {}
+        except ConfigError as exc:
+            raise SweepError(f"{exc} (the sweep folder's own spec; was it edited?)") from None
+        if not isinstance(raw, dict):
+            raise SweepError(f"{self.spec_path}: expected the mapping `drivelab sweep` wrote")
         overrides = [str(o) for o in raw.pop("cli_overrides", None) or []]
         return raw, overrides
 

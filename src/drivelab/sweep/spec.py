@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 from drivelab.config import ConfigError, ExperimentConfig
 from drivelab.config.base import NonNegativeFloat, PositiveInt, Seed, _field_error, _Section
 from drivelab.config.loading import _config_error, apply_overrides, parse_config
+from drivelab.config.yaml_text import read_yaml_file
 from drivelab.errors import DrivelabError
 from drivelab.seeds import HELD_OUT_SEED
 
@@ -240,9 +241,9 @@ def read_spec(path: Path) -> tuple[SweepSpec, dict[str, Any]]:
     if not path.is_file():
         raise SweepError(f"sweep spec not found: {str(path)!r}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a 5000-digit int
-        raise SweepError(f"{path}: not a readable YAML file ({type(exc).__name__})") from None
+        raw = read_yaml_file(path)
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: expected a mapping (name, base, grid, seeds, ...)")
     return parse_spec(raw, path.parent, str(path))
@@ -266,7 +267,10 @@ def plan_sweep(spec: SweepSpec, overrides: list[str] | tuple[str, ...] = ()) -> 
     """
     if not spec.base.is_file():
         raise SweepError(f"base config not found: {str(spec.base)!r} (base: is relative to the spec file)")
-    base_data = yaml.safe_load(spec.base.read_text(encoding="utf-8")) or {}
+    try:
+        base_data = read_yaml_file(spec.base) or {}
+    except ConfigError as exc:
+        raise SweepError(f"base config: {exc}") from None
     if not isinstance(base_data, dict):
         raise SweepError(f"{spec.base}: expected a config mapping")
     try:

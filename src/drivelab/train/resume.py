@@ -50,19 +50,37 @@ def resume_point(run: RunFolder, batch: int | None) -> ResumePoint:
     if target not in available:
         resolve_checkpoint(f"{run.path}@{target}")  # raises, listing the nearest checkpoints
     problem = checkpoint_problem(run.checkpoints, target)
-    if problem is not None:
-        intact = last_intact_checkpoint(run.checkpoints, below=target)
-        offer = (f"the last intact one is batch {intact}: resume with `--resume {run.path}@{intact}`"
-                 if intact is not None else "no intact checkpoint is left: start a new run")
-        raise CheckpointError(f"checkpoint batch {target} of {run.path} is damaged ({problem}); {offer}")
     later = [b for b in available if b > target]
     intact_later = [b for b in later if checkpoint_problem(run.checkpoints, b) is None]
+    if problem is not None:
+        raise CheckpointError(f"checkpoint batch {target} of {run.path} is damaged ({problem}); "
+                              f"{_offer(run, target, available, intact_later)}")
     if intact_later:
         raise RunError(
             f"{run.path} has an intact checkpoint after batch {target} (batch {intact_later[-1]}): "
             f"resume without @{target}, or start a new run from it with model.init_from"
         )
     return ResumePoint(target, tuple(later))
+
+
+def _offer(run: RunFolder, target: int, available: list[int], intact_later: list[int]) -> str:
+    """Where to resume instead of a damaged checkpoint: the newest intact one.
+
+    A resume never skips an intact later checkpoint, so when there are some (``@10`` damaged,
+    20 and 30 intact) the only resume to offer is from the newest of them.
+    """
+    if intact_later:
+        newest = intact_later[-1]
+        ref = f"{run.path}" if newest == available[-1] else f"{run.path}@{newest}"
+        if len(intact_later) == 1:
+            return f"a later checkpoint is intact (batch {newest}): resume from it with `--resume {ref}`"
+        shown = ", ".join(map(str, intact_later[-5:]))
+        return (f"later checkpoints are intact (batches {'..., ' if len(intact_later) > 5 else ''}"
+                f"{shown}): resume from the newest, batch {newest}, with `--resume {ref}`")
+    intact = last_intact_checkpoint(run.checkpoints, below=target)
+    if intact is None:
+        return "no intact checkpoint is left: start a new run"
+    return f"the last intact one is batch {intact}: resume with `--resume {run.path}@{intact}`"
 
 
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
