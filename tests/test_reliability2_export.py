@@ -71,6 +71,22 @@ def _no_files(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- items 5, 6, 16
+def test_an_onnx_file_whose_weights_answer_nan_is_named_while_driving(exported: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from onnx import numpy_helper
+
+    model = onnx.load(str(exported))
+    for init in model.graph.initializer:
+        values = numpy_helper.to_array(init)
+        if values.dtype == np.float32 and values.size > 100:  # the weights, not the clip bounds
+            init.CopyFrom(numpy_helper.from_array(np.full_like(values, np.nan), init.name))
+    damaged = tmp_path / "nan.onnx"
+    onnx.save(model, str(damaged))
+    result = run_cli_here("eval", str(damaged), "--episodes", "1", "--max-steps", "5")
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert "nan.onnx answered NaN or inf for 'accel_brake'" in " ".join((result.stdout + result.stderr).split())
+
+
 def _all_nan(tensors: dict[str, torch.Tensor]) -> None:
     for name, tensor in tensors.items():
         tensors[name] = torch.full_like(tensor, float("nan"))
@@ -188,6 +204,8 @@ def _edits(props: dict) -> list[tuple[str, dict[str, object]]]:
         ("history_length", {"history_length": 7}),
         ("frame_shape", {"frame_shape": [64, 64, 3]}),
         ("frame_stack", {"frame_stack": 2}),
+        ("frame_shape", {"frame_shape": [96, 96, 1]}),
+        ("history_length", {"history_length": 0}),
         ("delta_heads", {"delta_heads": []}),
         ("recurrent", {"recurrent": True}),
         ("inputs", {"inputs": ["frames", "history"]}),

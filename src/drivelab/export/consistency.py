@@ -92,7 +92,8 @@ def check_card(card: PolicyCard, inputs: Sequence[GraphValue], outputs: Sequence
     frames = by_name[FRAMES]
     check.type(frames, UINT8)
     channels = frames.shape[len(lead)] if len(frames.shape) > len(lead) else None
-    stack_edited = isinstance(channels, int) and channels % c == 0  # else the frame's channels are off
+    # RGB frames: a channel count other than 3 is frame_shape's, a whole multiple of 3 frame_stack's
+    stack_edited = c == 3 and isinstance(channels, int) and channels % c == 0
     check.shape("frame_stack" if stack_edited else "frame_shape", frames, [*lead, c * card.frame_stack, None, None])
     check.shape("frame_shape", frames, [*lead, c * card.frame_stack, h, w])
     if HISTORY in by_name:
@@ -126,7 +127,9 @@ def _fields_agree(card: PolicyCard, check: _Checker) -> None:
                                             f"{_show(sorted(card.history_sizes))}")
     if any(size < 1 for size in card.history_sizes.values()):
         raise check.fail("history_sizes", "every signal has at least one value per step")
-    if bool(signals) != (HISTORY in card.inputs) or (signals and card.history_length < 1):
+    if signals and card.history_length < 1:
+        raise check.fail("history_length", f"{card.history_length} step(s) of {len(signals)} signal(s)")
+    if bool(signals) != (HISTORY in card.inputs):
         raise check.fail("history_signals", f"it lists {len(signals)} signal(s) over {card.history_length} "
                                             f"step(s); the graph {'reads' if HISTORY in card.inputs else 'has no'} "
                                             "history input")

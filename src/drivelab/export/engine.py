@@ -112,5 +112,9 @@ class OnnxRuntime:
         if card.recurrent:
             self._state = results.pop(STATE_OUT)
         out = {name: float(value.reshape(-1)[0]) for name, value in results.items()}
+        bad = [name for name, value in out.items() if not np.isfinite(value)]
+        if bad:  # said here, naming the file, rather than by the simulator as "a non-finite action"
+            raise OnnxLoadError(f"{self.label} answered NaN or inf for {bad[0]!r}: the graph's weights are "
+                                "damaged; export the run again")
         self.latencies_s.append(time.perf_counter() - started)
         return out
