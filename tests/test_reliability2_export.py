@@ -200,6 +200,7 @@ def _edits(props: dict) -> list[tuple[str, dict[str, object]]]:
         ("actions", {"actions": [steering, {**throttle, "low": 1.0, "high": -1.0}]}),
         ("history_signals", {"history_signals": ["gyro"]}),  # was a KeyError
         ("history_signals", {"history_signals": []}),
+        ("history_signals", {"history_signals": ["s" * 5000], "history_sizes": {"s" * 5000: 1}}),
         ("history_sizes", {"history_sizes": {"speed": 2}}),
         ("history_length", {"history_length": 7}),
         ("frame_shape", {"frame_shape": [64, 64, 3]}),
@@ -261,3 +262,21 @@ def test_a_diagnosis_on_other_data_is_kept_beside_the_first(run: Path, small_dat
     card = write_card(RunFolder.open(run)).markdown.read_text()
     assert "on the val split" in card and "diagnosis/reliance_batch2.png" in card  # the newest one
     shutil.rmtree(run / "diagnosis")
+
+
+# ---------------------------------------------------------------------------- item 28's verdict
+def test_a_head_that_relies_on_nothing_is_not_called_a_shortcut() -> None:
+    """The failing CPU's figures: scrambling the frames or speed lowered steering's loss a little
+    (an undertrained head), all shares 0, which the verdict read as 'relies on speed'."""
+    from drivelab.config.diagnose_section import DiagnoseConfig
+    from drivelab.diagnose.probe import ProbeResult
+    from drivelab.diagnose.reliance import Effect, GroupReliance
+    from drivelab.diagnose.verdict import verdicts
+
+    def group(name: str, loss: float) -> GroupReliance:
+        effect = Effect(loss, loss - 0.001, loss + 0.001, loss, loss, loss)
+        return GroupReliance(name, effect, effect, 0.0)
+
+    nothing = {"steering": [group("frames", -0.00314), group("speed", -0.00045)]}
+    (finding,) = verdicts(nothing, {}, ProbeResult([], {}, {}), {"steering"}, None, None, DiagnoseConfig())["steering"]
+    assert not finding.flagged and "too little trained to tell" in finding.text and "shortcut" not in finding.text

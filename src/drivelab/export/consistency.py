@@ -29,6 +29,8 @@ from drivelab.export.metadata import (
 
 #: onnxruntime's element type names of what the graph reads: frames uint8, the rest float32
 UINT8, FLOAT = "tensor(uint8)", "tensor(float)"
+#: the longest signal or action name a card may give (real ones are a word or two)
+NAME_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,10 @@ def _fields_agree(card: PolicyCard, check: _Checker) -> None:
     h, w, c = card.frame_shape
     if min(h, w, c, card.frame_stack) < 1:
         raise check.fail("frame_shape" if min(h, w, c) < 1 else "frame_stack", "sizes must be at least 1")
+    for field, names in (("history_signals", card.history_signals), ("actions", card.action_names)):
+        odd = next((n for n in names if len(n) > NAME_LIMIT or not n.isprintable()), None)
+        if odd is not None:  # no signal is called so; and the name would end up in messages
+            raise check.fail(field, f"it names {_show(odd)} ({len(odd)} characters): not a signal name")
     signals = card.history_signals
     if len(set(signals)) != len(signals) or set(card.history_sizes) != set(signals):
         raise check.fail("history_signals", f"it lists {_show(list(signals))}, history_sizes sizes "
