@@ -125,6 +125,8 @@ def test_non_finite_outputs_fail_parity_and_diagnose_naming_the_checkpoint(run: 
     assert f"{broken.name}@2: parity failed: output" in line and "NaN or infinite" in line, line
     assert "nothing was written" in line
     _no_files(out)  # neither the file nor its staging name
+    line = _refused("eval", str(broken), "--engine", "onnx", "--episodes", "1", "--max-steps", "5")
+    assert f"{broken.name}@2: parity failed: output" in line and "NaN or infinite" in line, line
     line = _refused("diagnose", str(broken), "--tracks", "0")
     assert f"{broken.name}@2 answers NaN or inf" in line and "nothing to diagnose" in line, line
     assert not (broken / "diagnosis").exists()
