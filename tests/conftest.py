@@ -18,9 +18,15 @@ PILOTNET = CONFIGS / "carracing" / "pilotnet.yaml"
 
 def quick(dataset: Path, *extra: str, size: int = 64, batch_size: int = 8) -> list[str]:
     """Overrides that make a config train in seconds on a CPU: the test's small dataset, small
-    square frames, in-process loading and small batches; ``extra`` comes last and wins."""
+    square frames, in-process loading and small batches; ``extra`` comes last and wins.
+
+    ``DRIVELAB_TEST_PRECISION`` (e.g. ``32`` or ``bf16-mixed``) forces ``train.precision``,
+    so a run of the suite shows what a CPU kind without (or with) native bf16 would compute.
+    """
+    precision = os.environ.get("DRIVELAB_TEST_PRECISION")
+    forced = [f"train.precision={precision}"] if precision else []
     return [f"data.path={dataset}", f"data.input_size=[{size},{size}]", "data.workers=0",
-            f"train.batch_size={batch_size}", *extra]
+            f"train.batch_size={batch_size}", *forced, *extra]
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

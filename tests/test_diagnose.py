@@ -1,15 +1,27 @@
-"""`drivelab diagnose`: tiny real runs on the small real dataset, diagnosed offline and in closed loop.
+"""`drivelab diagnose`: small real runs on the small real dataset, diagnosed offline and in closed loop.
 
-The constructed cases: a policy that cannot see the frames (``backbone: none``) and drives from
-a history of its own last actions is flagged a copycat; the demo policy (PilotNet frames + a
-short speed history) is not. The figures must be finite and shaped as the run's inputs; bad
-input fails in one line before any work.
+The two policies are built so that their verdicts are certain by construction, on every CPU
+kind and precision (what a tiny model learns in a few batches is not: a 120-batch PilotNet's
+steering read the road in bf16 on one CPU and leaned on speed in fp32 on another). Both are
+real runs (trained two batches for their folder, statistics and checkpoint) whose heads are
+then set by least squares, and the figures the verdicts rest on are asserted with a margin:
+
+- blind: no backbone (``backbone: none``); its history layer passes the last two steps of the
+  past actions through, its speed columns are zero, and its heads repeat the mean of its own
+  last two actions. It cannot see the frames, so it must be flagged a copycat;
+- sighted: PilotNet frames plus a speed history whose layer is all zeros (speed cannot move
+  an output); its heads interpolate the split's targets from the frame features (1600
+  features for 80 samples), so scrambling the frames must raise the loss: not flagged.
+
+The figures must be finite and shaped as the run's inputs; bad input fails in one line before
+any work.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,46 +30,120 @@ import torch
 
 from conftest import PILOTNET, quick, run_cli_here
 from drivelab.config import load_config
+from drivelab.diagnose.forward import run_policy
 from drivelab.diagnose.job import DiagnoseRequest, diagnose
 from drivelab.diagnose.report import reliance_png, save_report
+from drivelab.diagnose.samples import SplitSamples, load_split
+from drivelab.evaluate.offline import OfflineJob
 from drivelab.evaluate.overrides import InputOverride
 from drivelab.evaluate.runtime import PolicyRuntime
+from drivelab.runs.folder import resolve_checkpoint
 from drivelab.sim import make_env
 from drivelab.train import train
 
+#: one linear layer per head straight on the joined features, so least squares sets it exactly
+LINEAR_HEADS = ["model.neck=[]", "model.heads=[{output: steering, widths: [], loss: mse}, "
+                "{output: accel_brake, widths: [], loss: mse}]"]
 BLIND = ["model.backbone.name=none",
          "model.history={signals: [steering, accel_brake, speed], length: 4, kind: dense, layers: 1, width: 16}"]
+SIGNALS = ("steering", "accel_brake", "speed")  # the blind history's columns, in order
+BATCHES = 2  # the runs train only for their folder: the heads are set afterwards
 
 
-DEMO_BATCHES = 120  # at 30 batches the demo's steering still leans on speed (flagged: shortcut risk)
-
-
-def _train(dataset: Path, root: Path, line: str, batches: int, *extra: str) -> str:
-    config = load_config(PILOTNET, quick(dataset, f"train.max_batches={batches}", f"train.checkpoint_every={batches}",
-                                         f"train.val_every={batches}", "train.warmup_batches=5", f"line={line}", *extra))
+def _train(dataset: Path, root: Path, line: str, size: int, *extra: str) -> str:
+    config = load_config(PILOTNET, quick(dataset, f"train.max_batches={BATCHES}", f"train.checkpoint_every={BATCHES}",
+                                         f"train.val_every={BATCHES}", "train.warmup_batches=1", f"line={line}",
+                                         *LINEAR_HEADS, *extra, size=size))
     return str(train(config, runs_root=root).run.path)
+
+
+def _set_heads(run: str, root: Path, split: str, history_layer: Callable[[torch.nn.Linear], None],
+               target: Callable[[SplitSamples, str], torch.Tensor]) -> None:
+    """Rewrite the run's checkpoint: ``history_layer`` set by hand, then each head's linear layer
+    fitted by least squares (float64) to ``target`` on the features the diagnosis will see."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    job = OfflineJob(run, split, None, root)
+    policy, outputs = job.runtime.policy, [h.output for h in job.objective.heads]
+    with torch.no_grad():
+        history_layer(policy.history.encoder.layers[1])
+    samples = load_split(job.samples, outputs)
+    joint = run_policy(job.runtime, samples.batch, torch.device("cpu"), features=True).joint
+    x = torch.cat([joint.double(), torch.ones(len(samples), 1, dtype=torch.float64)], 1)
+    for output in outputs:
+        solution = torch.linalg.lstsq(x, target(samples, output).double()[:, None], driver="gelsd").solution[:, 0]
+        with torch.no_grad():
+            policy.heads[output][-1].weight.copy_(solution[:-1][None])
+            policy.heads[output][-1].bias.copy_(solution[-1:])
+    _, _, path = resolve_checkpoint(run, root)
+    with safe_open(str(path), "pt") as weights:
+        metadata = weights.metadata()
+    save_file({k: v.contiguous() for k, v in policy.state_dict().items()}, str(path), metadata=metadata)
+
+
+def _blind_history(layer: torch.nn.Linear) -> None:
+    """Units relu(+x), relu(-x) of the last two steps' steering and accel_brake; speed unread."""
+    layer.weight.zero_()
+    layer.bias.zero_()
+    steps, unit = layer.in_features // len(SIGNALS), 0
+    for step in (steps - 2, steps - 1):
+        for column in (SIGNALS.index("steering"), SIGNALS.index("accel_brake")):
+            for sign in (1.0, -1.0):
+                layer.weight[unit, step * len(SIGNALS) + column] = sign
+                unit += 1
+
+
+def _repeat_last_actions(samples: SplitSamples, output: str) -> torch.Tensor:
+    """The mean of the last two executed actions of ``output`` (raw units): a copycat."""
+    column = samples.batch["history"][..., SIGNALS.index(output)]
+    return 0.5 * (column[:, -1] + column[:, -2])
+
+
+def _expert(samples: SplitSamples, output: str) -> torch.Tensor:
+    return samples.batch[f"target/{output}"].reshape(len(samples), -1)[:, 0]
+
+
+def _zero(layer: torch.nn.Linear) -> None:
+    layer.weight.zero_()
+    layer.bias.zero_()
 
 
 @pytest.fixture(scope="module")
 def runs(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("runs")
-    return {"demo": _train(small_dataset, root, "demo", DEMO_BATCHES),
-            "blind": _train(small_dataset, root, "blind", 30, *BLIND), "root": str(root)}
+    sighted = _train(small_dataset, root, "sighted", 96)  # 96x96 frames: 5x5x64 = 1600 features
+    blind = _train(small_dataset, root, "blind", 64, *BLIND)
+    _set_heads(sighted, root, "val", _zero, _expert)  # interpolates the diagnosed split
+    _set_heads(blind, root, "train", _blind_history, _repeat_last_actions)
+    return {"sighted": sighted, "blind": blind, "root": str(root)}
 
 
 def _flags(report_dict: dict, head: str) -> list[str]:
     return [f["text"] for f in report_dict["verdicts"][head] if f["flagged"]]
 
 
-def test_a_policy_blind_to_the_frames_is_flagged_and_the_demo_is_not(runs: dict[str, str]) -> None:
+def _reliance(report_dict: dict, head: str, name: str) -> dict:
+    return next(g for g in report_dict["reliance"][head] if g["group"] == name)
+
+
+def test_a_policy_blind_to_the_frames_is_flagged_and_one_that_reads_them_is_not(runs: dict[str, str]) -> None:
     blind = diagnose(DiagnoseRequest(runs["blind"], Path(runs["root"]), tracks=0)).to_dict()
-    demo = diagnose(DiagnoseRequest(runs["demo"], Path(runs["root"]), tracks=0)).to_dict()
+    sighted = diagnose(DiagnoseRequest(runs["sighted"], Path(runs["root"]), tracks=0)).to_dict()
     for head in ("steering", "accel_brake"):
         assert any("copycat risk" in text for text in _flags(blind, head)), blind["verdicts"][head]
-        assert not _flags(demo, head), demo["verdicts"][head]
-        assert demo["verdicts"][head][0]["text"] == "relies on the frames"
-        frames = next(g for g in blind["reliance"][head] if g["group"] == "frames")
+        frames = _reliance(blind, head, "frames")
         assert frames["permuted"]["loss"] == 0.0 and frames["share"] == 0.0  # it cannot see them
+        own = _reliance(blind, head, head)  # its own past action carries the whole effect, with margin
+        assert own["share"] > 0.99 and own["permuted"]["loss_low"] > 0.01, own
+        assert f"relies on the history ({head}, a past action)" in blind["verdicts"][head][0]["text"]
+
+        assert sighted["copy_baseline"][head]["policy_r2"] > 0.999  # the construction held: it fits the split
+        assert not _flags(sighted, head), sighted["verdicts"][head]
+        assert sighted["verdicts"][head][0]["text"] == "relies on the frames"
+        speed, frames = _reliance(sighted, head, "speed"), _reliance(sighted, head, "frames")
+        assert speed["permuted"]["loss"] == 0.0 and speed["mean"]["loss"] == 0.0  # speed moves nothing
+        assert frames["share"] == 1.0 and frames["permuted"]["loss_low"] > 0.05, frames
 
 
 def test_the_figures_are_finite_and_shaped_as_the_inputs(runs: dict[str, str]) -> None:
@@ -86,7 +172,7 @@ def test_the_figures_are_finite_and_shaped_as_the_inputs(runs: dict[str, str]) -
 
 
 def test_blank_frames_override_reaches_the_policy_while_driving(runs: dict[str, str]) -> None:
-    runtime = PolicyRuntime.from_ref(runs["demo"])
+    runtime = PolicyRuntime.from_ref(runs["sighted"])
     env = make_env("carracing", max_steps=50)
     try:
         obs = env.reset(seed=10_000)
@@ -108,7 +194,7 @@ def test_blank_frames_override_reaches_the_policy_while_driving(runs: dict[str, 
 
 def test_cli_drives_the_ab_and_inertia_and_the_card_shows_the_verdict(runs: dict[str, str], tmp_path: Path) -> None:
     out_json, out_png = tmp_path / "d.json", tmp_path / "d.png"
-    result = run_cli_here("diagnose", runs["demo"], "--tracks", "1", "--max-steps", "40",
+    result = run_cli_here("diagnose", runs["sighted"], "--tracks", "1", "--max-steps", "40",
                           "--set", "diagnose.stop_after_s=0.5",
                           "--json", str(out_json), "--plot", str(out_png))
     assert result.returncode == 0, result.stderr
@@ -120,16 +206,16 @@ def test_cli_drives_the_ab_and_inertia_and_the_card_shows_the_verdict(runs: dict
     floor = record["thresholds"]["blank_min_score"]
     assert blank["figure"] == ("blank-frames score / normal score" if normal >= floor else "normal driving score")
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    saved = Path(runs["demo"]) / "diagnosis" / f"diagnosis_batch{DEMO_BATCHES}.json"
+    saved = Path(runs["sighted"]) / "diagnosis" / f"diagnosis_batch{BATCHES}.json"
     assert json.loads(saved.read_text())["verdicts"] == record["verdicts"]
-    again = run_cli_here("diagnose", runs["demo"], "--tracks", "0", "--json", str(out_json))
+    again = run_cli_here("diagnose", runs["sighted"], "--tracks", "0", "--json", str(out_json))
     assert again.returncode != 0 and "already exists" in again.stderr  # the user's file is kept
     from drivelab.reports.card import write_card
     from drivelab.runs.folder import RunFolder
 
-    card = write_card(RunFolder.open(runs["demo"])).markdown.read_text()
+    card = write_card(RunFolder.open(runs["sighted"])).markdown.read_text()
     assert "Diagnosis (copycat, shortcut, inertia)" in card and "relies on the frames" in card
-    assert f"diagnosis/reliance_batch{DEMO_BATCHES}.png" in card
+    assert f"diagnosis/reliance_batch{BATCHES}.png" in card
 
 
 @pytest.mark.parametrize(("args", "words"), [
@@ -141,7 +227,7 @@ def test_cli_drives_the_ab_and_inertia_and_the_card_shows_the_verdict(runs: dict
     (["--set", "diagnose.frames_share_min=2"], "frames_share_min"),
 ])
 def test_bad_input_fails_in_one_line(runs: dict[str, str], args: list[str], words: str) -> None:
-    result = run_cli_here("diagnose", runs["demo"], "--tracks", "0", *args)
+    result = run_cli_here("diagnose", runs["sighted"], "--tracks", "0", *args)
     assert result.returncode != 0 and words in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
@@ -149,8 +235,8 @@ def test_bad_input_fails_in_one_line(runs: dict[str, str], args: list[str], word
 def test_a_run_without_a_checkpoint_fails_in_one_line(runs: dict[str, str], tmp_path: Path) -> None:
     import shutil
 
-    empty = tmp_path / "demo_v9"
-    shutil.copytree(runs["demo"], empty, ignore=shutil.ignore_patterns("checkpoints", "diagnosis"))
+    empty = tmp_path / "sighted_v9"
+    shutil.copytree(runs["sighted"], empty, ignore=shutil.ignore_patterns("checkpoints", "diagnosis"))
     result = run_cli_here("diagnose", str(empty), "--tracks", "0")
     assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "checkpoint" in result.stderr

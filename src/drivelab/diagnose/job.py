@@ -16,7 +16,7 @@ import torch
 from drivelab.config import load_config
 from drivelab.config.diagnose_section import DiagnoseConfig
 from drivelab.diagnose.closed_loop import ab_overrides, closed_loop_ab
-from drivelab.diagnose.forward import run_policy
+from drivelab.diagnose.forward import Forward, run_policy
 from drivelab.diagnose.inertia import InertiaReport, inertia_track
 from drivelab.diagnose.probe import copy_baseline, previous_action_probe
 from drivelab.diagnose.reliance import input_reliance
@@ -53,6 +53,17 @@ def _check(request: DiagnoseRequest) -> None:
         raise DiagnoseError(f"--max-steps must be at least 1 (got {request.max_steps})")
 
 
+def _check_finite(forward: Forward, label: str, split: str) -> None:
+    """A policy that answers NaN or inf has no reliance to measure: every figure would be NaN
+    and every threshold comparison false, which reads as a verdict. Refuse in one line."""
+    for output, values in forward.predictions.items():
+        bad = int((~torch.isfinite(values)).sum())
+        if bad:
+            raise DiagnoseError(f"{label} answers NaN or inf for {output!r} on {bad} of {len(values)} "
+                                f"{split} samples: there is nothing to diagnose; check the checkpoint "
+                                "(an earlier one: RUN@N)")
+
+
 def diagnose(request: DiagnoseRequest) -> DiagnosisReport:
     """Run every test on ``request.ref`` and return the report (saving is the caller's)."""
     _check(request)
@@ -70,9 +81,10 @@ def diagnose(request: DiagnoseRequest) -> DiagnosisReport:
     val = load_split(job.samples, outputs)
     train = load_split(train_job.samples, outputs, config.probe_max_samples)
     blank = blank_frames(train)
+    val_pass = run_policy(runtime, val.batch, job.device, features=True)
+    _check_finite(val_pass, runtime.label, request.split)
     torch.manual_seed(0)
     reliance = input_reliance(runtime, heads, val, blank, job.device, config.bootstrap)
-    val_pass = run_policy(runtime, val.batch, job.device, features=True)
     probe = previous_action_probe(run_policy(runtime, train.batch, job.device, features=True), train,
                                   val_pass, val, config.probe_ridge)
     copies = copy_baseline(heads, val_pass, val, set(runtime.processor.targets.delta))

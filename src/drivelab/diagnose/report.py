@@ -2,14 +2,18 @@
 
 The run folder keeps ``diagnosis/diagnosis_batch<N>.json`` and ``reliance_batch<N>.png``
 (regenerable files, `drivelab.outputs.write_generated`) so the model card finds the verdict
-without being told; ``--json`` / ``--plot`` copies go wherever the user asks and never clobber.
+without being told; a diagnosis on another split or dataset gets its own pair (`data_tag`), so
+it never replaces the first. ``--json`` / ``--plot`` copies go wherever the user asks and never
+clobber.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from drivelab.config import load_config
 from drivelab.config.diagnose_section import DiagnoseConfig
 from drivelab.diagnose.closed_loop import ClosedLoopAB
 from drivelab.diagnose.inertia import InertiaReport, InertiaTrack
@@ -29,6 +34,7 @@ from drivelab.outputs import check_generated, check_output, write_bytes, write_g
 from drivelab.runs.folder import resolve_checkpoint
 
 FOLDER = "diagnosis"
+JSON_PREFIX, FIGURE_PREFIX = "diagnosis_", "reliance_"
 
 
 @dataclass
@@ -87,16 +93,39 @@ class DiagnosisReport:
         return json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n"
 
 
-def run_files(ref: str, runs_root: Path) -> tuple[Path, Path]:
-    """The diagnosis JSON and figure the run folder keeps for checkpoint ``ref`` (``<run>[@N]``)."""
-    run, batch, _ = resolve_checkpoint(ref, runs_root)
+def run_files(request: DiagnoseRequest) -> tuple[Path, Path]:
+    """The diagnosis JSON and figure the run folder keeps for ``request`` (see `data_tag`)."""
+    run, batch, _ = resolve_checkpoint(request.ref, request.runs_root)
+    own = load_config(run.config_path).data.path
+    stem = f"batch{batch}{data_tag(request.split, request.dataset, own)}"
     folder = run.path / FOLDER
-    return folder / f"diagnosis_batch{batch}.json", folder / f"reliance_batch{batch}.png"
+    return folder / f"{JSON_PREFIX}{stem}.json", folder / f"{FIGURE_PREFIX}{stem}.png"
+
+
+def data_tag(split: str, dataset: str | Path | None, own: str | Path) -> str:
+    """What tells one checkpoint's diagnoses apart: empty for its own dataset's ``val`` split
+    (``diagnosis_batch<N>.json``), else ``_<split>`` and/or ``_<dataset name>-<6 hex of its
+    path>``, so a diagnosis on other data is kept beside the first instead of replacing it."""
+    parts = [] if split == "val" else [_slug(split)]
+    if dataset is not None and Path(dataset).resolve() != Path(own).resolve():
+        where = str(Path(dataset).resolve())
+        parts.append(f"{_slug(Path(dataset).stem)}-{hashlib.sha256(where.encode()).hexdigest()[:6]}")
+    return "".join(f"_{p}" for p in parts)
+
+
+def _slug(text: str) -> str:
+    """Letters, digits and dashes only, at most 24: a file-name part from a user's name."""
+    return re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")[:24] or "data"
+
+
+def figure_path(json_path: Path) -> Path:
+    """The reliance figure saved beside a run folder's diagnosis JSON."""
+    return json_path.with_name(FIGURE_PREFIX + json_path.name.removeprefix(JSON_PREFIX)).with_suffix(".png")
 
 
 def check_outputs(request: DiagnoseRequest) -> None:
     """Before any work: the run folder's files are regenerable, the user's files are new (or --force)."""
-    for path in run_files(request.ref, request.runs_root):
+    for path in run_files(request):
         check_generated(path, "diagnosis", request.force)
     if request.json_out is not None:
         check_output(request.json_out, "--json", (".json",), request.force)
@@ -135,7 +164,7 @@ def reliance_png(report: DiagnosisReport) -> bytes:
 
 def save_report(report: DiagnosisReport, request: DiagnoseRequest) -> list[Path]:
     """The run folder's copy (always) and the user's ``--json`` / ``--plot`` (when asked)."""
-    json_path, png_path = run_files(request.ref, request.runs_root)
+    json_path, png_path = run_files(request)
     json_path.parent.mkdir(exist_ok=True)
     png = reliance_png(report)
     text = report.to_json()

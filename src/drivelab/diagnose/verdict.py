@@ -7,7 +7,9 @@ The rules (thresholds from `DiagnoseConfig`, see `docs/diagnose.md`):
   (steering, accel_brake: what the car just did), "relies on the history — copycat risk"; when
   it is a state such as speed, "relies on <signal> rather than the road — shortcut risk"
   (a speed shortcut is the inertia mechanism, which the standing-start test then checks);
-  otherwise "relies on the frames";
+  otherwise "relies on the frames". When no group's permutation raises the loss at all (all
+  shares 0: an undertrained head), there is no reliance to name: "no input measurably moves its
+  loss", not flagged;
 - the policy's action explained by the last action with R² >= ``copy_r2_max``: "copycat:
   its action is mostly the last action";
 - the previous-action probe: the last action decoded from the joint features better than from
@@ -52,6 +54,9 @@ def _reliance_finding(reliance: list[GroupReliance], actions: set[str], config: 
     if not history or share >= config.frames_share_min:
         return Finding("relies on the frames", False, figure, share, config.frames_share_min)
     top = max(history, key=lambda g: g.share)
+    if top.share <= 0:  # nothing raises the loss when scrambled: no reliance to name, on speed or else
+        return Finding("no input measurably moves its loss — too little trained to tell", False, figure, share,
+                       config.frames_share_min)
     if top.group in actions:
         text = f"relies on the history ({top.group}, a past action) — copycat risk"
     else:

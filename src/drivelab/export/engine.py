@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from drivelab.errors import DrivelabError
+from drivelab.export.consistency import check_session
 from drivelab.export.metadata import (
     FRAMES,
     HISTORY,
     LAST_ACTION,
     STATE,
     STATE_OUT,
-    MetadataError,
     PolicyCard,
 )
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
@@ -63,10 +63,7 @@ class OnnxRuntime:
         self.session = make_session(path, threads)
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         self.card = PolicyCard.from_props(props, str(path))
-        names = [i.name for i in self.session.get_inputs()]
-        if names != list(self.card.inputs):
-            raise MetadataError(f"{path}: the graph's inputs {names} are not the metadata's "
-                                f"{list(self.card.inputs)}: the file was edited; export it again")
+        check_session(self.card, self.session, str(path))  # the metadata describes this graph
         self.label = path.name
         card = self.card
         self.stream = SampleStream(card.frame_stack, card.history_signals, card.history_length)
@@ -115,5 +112,9 @@ class OnnxRuntime:
         if card.recurrent:
             self._state = results.pop(STATE_OUT)
         out = {name: float(value.reshape(-1)[0]) for name, value in results.items()}
+        bad = [name for name, value in out.items() if not np.isfinite(value)]
+        if bad:  # said here, naming the file, rather than by the simulator as "a non-finite action"
+            raise OnnxLoadError(f"{self.label} answered NaN or inf for {bad[0]!r}: the graph's weights are "
+                                "damaged; export the run again")
         self.latencies_s.append(time.perf_counter() - started)
         return out

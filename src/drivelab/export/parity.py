@@ -11,6 +11,7 @@ state carried from call to call. Every output's largest absolute difference is k
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,11 +56,25 @@ class ParityReport:
 
     cases: dict[str, dict[str, float]] = field(default_factory=dict)
     frames: int = 0
+    #: output -> (case, which engine(s)) where it was NaN or infinite first
+    non_finite: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def add(self, case: str, onnx_out: Outputs, torch_out: Outputs) -> None:
+        """Keep each output's largest difference; a NaN or infinite value anywhere is kept apart.
+
+        A difference of two NaNs is NaN, and every comparison with NaN is false: without this,
+        an all-NaN policy "passed" with a difference of 0.
+        """
         diffs = self.cases.setdefault(case, {})
         for name, expected in torch_out.items():
-            diff = float(np.max(np.abs(onnx_out[name].astype(np.float64) - expected))) if expected.size else 0.0
+            got = onnx_out[name].astype(np.float64)
+            bad = [engine for engine, values in (("torch runtime", expected), ("onnxruntime", got))
+                   if not np.isfinite(values).all()]
+            if bad:
+                self.non_finite.setdefault(name, (case, " and ".join(bad)))
+                diffs[name] = math.inf
+                continue
+            diff = float(np.max(np.abs(got - expected))) if expected.size else 0.0
             diffs[name] = max(diffs.get(name, 0.0), diff)
 
     def worst(self) -> dict[str, float]:
@@ -71,7 +86,14 @@ class ParityReport:
         return out
 
     def check(self, tolerance: float, label: str) -> None:
-        """One `ParityError` line naming the worst output, its difference and its case."""
+        """One `ParityError` line naming the worst output, its difference and its case (or the
+        first output that was not finite: no tolerance makes a NaN action usable)."""
+        if self.non_finite:
+            name, (case, engines) = next(iter(self.non_finite.items()))
+            raise ParityError(
+                f"{label}: parity failed: output {name!r} is NaN or infinite in the {engines} at "
+                f"{case} on recorded frames: the checkpoint answers no usable action; nothing was written"
+            )
         case, name, diff = max(((c, n, d) for c, ds in self.cases.items() for n, d in ds.items()),
                                key=lambda item: item[2])
         if not diff <= tolerance:  # NaN fails too

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from drivelab.config import load_config
 from drivelab.data.store import DatasetStore
+from drivelab.export.consistency import check_session
 from drivelab.export.engine import make_session
 from drivelab.export.graph import DeployedPolicy, action_infos, example_inputs
 from drivelab.export.metadata import PolicyCard
@@ -115,6 +116,7 @@ def export_run(request: ExportRequest) -> ExportResult:
     with atomic_output(out, force=request.force, flag="--out") as staged:
         staged.write_bytes(with_metadata(model, card))
         session = make_session(staged)
+        check_session(card, session, label)  # what every reader of the file will check
         names = [o.name for o in session.get_outputs()]
 
         def run_graph(feed: dict) -> dict:

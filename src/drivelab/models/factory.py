@@ -91,15 +91,44 @@ def load_trained_policy(
 ) -> Policy:
     """A run's policy with its checkpoint's weights, in eval mode (the runtime's and export's).
 
-    Classification heads' ``bin_values`` are rebuilt from the config, not read from the
-    checkpoint; any other missing or unexpected tensor is one ``error`` line naming a few.
+    Every consumer of a trained checkpoint (eval, diagnose, export, live, serve) loads it here,
+    so here is where a checkpoint that cannot be a working policy is refused, in one ``error``
+    line naming it: a missing or unexpected tensor, a tensor of another shape than the config
+    builds (``load_state_dict`` would raise a page of size mismatches), a non-finite value
+    (NaN weights answer NaN everywhere: parity and reliance figures would compare NaN with NaN,
+    and every comparison with NaN is false). Classification heads' ``bin_values`` are rebuilt
+    from the config, not read from the checkpoint.
     """
     policy = build_policy(config.model, config.frame_shape, dict(history_sizes) or None)
-    missing, unexpected = policy.load_state_dict(dict(weights), strict=False)
-    missing = [m for m in missing if not m.endswith("bin_values")]
+    expected = policy.state_dict()
+    missing = [k for k in expected if k not in weights and not k.endswith("bin_values")]
+    unexpected = [k for k in weights if k not in expected]
     if missing or unexpected:
         raise error(
-            f"{label}: checkpoint does not fit its config (missing {missing[:4]}, "
-            f"unexpected {unexpected[:4]})"
+            f"{label}: checkpoint does not fit its config (missing {_names(missing)}, "
+            f"unexpected {_names(unexpected)})"
         )
+    for name, tensor in weights.items():
+        want = tuple(expected[name].shape)
+        if tuple(tensor.shape) != want:
+            raise error(
+                f"{label}: checkpoint tensor {_name(name)} has shape {list(tensor.shape)}, the "
+                f"config builds {list(want)}: the weights file does not belong to this run's config"
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise error(
+                f"{label}: checkpoint tensor {_name(name)} holds {bad} non-finite value(s) (NaN or "
+                f"inf) of {tensor.numel()}: the weights are damaged; use an earlier checkpoint (RUN@N)"
+            )
+    policy.load_state_dict(dict(weights), strict=False)
     return policy.eval()
+
+
+def _name(name: str, limit: int = 80) -> str:
+    """A tensor name from a file, quoted and cut short (a crafted file may name anything)."""
+    return repr(name if len(name) <= limit else name[:limit] + "...")
+
+
+def _names(names: list[str]) -> str:
+    return "[" + ", ".join(_name(n) for n in names[:4]) + (", ..." if len(names) > 4 else "") + "]"

@@ -1,8 +1,8 @@
 """The model card's diagnosis section: `drivelab diagnose`'s verdicts and reliance figure.
 
 A card that shows a good validation loss next to a copycat verdict tells the reader what the
-loss hid (model_0009). Read from the newest ``<run>/diagnosis/diagnosis_batch<N>.json`` the
-verb leaves in the run folder; without one, the command that makes it.
+loss hid (model_0009). Read from the newest ``<run>/diagnosis/diagnosis_batch<N>[_<split>][_<data>].json``
+the verb leaves in the run folder (with its split and dataset); without one, the command that makes it.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from drivelab.diagnose.report import FOLDER
+from drivelab.diagnose.report import FOLDER, JSON_PREFIX, figure_path
 from drivelab.reports.document import Document
 from drivelab.runs.folder import RunFolder
 
 
 def latest_diagnosis(run: RunFolder) -> tuple[Path, dict[str, Any]] | None:
     """The newest saved diagnosis of ``run`` (by modification time) and its contents."""
-    files = sorted((run.path / FOLDER).glob("diagnosis_batch*.json"), key=lambda p: p.stat().st_mtime)
+    files = sorted((run.path / FOLDER).glob(f"{JSON_PREFIX}batch*.json"), key=lambda p: p.stat().st_mtime)
     for path in reversed(files):
         try:
             return path, json.loads(path.read_text(encoding="utf-8"))
@@ -43,7 +43,7 @@ def diagnosis_section(doc: Document, run: RunFolder) -> None:
             text = f"**{f['text']}**" if f.get("flagged") else f["text"]
             rows.append([who, text, f"{f['figure']} {f['value']:.3g}", f"{f['threshold']:.3g}"])
     doc.table(["head", "verdict", "figure", "threshold"], rows)
-    plot = path.with_name(path.name.replace("diagnosis_", "reliance_").replace(".json", ".png"))
+    plot = figure_path(path)
     if plot.is_file():
         doc.image(str(plot.relative_to(run.path)), "input reliance per head")
 
