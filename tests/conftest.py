@@ -74,6 +74,12 @@ def run_cli_here(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["drivelab", *args], returncode, out.getvalue(), err.getvalue())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_config_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Per-user files drivelab makes (the sweep trust key) go to a test folder, not ``~``."""
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three short real CarRacing expert episodes (noise on), one of them in val."""
