@@ -27,7 +27,8 @@ def sweep(
     status: Annotated[Path | None, typer.Option("--status", help="Print a sweep folder's progress.")] = None,
 ) -> None:
     """Run every cell of a grid x seeds as ordinary runs; results.md/csv/json with mean ± std."""
-    from drivelab.sweep.runner import new_sweep, reopen_sweep, run_sweep
+    from drivelab.sweep.engine import ray_session
+    from drivelab.sweep.runner import plan_new_sweep, reopen_sweep, run_sweep
     from drivelab.sweep.status import sweep_progress
 
     given = [name for name, value in (("SPEC", spec), ("--resume", resume), ("--status", status)) if value]
@@ -49,8 +50,11 @@ def sweep(
         plan, folder = reopen_sweep(resume)
     else:
         assert spec is not None
-        plan, folder = new_sweep(spec, list(overrides or []), out_dir)
-    with err.status(f"sweep {plan.spec.name}: starting Ray") as line:
+        plan, claim = plan_new_sweep(spec, list(overrides or []), out_dir)
+    with err.status(f"sweep {plan.spec.name}: starting Ray") as line, ray_session(address, plan.spec.trial.cpus):
+        if resume is None:
+            folder = claim()  # only now that Ray runs: a sweep that cannot start leaves no folder
+
         def redraw() -> None:
             line.update(f"sweep {plan.spec.name}: {sweep_progress(plan, folder).line()}")
 

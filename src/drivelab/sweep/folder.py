@@ -55,13 +55,18 @@ class SweepFolder:
     def figures(self) -> Path:
         return self.path / "figures"
 
-    @classmethod
-    def create(cls, path: Path, spec: dict[str, Any], overrides: list[str]) -> SweepFolder:
-        """A new sweep folder; an existing one is refused (continue it with ``--resume``)."""
+    @staticmethod
+    def check_new(path: Path) -> None:
+        """Refuse a sweep folder that cannot be made new (checked before Ray starts)."""
         check_output_dir(path.parent if str(path.parent) else Path("."), "--out")
         if path.exists() and any(path.iterdir()):
             raise SweepError(f"{path} exists: continue it with `drivelab sweep --resume {path}`, or "
                              "pick another --out")
+
+    @classmethod
+    def create(cls, path: Path, spec: dict[str, Any], overrides: list[str]) -> SweepFolder:
+        """A new sweep folder; an existing one is refused (continue it with ``--resume``)."""
+        cls.check_new(path)
         folder = cls(path)
         folder.trials.mkdir(parents=True, exist_ok=True)
         folder.runs.mkdir(exist_ok=True)
