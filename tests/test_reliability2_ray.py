@@ -77,14 +77,14 @@ def test_an_unreachable_address_leaves_nothing_behind(tmp_path: Path) -> None:
     }))
     out, data = tmp_path / "out", tmp_path / "live.zarr"
     for address, expected in ((f"127.0.0.1:{_closed_port()}", "connection refused"),
-                              ("no-such-host.invalid:6379", "no host named")):
+                              ("no-such-host.invalid:6379", "no host named"),
+                              ("head:99999", "is not host:port")):
         started = time.monotonic()
         result = run_cli_here("sweep", str(spec), "--out", str(out), "--address", address)
-        line = _one_error_line(result, "cannot reach the Ray cluster")
-        assert expected in line and not out.exists(), (line, list(tmp_path.iterdir()))
+        assert address in _one_error_line(result, expected) and not out.exists(), list(tmp_path.iterdir())
         result = run_cli_here("live", str(PILOTNET), f"data.path={data}", "data.val_split=null",
                               "live.stop.batches=5", "--address", address)
-        assert expected in _one_error_line(result, "cannot reach the Ray cluster") and not data.exists()
+        assert address in _one_error_line(result, expected) and not data.exists()
         assert time.monotonic() - started < 60  # Ray itself would retry for minutes
 
 

@@ -63,16 +63,17 @@ def start_ray(
         return False
     if address is not None and address.strip().lower() == "local":
         address = None  # Ray's word for "start one here": the same local Ray, on loopback
+    if address is not None:
+        check_reachable(address)  # before Ray, which retries an unreachable address for minutes
     options: dict[str, Any] = {
         "runtime_env": {"env_vars": worker_env(cpus)},
         "include_dashboard": False,
         "log_to_driver": False,
         "logging_level": logging.ERROR,
     }
-    where = f"the Ray cluster at {address[:80]}" if address else "a local Ray"
+    where = "a local Ray" if address is None else f"the Ray cluster at {address[:80]}"
     try:
         if address is not None:
-            check_reachable(address)
             ray.init(address=address, **options)
         else:
             reap_dead_sessions()

@@ -37,6 +37,9 @@ def single_machine_ray() -> Iterator[None]:
     """While ``ray.init`` starts a local node: Ray's single-machine mode, so loopback stays loopback."""
     from ray._private import ray_constants
 
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):  # a Ray without the switch: `check_loopback` decides
+        yield
+        return
     saved = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
@@ -60,11 +63,10 @@ def check_loopback(node_ip: str) -> None:
 
 
 def check_reachable(address: str) -> None:
-    """Refuse a cluster address whose port does not answer (one line, within seconds)."""
+    """Refuse a cluster address that is malformed or whose port does not answer (one line, in seconds)."""
     host, port = split_address(address)
     if host is None or port is None:
-        return  # `auto` (Ray finds a local cluster itself, or says it found none)
-    shown = address[:SHOWN] + ("..." if len(address) > SHOWN else "")
+        return  # `auto`: Ray finds a cluster started on this machine, or says at once it found none
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
             return
@@ -72,19 +74,26 @@ def check_reachable(address: str) -> None:
         reason = f"no host named {host[:SHOWN]!r}"
     except TimeoutError:
         reason = f"no answer in {CONNECT_TIMEOUT_S:g} s"
-    except OSError as exc:
-        reason = (exc.strerror or type(exc).__name__).lower()
-    raise SweepError(f"cannot reach the Ray cluster at {shown}: {reason}; check --address (host:port "
+    except (OSError, UnicodeError) as exc:
+        reason = (getattr(exc, "strerror", None) or type(exc).__name__).lower()
+    raise SweepError(f"cannot reach the Ray cluster at {_shown(address)}: {reason}; check --address (host:port "
                      "of the head's GCS, or ray://host:port) and that the cluster is up")
 
 
 def split_address(address: str) -> tuple[str | None, int | None]:
-    """``host:port``, ``ray://host:port`` or ``[v6]:port`` as (host, port); (None, None) for the
-    rest (``auto``, or a form Ray reads itself and answers for)."""
+    """``host:port``, ``ray://host:port`` or ``[v6]:port`` as (host, port); (None, None) for ``auto``."""
     rest = address.strip()
+    if rest.lower() == "auto":
+        return None, None
     if "://" in rest:
         rest = rest.split("://", 1)[1]
     host, sep, port = rest.split("/", 1)[0].rpartition(":")
+    host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return None, None
-    return host.strip("[]"), int(port)
+        raise SweepError(f"--address {_shown(address)!r} is not host:port, ray://host:port (a port from 1 "
+                         "to 65535) or auto; leave it out for a local Ray on this machine")
+    return host, int(port)
+
+
+def _shown(address: str) -> str:
+    return address[:SHOWN] + ("..." if len(address) > SHOWN else "")
