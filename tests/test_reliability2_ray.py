@@ -43,7 +43,8 @@ DRIVER = textwrap.dedent("""
 
     probe = Probe.remote()
     ray.get(probe.ping.remote())
-    print("ready", flush=True)
+    print(ray.get_runtime_context().get_node_id(), flush=True)
+    print(ray._private.worker.global_worker.node.get_session_dir_path(), flush=True)
     time.sleep(600)
 """)
 
@@ -155,7 +156,8 @@ def _still_running(pid: int, started: float) -> bool:
 def next_start():
     """A drivelab driver with a local Ray, killed -9; then drivelab's next local Ray start here.
 
-    Yields the killed session's processes (pid, start time, command) as they were before the kill.
+    Yields the killed session's processes (pid, start time, command) as they were before the kill,
+    and a `tail -f` of that session's raylet log (not Ray's: the reaper must leave it alone).
     """
     from drivelab.sweep.engine import start_ray
 
@@ -163,11 +165,14 @@ def next_start():
     driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               text=True, env={**os.environ, "SDL_VIDEODRIVER": "dummy"})
     try:
-        assert driver.stdout is not None and driver.stdout.readline().strip() == "ready"
+        assert driver.stdout is not None and driver.stdout.readline().strip()  # the node is up
+        session = Path(driver.stdout.readline().strip())
+        reader = subprocess.Popen(["tail", "-f", str(session / "logs" / "raylet.out")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30  # the raylet starts its two agents next to the workers
         while time.monotonic() < deadline:
-            session = psutil.Process(driver.pid).children(recursive=True)
-            if sum(p.cmdline()[:1] != [] and p.cmdline()[0].startswith("ray::") for p in session) >= 3:
+            procs = psutil.Process(driver.pid).children(recursive=True)
+            if sum(p.cmdline()[:1] != [] and p.cmdline()[0].startswith("ray::") for p in procs) >= 3:
                 break
             time.sleep(0.2)
         killed = [_identity(p) for p in psutil.Process(driver.pid).children(recursive=True)]
@@ -177,8 +182,10 @@ def next_start():
         with contextlib.suppress(ProcessLookupError):
             driver.kill()
     assert start_ray(None, 1, num_cpus=2, object_store=80 * 1024 * 1024)
-    yield killed
+    yield killed, reader
     ray.shutdown()
+    reader.kill()
+    reader.wait()
     for pid, started, _ in killed:  # whatever a failed reap left, the suite does not leak it
         if _still_running(pid, started):
             with contextlib.suppress(psutil.Error):
@@ -191,7 +198,7 @@ def _is_loopback(ip: str) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def test_a_local_ray_listens_on_loopback_only(next_start: list) -> None:
+def test_a_local_ray_listens_on_loopback_only(next_start: tuple) -> None:
     """Issue 29.1: every Ray process of a local session (the driver too) listens on 127.0.0.1 only."""
 
     @ray.remote(num_cpus=1)
@@ -223,19 +230,26 @@ def test_a_local_ray_listens_on_loopback_only(next_start: list) -> None:
     ray.kill(actor)
 
 
-def test_a_killed_drivers_ray_processes_do_not_outlive_the_next_start(next_start: list) -> None:
-    """Issue 29.27: after kill -9 of a driver, its agents and workers are gone once Ray starts again."""
-    commands = " ".join(command for _, _, command in next_start)
-    assert "gcs_server" in commands and "raylet" in commands and len(next_start) >= 4, next_start
-    left = [(pid, command) for pid, started, command in next_start if _still_running(pid, started)]
+def test_a_killed_drivers_ray_processes_do_not_outlive_the_next_start(next_start: tuple) -> None:
+    """Issue 29.27: after kill -9 of a driver, its agents and workers are gone once Ray starts again;
+    a program that is not Ray's, reading that session's log, is left alone."""
+    killed, reader = next_start
+    commands = " ".join(command for _, _, command in killed)
+    assert "gcs_server" in commands and "raylet" in commands and len(killed) >= 4, killed
+    left = [(pid, command) for pid, started, command in killed if _still_running(pid, started)]
     assert not left, left
+    assert reader.poll() is None  # `tail -f` of the dead session's log: not Ray's, not ended
 
 
-def test_a_running_drivers_ray_is_left_alone(next_start: list) -> None:
-    """The reaper ends only sessions whose driver is gone: this process's own Ray survives it."""
-    from drivelab.sweep.ray_leftovers import reap_dead_sessions
+def test_a_running_drivers_ray_is_left_alone(next_start: tuple) -> None:
+    """The reaper ends only sessions whose driver is gone: this process's own Ray survives it, and
+    a file in the records folder that is no record is dropped without a word."""
+    from drivelab.sweep.ray_leftovers import reap_dead_sessions, sessions_dir
 
+    junk = sessions_dir() / "junk.json"
+    junk.write_text("[not a record")
     reap_dead_sessions()
+    assert not junk.exists()
 
     @ray.remote(num_cpus=1)
     def one() -> int:
