@@ -199,7 +199,11 @@ def _is_loopback(ip: str) -> bool:
 
 
 def test_a_local_ray_listens_on_loopback_only(next_start: tuple) -> None:
-    """Issue 29.1: every Ray process of a local session (the driver too) listens on 127.0.0.1 only."""
+    """Issue 29.1: every Ray process of a local session (the driver too) listens on 127.0.0.1 only.
+
+    The session's processes are this driver's descendants: gcs_server, raylet (object manager),
+    the dashboard and runtime-env agents, the log monitor, and a task's and an actor's worker.
+    """
 
     @ray.remote(num_cpus=1)
     def pid() -> int:
@@ -217,8 +221,8 @@ def test_a_local_ray_listens_on_loopback_only(next_start: tuple) -> None:
     for proc in [me, *me.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):
             name = f"{proc.pid} {proc.name()} {' '.join(proc.cmdline())[:60]}"
-            for conn in proc.net_connections(kind="inet"):
-                if conn.status == psutil.CONN_LISTEN:
+            for conn in proc.net_connections(kind="inet"):  # TCP listeners, and UDP bound to no peer
+                if conn.status == psutil.CONN_LISTEN or (conn.type == socket.SOCK_DGRAM and not conn.raddr):
                     listeners.setdefault(name, []).append(f"{conn.laddr.ip}:{conn.laddr.port}")
     everywhere = {name: [a for a in addresses if not _is_loopback(a.rsplit(":", 1)[0])]
                   for name, addresses in listeners.items()}
