@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -41,12 +43,25 @@ def sessions_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"drivelab-ray-{os.getuid()}"
 
 
-def record_local_session(session_dir: str) -> Path:
+def _own_sessions_dir() -> Path | None:
+    """`sessions_dir`, made if missing; None when it is not a private folder of this user (in a
+    shared temp folder someone else could have made it, and records there choose what is ended)."""
+    folder = sessions_dir()
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return folder
+
+
+def record_local_session(session_dir: str) -> Path | None:
     """Note that this process drives the local Ray session ``session_dir`` (called once it is up)."""
     psutil = _psutil()
     me = psutil.Process()
-    folder = sessions_dir()
-    folder.mkdir(mode=0o700, exist_ok=True)
+    folder = _own_sessions_dir()
+    if folder is None:
+        return None
     record = {"driver_pid": me.pid, "driver_started": me.create_time(), "session_dir": session_dir}
     path = folder / f"{Path(session_dir).name}.json"
     temporary = path.with_suffix(f".{me.pid}.tmp")
@@ -57,9 +72,9 @@ def record_local_session(session_dir: str) -> Path:
 
 def reap_dead_sessions() -> int:
     """End the leftovers of every recorded session whose driver is gone; how many were ended."""
-    folder = sessions_dir()
+    folder = _own_sessions_dir()
     ended = 0
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for path in sorted(folder.glob("*.json")) if folder is not None else []:
         try:
             record = json.loads(path.read_text())
             pid, started, session = int(record["driver_pid"]), float(record["driver_started"]), str(record["session_dir"])
@@ -99,7 +114,9 @@ def session_processes(session_dir: str, since: float) -> list[Any]:
 
 
 def _mentions(command: list[str], paths: set[str]) -> bool:
-    return any(path in arg for arg in command for path in paths)
+    """An argument names one of ``paths`` (a whole path: ``..._544`` is not ``..._5441``)."""
+    pattern = re.compile("(?:" + "|".join(re.escape(p) for p in paths) + r")(?=$|[/\s,;:'\"])")
+    return any(pattern.search(arg) for arg in command)
 
 
 def _holds_file_under(proc: Any, folders: set[str]) -> bool:
