@@ -96,7 +96,8 @@ def collector_alone(args: argparse.Namespace, dataset: Path, run: str) -> dict:
 
 
 def live_loop(args: argparse.Namespace, dataset: Path, out: Path) -> dict:
-    summary = run_live(bench_config(dataset, args, args.minutes * 60), out / "live_runs", say=lambda _l: None)
+    summary = run_live(bench_config(dataset, args, args.minutes * 60), out / "live_runs", say=lambda _l: None,
+                       append=True)  # a copy of the seed dataset
     rows = read_ledger(Path(summary["run"]))
     periods = [r for r in rows if r["kind"] == "period"]
     plays = [r for r in rows if r["kind"] == "play"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +30,8 @@ def sweep(
     status: Annotated[Path | None, typer.Option("--status", help="Print a sweep folder's progress.")] = None,
 ) -> None:
     """Run every cell of a grid x seeds as ordinary runs; results.md/csv/json with mean ± std."""
-    from drivelab.sweep.runner import new_sweep, reopen_sweep, run_sweep
+    from drivelab.sweep.engine import ray_session
+    from drivelab.sweep.runner import plan_new_sweep, reopen_sweep, run_sweep
     from drivelab.sweep.status import sweep_progress
 
     given = [name for name, value in (("SPEC", spec), ("--resume", resume), ("--status", status)) if value]
@@ -51,8 +53,14 @@ def sweep(
         plan, folder = reopen_sweep(resume)
     else:
         assert spec is not None
-        plan, folder = new_sweep(spec, list(overrides or []), out_dir)
-    with err.status(f"sweep {plan.spec.name}: starting Ray") as line:
+        plan, claim = plan_new_sweep(spec, list(overrides or []), out_dir)
+    # a new sweep's folder is made only once Ray runs (an unreachable address leaves nothing); a
+    # resume starts Ray inside `run_sweep`, after its lock and the check of Tune's pickles
+    session = ray_session(address, plan.spec.trial.cpus) if resume is None else contextlib.nullcontext()
+    with err.status(f"sweep {plan.spec.name}: starting Ray") as line, session:
+        if resume is None:
+            folder = claim()  # only now that Ray runs: a sweep that cannot start leaves no folder
+
         def redraw() -> None:
             line.update(f"sweep {plan.spec.name}: {sweep_progress(plan, folder).line()}")
 

@@ -75,11 +75,9 @@ class LiveConfig(_Section):
     round_episodes: PositiveInt = 4
 
     @model_validator(mode="after")
-    def _stops(self) -> LiveConfig:
-        stop = self.stop
-        if stop.batches is None and stop.seconds is None and stop.score is None and self.episodes is None:
-            raise _field_error("stop", "the live loop needs a stop: set live.stop.batches, "
-                               "live.stop.seconds, live.stop.score or live.episodes")
+    def _beta_floor(self) -> LiveConfig:
+        # the live loop's stop (live.stop / live.episodes) is checked by `drivelab live` itself:
+        # `drivelab dagger` stops by its rounds and must not demand one
         if self.beta.floor > self.beta.start:
             raise _field_error("beta", f"beta.floor ({self.beta.floor}) is above beta.start "
                                f"({self.beta.start}): the floor is where the schedule ends")

@@ -14,35 +14,39 @@ from pathlib import Path
 from typing import Any
 
 from drivelab.config import ExperimentConfig
-from drivelab.config.live_section import LiveConfig, StopConfig
+from drivelab.config.live_section import LiveConfig
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.live.beta import beta_at
 from drivelab.live.collector import Collector, EpisodeOrder
-from drivelab.live.dataset import next_slot, open_live_dataset
+from drivelab.live.dataset import existing_episodes, next_slot, open_live_dataset
 from drivelab.live.ledger import LiveLedger
 from drivelab.live.trainer_actor import LiveTrainer
 from drivelab.live.weights import read_version
 from drivelab.runs.folder import RunFolder
 
 
-def dagger_live(config: ExperimentConfig, rounds: int) -> LiveConfig:
-    """The config's live section, or the defaults (the stop rule is the rounds here)."""
-    if config.live is not None:
-        return config.live
-    return LiveConfig(stop=StopConfig(batches=(rounds + 1) * LiveConfig.model_fields["round_batches"].default))
+def dagger_live(config: ExperimentConfig) -> LiveConfig:
+    """The config's live section, or the defaults (``live.stop`` is the live loop's: the rounds
+    are the stop rule here)."""
+    return config.live if config.live is not None else LiveConfig()
 
 
 def run_dagger(config: ExperimentConfig, runs_root: Path, rounds: int, say: Any = print,
-               start_run: Path | None = None) -> dict[str, Any]:
+               start_run: Path | None = None, append: bool = False) -> dict[str, Any]:
     """Round 0 (expert) + ``rounds`` DAgger rounds; a summary of the run.
 
     ``start_run``: a run already trained on ``config.data.path`` (`drivelab demo --dagger`'s
     behaviour-cloning run) is round 0: the rounds continue it, collecting with its policy.
+    ``append``: ``data.path`` may already hold episodes; every round trains on them too, so they
+    are reported first and the summary counts them (``earlier``).
     """
     if rounds < 0:
         raise DrivelabError(f"--rounds must be 0 or more (got {rounds}): round 0 is the expert's")
-    live = dagger_live(config, rounds)
-    open_live_dataset(config, live, resuming=start_run is not None)
+    live = dagger_live(config)
+    earlier = existing_episodes(config) if append else None
+    open_live_dataset(config, live, resuming=start_run is not None, append=append)
+    if earlier is not None:
+        say(f"appending to {config.data.path}, which holds {earlier}: every round trains on them too")
     # rounds run one thing at a time in this process: it keeps every core (live.threads is for
     # actors that share them); setting the pool here would also leak into the caller's process
     collector = Collector(str(config.data.path), live, None)
@@ -78,5 +82,6 @@ def run_dagger(config: ExperimentConfig, runs_root: Path, rounds: int, say: Any 
     finally:
         ledger.close()
         collector.env.close()
-    return {"run": trainer.run, "rounds": rounds, "episodes": episodes, "frames": frames,
-            "batch": row.get("batch", 0)}
+    summary = {"run": trainer.run, "rounds": rounds, "episodes": episodes, "frames": frames,
+               "batch": row.get("batch", 0)}
+    return {**summary, "earlier": earlier} if earlier is not None else summary

@@ -12,6 +12,7 @@ On a cluster (``--address``) the dataset and runs folder must be shared storage 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,12 @@ from drivelab.config.live_section import LiveConfig
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.live.beta import beta_at
 from drivelab.live.collector import Collector, EpisodeOrder
-from drivelab.live.dataset import next_slot, open_live_dataset
+from drivelab.live.dataset import (
+    check_live_dataset,
+    existing_episodes,
+    next_slot,
+    open_live_dataset,
+)
 from drivelab.live.ledger import LiveLedger
 from drivelab.live.player import LivePlayer
 from drivelab.live.trainer_actor import LiveTrainer
@@ -31,12 +37,31 @@ from drivelab.runs.checkpoints import atomic_write_text, list_checkpoints
 from drivelab.runs.folder import RunFolder
 from drivelab.seeds import HELD_OUT_SEED
 
+#: Collector actors per core at most: each is a process with its own simulator, and Ray shares
+#: the cores out in fractions (cores / (collectors + 2)) that it cannot split below 1e-4.
+COLLECTORS_PER_CPU = 8
+
 
 def live_config(config: ExperimentConfig) -> LiveConfig:
+    """The config's live section, with the stop the live loop needs (`dagger` stops by rounds)."""
     if config.live is None:
         raise DrivelabError("the config has no live: section: add one (live.stop.batches=..., "
                             "live.collectors=...) or override e.g. live.stop.seconds=600")
-    return config.live
+    live, stop = config.live, config.live.stop
+    if stop.batches is None and stop.seconds is None and stop.score is None and live.episodes is None:
+        raise DrivelabError("the live loop needs a stop: set live.stop.batches, live.stop.seconds, "
+                            "live.stop.score or live.episodes")
+    return live
+
+
+def check_collectors(collectors: int, cpus: float, where: str) -> None:
+    """Refuse more collectors than the cores can sensibly share (before any actor starts)."""
+    limit = max(1, int(cpus * COLLECTORS_PER_CPU))
+    if collectors > limit:
+        shown = str(collectors) if collectors < 10**9 else f"{collectors:.2e}"
+        raise DrivelabError(f"{shown} collectors for the {cpus:g} cores {where}: at most {limit} "
+                            f"({COLLECTORS_PER_CPU} per core, each is a process with its own simulator); "
+                            "lower --collectors (live.collectors)")
 
 
 @dataclass
@@ -78,13 +103,14 @@ class LiveState:
 def run_live(
     config: ExperimentConfig | None, runs_root: Path, collectors: int | None = None,
     address: str | None = None, resume: str | None = None, say: Any = print,
-    overrides: list[str] | None = None,
+    overrides: list[str] | None = None, append: bool = False,
 ) -> dict[str, Any]:
     """Run the live loop until its stop condition; a summary of what it did.
 
     With ``resume`` the config is the run's own with ``overrides`` on top; those may change only
     the loop (``live.*``, e.g. a later stop) and are saved into the run's ``config.yaml``, so the
-    run's config says what it ran with and a second resume keeps them.
+    run's config says what it ran with and a second resume keeps them. A new run on a dataset
+    that already holds episodes needs ``append`` (it trains on them too; they are reported).
     """
     from drivelab.sweep.engine import start_ray
 
@@ -98,10 +124,20 @@ def run_live(
         if collectors < 1:
             raise DrivelabError(f"--collectors must be at least 1 (got {collectors})")
         live = live.model_copy(update={"collectors": collectors})
-    open_live_dataset(config, live, resume is not None)
+    if address is None:  # a cluster's cores are known once connected (checked again then)
+        check_collectors(live.collectors, os.cpu_count() or 1, "of this machine")
+    check_live_dataset(config, resume is not None, append)
+    earlier = existing_episodes(config) if append else None
     started_ray = start_ray(address, live.threads)
     try:
-        return _drive_loop(config, live, runs_root, resume, say)
+        import ray
+
+        check_collectors(live.collectors, float(ray.cluster_resources().get("CPU", 1)), "Ray offers")
+        open_live_dataset(config, live, resume is not None, append)  # made only once Ray runs
+        if earlier is not None:
+            say(f"appending to {config.data.path}, which holds {earlier}: the trainer trains on them too")
+        summary = _drive_loop(config, live, runs_root, resume, say)
+        return {**summary, "earlier": earlier} if earlier is not None else summary
     finally:
         if started_ray:
             import ray

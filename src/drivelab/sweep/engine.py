@@ -18,14 +18,18 @@ node sees at the same path (NFS, a shared volume): trials write their run folder
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from drivelab.errors import Interrupted
 from drivelab.sweep.folder import FINAL, SweepFolder
+from drivelab.sweep.loopback import LOOPBACK, check_loopback, check_reachable, single_machine_ray
+from drivelab.sweep.ray_leftovers import reap_dead_sessions, record_local_session
 from drivelab.sweep.resources import ray_system_config, worker_env
 from drivelab.sweep.spec import SweepError, SweepPlan
 from drivelab.sweep.trust import check_restorable
@@ -55,32 +59,62 @@ def start_ray(
 ) -> bool:
     """Connect to ``address`` or start Ray here; False when a Ray session was already up (tests).
 
-    A local Ray gets ``num_cpus`` (default: every core) and workers at the normal priority.
+    A local Ray gets ``num_cpus`` (default: every core), workers at the normal priority, and
+    listens on 127.0.0.1 only (`sweep.loopback`): reaching it from the network is reaching a
+    code-execution service. Leftovers of an earlier local Ray whose driver was killed are reaped
+    first (`sweep.ray_leftovers`). A cluster is only ever the user's explicit ``address``, which
+    is checked to answer before Ray is asked (Ray itself retries an unreachable one for minutes).
     """
     import ray
 
     if ray.is_initialized():
         return False
+    if address is not None and address.strip().lower() == "local":
+        address = None  # Ray's word for "start one here": the same local Ray, on loopback
+    if address is not None:
+        check_reachable(address)  # before Ray, which retries an unreachable address for minutes
     options: dict[str, Any] = {
         "runtime_env": {"env_vars": worker_env(cpus)},
         "include_dashboard": False,
         "log_to_driver": False,
         "logging_level": logging.ERROR,
     }
+    where = "a local Ray" if address is None else f"the Ray cluster at {address[:80]}"
     try:
         if address is not None:
             ray.init(address=address, **options)
         else:
-            ray.init(
-                num_cpus=num_cpus or os.cpu_count() or 1,
-                object_store_memory=object_store,
-                _system_config=ray_system_config(),
-                **options,
-            )
+            reap_dead_sessions()
+            with single_machine_ray():
+                context = ray.init(
+                    num_cpus=num_cpus or os.cpu_count() or 1,
+                    object_store_memory=object_store,
+                    _system_config=ray_system_config(),
+                    _node_ip_address=LOOPBACK,
+                    **options,
+                )
+            record_local_session(context.address_info["session_dir"])
+            check_loopback(context.address_info["node_ip_address"])
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise SweepError(f"cannot start {where}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        if ray.is_initialized():
+            ray.shutdown()
+        if isinstance(exc, SweepError):
+            raise
+        raise SweepError(f"cannot start {where}: {str(exc).splitlines()[0][:300] if str(exc) else exc}") from None
     return True
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, cpus: float) -> Iterator[None]:
+    """`start_ray` for a block, shut down after it (unless a Ray session was already up)."""
+    import ray
+
+    started = start_ray(address, cpus)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def run_tune(

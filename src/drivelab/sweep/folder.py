@@ -65,12 +65,9 @@ class SweepFolder:
     def figures(self) -> Path:
         return self.path / "figures"
 
-    @classmethod
-    def create(cls, path: Path, spec: dict[str, Any], overrides: list[str]) -> SweepFolder:
-        """A new sweep folder; an existing one is refused (continue it with ``--resume``).
-
-        The path is made absolute: Tune needs one, and the resume hints print it.
-        """
+    @staticmethod
+    def check_new(path: Path) -> None:
+        """Refuse a sweep folder that cannot be made new (checked before Ray starts)."""
         path = path.expanduser().resolve()
         check_output_dir(path.parent, "--out")
         if path.exists() and not path.is_dir():
@@ -78,6 +75,15 @@ class SweepFolder:
         if path.exists() and any(path.iterdir()):
             raise SweepError(f"{path} exists: continue it with `drivelab sweep --resume "
                              f"{shlex.quote(str(path))}`, or pick another --out")
+
+    @classmethod
+    def create(cls, path: Path, spec: dict[str, Any], overrides: list[str]) -> SweepFolder:
+        """A new sweep folder; an existing one is refused (continue it with ``--resume``).
+
+        The path is made absolute: Tune needs one, and the resume hints print it.
+        """
+        path = path.expanduser().resolve()
+        cls.check_new(path)
         folder = cls(path)
         folder.trials.mkdir(parents=True, exist_ok=True)
         folder.runs.mkdir(exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +14,21 @@ from drivelab.sweep.spec import SweepPlan, parse_spec, plan_sweep, read_spec
 
 def new_sweep(spec_path: Path, overrides: list[str], out: Path | None) -> tuple[SweepPlan, SweepFolder]:
     """Check the spec and every trial's config, then claim the sweep folder (nothing before)."""
+    plan, claim = plan_new_sweep(spec_path, overrides, out)
+    return plan, claim()
+
+
+def plan_new_sweep(
+    spec_path: Path, overrides: list[str], out: Path | None
+) -> tuple[SweepPlan, Callable[[], SweepFolder]]:
+    """Check the spec, every trial's config and the folder; the folder is made only by the
+    returned ``claim()``, so the caller can first make sure Ray is reachable (a sweep that
+    cannot run leaves no folder behind)."""
     spec, raw = read_spec(spec_path)
     plan = plan_sweep(spec, overrides)
-    folder = SweepFolder.create(out or Path("sweeps") / spec.name, raw, overrides)
-    return plan, folder
+    path = out or Path("sweeps") / spec.name
+    SweepFolder.check_new(path)
+    return plan, functools.partial(SweepFolder.create, path, raw, overrides)
 
 
 def reopen_sweep(path: Path) -> tuple[SweepPlan, SweepFolder]:
