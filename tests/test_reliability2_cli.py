@@ -223,3 +223,11 @@ def test_a_value_yaml_cannot_construct_is_one_line(tmp_path: Path) -> None:
     config.write_text(PILOTNET.read_text().replace("seed: 123", "seed: 123\nnotes: 2001-02-30"))
     one_error_line(run_cli_here("summary", str(config)), str(config), "quote it")
     one_error_line(run_cli_here("summary", str(PILOTNET), "notes=!!int x"), "override notes", "quote it")
+
+
+def test_a_control_character_in_an_override_is_one_line() -> None:
+    """YAML's reader refuses control characters while the loader is made (found by test_fuzz)."""
+    from drivelab.config.loading import ConfigError, apply_overrides
+
+    with pytest.raises(ConfigError, match="override seed="):
+        apply_overrides({}, ["seed=\x1f"])

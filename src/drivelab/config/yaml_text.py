@@ -70,8 +70,9 @@ def _first_line(exc: BaseException) -> str:
 def parse_yaml(text: str, source: str) -> Any:
     """The value a YAML text stands for; a `ConfigError` (one line naming ``source``) if it is
     not YAML, nests too deeply, or its aliases expand beyond `ALIAS_BUDGET` values."""
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters at once
         node = loader.get_single_node()
         if node is None:
             return None
@@ -95,7 +96,8 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: nested too deeply to be a config (thousands of levels of "
                           "[ or {)") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml_file(path: Path) -> Any:
