@@ -30,14 +30,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from drivelab.data.dataset_out import check_new_dataset, dataset_out
 from drivelab.data.records import DatasetMeta, EpisodeRecord
 from drivelab.interop import lerobot_format as fmt
 from drivelab.interop.dataset_out import (
     InteropError,
     check_import_fits,
-    check_new_dataset,
     check_split_counts,
-    dataset_out,
     tail_splits,
 )
 from drivelab.interop.deps import pyarrow_parquet
@@ -343,7 +342,7 @@ def import_lerobot(root: str | Path, out: str | Path, camera: str | None = None,
                    test_episodes: int = 0) -> LeRobotImport:
     """Import the LeRobot v3.0 dataset at ``root`` into a new drivelab dataset at ``out``."""
     root, out = Path(root), Path(out)
-    check_new_dataset(out)
+    check_new_dataset(out, InteropError)
     check_split_counts(val_episodes, test_episodes)
     src = read_source(root, camera)
     meta, splits = _meta(src)
@@ -357,7 +356,7 @@ def import_lerobot(root: str | Path, out: str | Path, camera: str | None = None,
     storage = src.info["features"][src.camera]["dtype"]
     check_import_fits(out, meta.frame_shape, max(int(r["length"]) for r in src.episodes), _disk_lower_bound(src),
                       "import another camera (--camera) or shrink the frames in LeRobot first")
-    with dataset_out(out, meta) as ds:
+    with dataset_out(out, meta, InteropError) as ds:
         for row, info in zip(src.episodes, infos, strict=True):
             ds.add(_episode(src, row, meta, info))
         ds.store.assign_splits(val=splits.get("val", []), test=splits.get("test", []))
