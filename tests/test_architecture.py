@@ -1,7 +1,8 @@
 """The layering of `docs/architecture.md`, checked on the source: no import reaches upward.
 
-Every module belongs to a layer (the most specific prefix below wins); a module may import its
-own layer's siblings only where the table allows and anything in a lower layer. Imports inside
+Every module belongs to a layer (the most specific prefix below wins); a module may import
+anything in a lower layer, its own entry's modules, and another entry of its own rank only where
+`SAME_RANK` lists the pair. Every package is in the table and in the document's picture. Imports inside
 functions count too: a lazy import is still a dependency. `evaluate` and `train` share a rank
 but must not import each other: the evaluator needs no trainer, and the trainer never imports
 the simulator (its watch player is another process).
@@ -10,6 +11,7 @@ the simulator (its watch player is another process).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "drivelab"
@@ -36,6 +38,14 @@ LAYERS: dict[str, int] = {
 #: Same-rank packages that must stay apart.
 APART = {("drivelab.train", "drivelab.evaluate"), ("drivelab.evaluate", "drivelab.train"),
          ("drivelab.sim", "drivelab.data")}
+#: The only imports between two different entries of one rank (docs/architecture.md says why):
+#: a leaf raises `errors`; `data` records what the simulator contract produces; the watch
+#: launcher starts the player its spec describes; `live` reuses sweep's Ray start and thread
+#: settings; the `demo` verb calls the demo pipeline. Each pair is (importer, imported).
+SAME_RANK = {("drivelab.data", "drivelab.sim"), ("drivelab.watch.launcher", "drivelab.watch.spec"),
+             ("drivelab.live", "drivelab.sweep"), ("drivelab.cli", "drivelab.demo")}
+SAME_RANK |= {(leaf, "drivelab.errors") for leaf, rank in LAYERS.items() if rank == 0}
+ARCHITECTURE_DOC = SRC.parents[1] / "docs" / "architecture.md"
 
 
 def layer_of(module: str) -> tuple[str, int]:
@@ -84,3 +94,41 @@ def test_no_import_reaches_a_higher_layer_or_a_kept_apart_sibling() -> None:
 def test_every_module_has_a_layer() -> None:
     assert all(layer_of(m)[0] != "drivelab" or m in ("drivelab", "drivelab.demo") for m in modules()
                if not m.startswith("drivelab.cli")), [m for m in modules() if layer_of(m)[0] == "drivelab"]
+
+
+def _import_edges() -> set[tuple[str, str, str, str]]:
+    """(module, imported module, module's table entry, imported one's entry) for every import."""
+    known = modules()
+    edges = set()
+    for module, path in known.items():
+        for target in imports(path, module):
+            while target not in known and "." in target:  # `from pkg import name`
+                target = target.rsplit(".", 1)[0]
+            if target != module:
+                edges.add((module, target, layer_of(module)[0], layer_of(target)[0]))
+    return edges
+
+
+def test_every_package_under_src_is_in_the_rank_table() -> None:
+    """A new package (or top-level module) gets its rank on purpose, not the catch-all's 10."""
+    names = [p.name if p.is_dir() else p.stem for p in SRC.iterdir()
+             if (p.is_dir() and (p / "__init__.py").is_file())
+             or (p.suffix == ".py" and p.stem not in ("__init__", "__main__"))]
+    missing = [n for n in sorted(names)
+               if not any(k == f"drivelab.{n}" or k.startswith(f"drivelab.{n}.") for k in LAYERS)]
+    assert not missing, f"add these to LAYERS (and to docs/architecture.md): {missing}"
+
+
+def test_every_ranked_package_is_in_the_architecture_picture() -> None:
+    """The document's picture names every package of the rank table."""
+    picture = ARCHITECTURE_DOC.read_text(encoding="utf-8").split("```")[1]
+    tops = {k.split(".")[1] for k in LAYERS if k != "drivelab"}
+    absent = sorted(n for n in tops if not re.search(rf"\b{n}\b", picture))
+    assert not absent, f"docs/architecture.md's picture leaves out {absent}"
+
+
+def test_same_rank_imports_are_only_the_documented_ones() -> None:
+    """Same rank is not a free pass: only the pairs in SAME_RANK (and siblings of one entry)."""
+    extra = sorted(f"{m} -> {t}" for m, t, a, b in _import_edges()
+                   if a != b and LAYERS[a] == LAYERS[b] and (a, b) not in SAME_RANK)
+    assert not extra, "same-rank imports not in SAME_RANK (say why in docs/architecture.md):\n" + "\n".join(extra)

@@ -305,7 +305,7 @@ def _enospc(*_args, **_kwargs):
 def test_import_disk_full_simulated_at_the_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where no tmpfs can be mounted: the second episode's write fails with ENOSPC, after the
     first was committed for real; the whole dataset goes, lock included."""
-    import drivelab.interop.dataset_out as dataset_out
+    import drivelab.data.dataset_out as dataset_out
 
     real = dataset_out.write_episode
     monkeypatch.setattr(dataset_out, "write_episode",
@@ -329,7 +329,7 @@ def test_export_disk_full_simulated_at_the_writer(tmp_path: Path, monkeypatch: p
 
 
 def test_lerobot_import_disk_full_simulated_at_the_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import drivelab.interop.dataset_out as dataset_out
+    import drivelab.data.dataset_out as dataset_out
 
     real = dataset_out.write_episode
     monkeypatch.setattr(dataset_out, "write_episode",

@@ -24,7 +24,7 @@ from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.report import evaluate_many
 from drivelab.evaluate.runner import EvalReport
 from drivelab.outputs import check_output_dir, write_text
-from drivelab.seeds import COLLECTION_SEED, HELD_OUT_SEED
+from drivelab.seeds import COLLECTION_SEED, DEFAULT_ENV, HELD_OUT_SEED
 from drivelab.train import train
 from drivelab.train.loop import ProgressSink
 
@@ -112,7 +112,7 @@ def run_demo(
     t0 = time.perf_counter()
     summary = collect(
         dataset,
-        CollectPlan(env="carracing", seed=options.seed, noise=options.noise, max_steps=options.max_steps),
+        CollectPlan(env=DEFAULT_ENV, seed=options.seed, noise=options.noise, max_steps=options.max_steps),
         episodes=options.episodes,
         workers=options.workers,
         val_episodes=max(1, options.episodes // 8),

@@ -14,7 +14,7 @@ from rich.table import Table
 from drivelab.cli.app import FORCE_OPTION, app, data_app, err, lazy_progress, out
 from drivelab.errors import DrivelabError
 from drivelab.outputs import check_output, write_json
-from drivelab.seeds import COLLECTION_SEED
+from drivelab.seeds import COLLECTION_SEED, DEFAULT_ENV
 
 
 # --------------------------------------------------------------------------- collect
@@ -22,7 +22,7 @@ from drivelab.seeds import COLLECTION_SEED
 def collect(
     out_path: Annotated[Path, typer.Option("--out", help="Dataset folder (Zarr v3) to create.")],
     episodes: Annotated[int, typer.Option(help="Episodes to record.")] = 4,
-    env: Annotated[str, typer.Option(help="`carracing` or a gymnasium id with image frames.")] = "carracing",
+    env: Annotated[str, typer.Option(help=f"`{DEFAULT_ENV}` or a gymnasium id with image frames.")] = DEFAULT_ENV,
     workers: Annotated[int, typer.Option(help="Parallel worker processes, each with its own env.")] = 1,
     seed: Annotated[int, typer.Option(help="Episode i drives track seed SEED+i.")] = COLLECTION_SEED,
     noise: Annotated[float, typer.Option(help="DART noise: chance per step to start a perturbation.")] = 0.0,

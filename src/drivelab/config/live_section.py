@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from drivelab.config.base import PositiveInt, _field_error, _Section
-from drivelab.seeds import COLLECTION_SEED
+from drivelab.seeds import COLLECTION_SEED, DEFAULT_ENV
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 
@@ -59,7 +59,7 @@ class LiveConfig(_Section):
     #: Episodes committed before the trainer starts (all expert-driven: there is no policy yet).
     warmup_episodes: PositiveInt = 2
     max_steps: PositiveInt = 1000
-    env: str = "carracing"
+    env: str = DEFAULT_ENV
     seed: Annotated[int, Field(ge=COLLECTION_SEED, lt=10_000)] = COLLECTION_SEED
     beta: BetaConfig = Field(default_factory=BetaConfig)
     noise: Probability = 0.0

@@ -31,14 +31,14 @@ GTSRB's CSVs into the same items.
 Bad input is a one-line `DrivelabError`: a missing or malformed CSV (file and line named), a
 label outside the class count, an ImageFolder with fewer than two classes, an existing
 ``--out``. Images that fail to decode are skipped and counted, or stop the import, per
-``on_bad_image``. All CSVs are parsed before the store is created; if the import still stops
-half-way, the half-written ``--out`` (which this import created) is removed.
+``on_bad_image``. All CSVs are parsed before the store is created; the store is written through
+`drivelab.data.dataset_out`, the path every importer shares, so an import that still stops
+half-way (a bad image with ``stop``, Ctrl-C, a full disk) removes the ``--out`` it created.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from drivelab.data.episode_writer import discard_store, write_episode
+from drivelab.data.dataset_out import check_new_dataset, dataset_out
 from drivelab.data.records import DatasetMeta, EpisodeRecord
-from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.sim.base import SignalSpec
 
@@ -135,8 +134,7 @@ def import_imagefolder(
 # --------------------------------------------------------------------------- shared
 def check_paths(path: Path, out: Path, options: ImportOptions) -> None:
     """Fail before any work: a missing input, an existing output, or a nonsensical option."""
-    if out.exists():
-        raise ImportDataError(f"{out} already exists: choose a new --out (nothing was overwritten)")
+    check_new_dataset(out, ImportDataError)
     if not path.is_dir():
         raise ImportDataError(f"{path} is not a folder")
     if not 0.0 <= options.val_fraction < 1.0:
@@ -207,7 +205,7 @@ def write_import(
     path: Path, out: Path, source: str, class_names: list[str], train: list[ImageItem],
     test: list[ImageItem], options: ImportOptions, on_progress: ProgressFn | None,
 ) -> ImportSummary:
-    """Create the store and write one episode per (class, split, chunk); remove it on failure."""
+    """Create the store and write one episode per (class, split, chunk); removed on failure."""
     num_classes = len(class_names)
     for it in (*train, *test):
         if not 0 <= it.label < num_classes:  # scans check this; kept as the store's invariant
@@ -215,17 +213,13 @@ def write_import(
     plan = _episode_plan(train, test, options, num_classes)
     meta = _classification_meta(source, options.size, num_classes)
     summary = ImportSummary(out, source, class_names, {k: [0] * num_classes for k in ("train", "val", "test")})
-    store = DatasetStore.create(out, meta)
-    lock = ExitStack()
-    try:
-        lock.enter_context(store.writer_lock())  # keeps `data verify --remove-leftovers` off it
+    with dataset_out(out, meta, ImportDataError) as ds:
         splits: dict[str, list[int]] = {"val": [], "test": []}
-        index = 0
         for done, (split, label, members) in enumerate(plan, start=1):
             frames, kept = _decode(members, path, options, summary)
             if kept:
                 n = len(kept)
-                write_episode(store, index, EpisodeRecord(
+                index = ds.add(EpisodeRecord(
                     frames=np.stack(frames),
                     telemetry={},
                     actions={"class": np.full((n, 1), label, np.float32)},
@@ -237,19 +231,13 @@ def write_import(
                 if split != "train":
                     splits[split].append(index)
                 summary.counts[split][label] += n
-                index += 1
             if on_progress is not None:
                 on_progress(len(kept), done, len(plan))
-        summary.episodes = index
+        summary.episodes = ds.episodes
         if sum(summary.counts["train"]) == 0:
             raise ImportDataError(f"{path}: no training image could be decoded (nothing was written)")
-        store.assign_splits(val=splits["val"], test=splits["test"])
-        store.update_attrs(**_dataset_attrs(path, summary, options))
-    except BaseException:
-        discard_store(out)  # ours: created above, never pre-existing; writes settled first
-        raise
-    finally:
-        lock.close()
+        ds.store.assign_splits(val=splits["val"], test=splits["test"])
+        ds.store.update_attrs(**_dataset_attrs(path, summary, options))
     return summary
 
 

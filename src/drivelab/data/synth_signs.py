@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from drivelab.errors import DrivelabError
-from drivelab.outputs import check_output_dir
+from drivelab.outputs import check_output_dir, write_text
 
 CSV_HEADER = "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"
 TRACK_LENGTH = 5  # views per physical sign (the real set has 30)
@@ -250,7 +250,7 @@ def synthesize_signs(
                 rows.append(_csv_row(name, img, roi, class_id))
             else:
                 test_items.append((img, roi, class_id))
-        (folder / f"GT-{class_id:05d}.csv").write_text("\n".join(rows) + "\n")
+        write_text(folder / f"GT-{class_id:05d}.csv", "\n".join(rows) + "\n", flag="--out")
     order = np.random.default_rng([seed, classes, 7]).permutation(len(test_items))
     rows = [CSV_HEADER]
     for k, j in enumerate(order):
@@ -258,12 +258,12 @@ def synthesize_signs(
         name = f"{k:05d}.ppm"
         img.save(test_root / name)
         rows.append(_csv_row(name, img, roi, class_id))
-    (test_root / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
-    (out / "README.txt").write_text(
+    write_text(test_root / "GT-final_test.csv", "\n".join(rows) + "\n", flag="--out")
+    write_text(out / "README.txt", flag="--out", text=(
         "SYNTHETIC traffic signs drawn by `drivelab data synth-signs` - NOT the real GTSRB data.\n"
         f"classes={classes} per_class={per_class} test_per_class={n_test} seed={seed} size={size}\n"
         "Same folder layout and CSV format as the official GTSRB release, so the importer, demo\n"
         "and tests exercise the real format. Accuracy on these images says nothing about GTSRB.\n"
         "Importing records `source: synthetic-gtsrb` in the dataset attributes.\n"
-    )
+    ))
     return SynthSummary(out, classes, classes * per_class, len(test_items))

@@ -15,12 +15,13 @@ from rich.table import Table
 from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.metrics import EpisodeResult
 from drivelab.evaluate.runner import EvalReport, evaluate
+from drivelab.seeds import DEFAULT_ENV
 
 
 def evaluate_many(
     specs: Sequence[DriverSpec],
     seeds: Sequence[int],
-    env: str = "carracing",
+    env: str = DEFAULT_ENV,
     workers: int = 1,
     max_steps: int = 1000,
     video_dir: str | Path | None = None,

@@ -26,6 +26,7 @@ from drivelab.evaluate.metrics import (
     finish_episode,
 )
 from drivelab.evaluate.video import OverlayVideo
+from drivelab.seeds import DEFAULT_ENV
 from drivelab.sim import DrivingEnv, make_env
 from drivelab.workers import WorkersDied, run_jobs
 
@@ -137,7 +138,7 @@ class EvalReport:
 def evaluate(
     driver: DriverSpec,
     seeds: Sequence[int],
-    env: str = "carracing",
+    env: str = DEFAULT_ENV,
     workers: int = 1,
     max_steps: int = 1000,
     video_dir: str | Path | None = None,

@@ -1,117 +1,31 @@
-"""A new drivelab dataset written by an importer: created, locked, filled, or removed whole.
+"""What every interop import checks before it writes (`drivelab.data.dataset_out` writes).
 
-Importers share this instead of each creating a store: the store is made by
-`DatasetStore.create` (refuses an existing path), every episode is committed by
-`drivelab.data.episode_writer.write_episode` (staging -> rename -> marker, like the collector),
-the root attrs are changed under the writer lock, and an import that raises half-way removes
-the folder it created, so a failed import leaves nothing half-written.
-
-The removal is deterministic: zarr's writes still in flight when the import failed (Ctrl-C, a
-full disk) are waited for first (`episode_writer.discard_store`), and a second Ctrl-C cannot cut the
-removal short; otherwise a late chunk write recreates ``OUT/_staging/...`` after the removal, a
-skeleton without ``zarr.json`` that blocks the rerun. A full disk and Ctrl-C each end as one line.
+`InteropError` is the one-line error of the interop verbs; `check_import_fits` refuses an import
+that cannot fit in memory or on disk, `tail_splits` / `check_split_counts` pick the val and test
+episodes as `drivelab collect` does, `fit_frame` / `check_size` resize frames to ``--size``. The
+dataset itself is checked, created, filled and (on failure) removed by `drivelab.data.dataset_out`,
+the one path every importer writes through.
 """
 
 from __future__ import annotations
 
-import errno
 import math
 import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from drivelab.data.episode_writer import discard_store, write_episode
-from drivelab.data.records import DatasetError, DatasetMeta, EpisodeRecord
-from drivelab.data.store import DatasetStore, interrupted_skeleton, skeleton_hint
-from drivelab.errors import DrivelabError, Interrupted
+from drivelab.errors import DrivelabError
 from drivelab.memory import available_bytes, format_bytes
-from drivelab.outputs import protected_owner
 
-#: errno values that mean "the disk cannot take more": reported as one line, never a traceback.
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 #: One episode is held decoded (and stacked once) while it is written: its frames times this.
 EPISODE_COPIES = 2
 
 
 class InteropError(DrivelabError):
     """An input that is not the format it claims to be, or an output that cannot be written."""
-
-
-def check_new_dataset(out: Path) -> None:
-    """Refuse, before any work, an ``--out`` that exists or lies inside a drivelab dataset."""
-    if interrupted_skeleton(out) is not None:
-        raise InteropError(skeleton_hint(out))
-    if out.exists() or out.is_symlink():
-        raise InteropError(f"{out} already exists: choose a new --out (nothing was overwritten)")
-    owner = protected_owner(out)
-    if owner is not None:
-        raise InteropError(f"--out {out}: refusing to write there, {owner}; choose a path outside it")
-
-
-class DatasetOut:
-    """The dataset being imported: `add` commits one episode; the splits are set at the end."""
-
-    def __init__(self, store: DatasetStore) -> None:
-        self.store = store
-        self.episodes = 0
-        self.frames = 0
-
-    def add(self, record: EpisodeRecord) -> int:
-        """Commit ``record`` as the next episode (one writer per episode) and return its index."""
-        index = self.episodes
-        write_episode(self.store, index, record)
-        self.episodes += 1
-        self.frames += len(record)
-        return index
-
-
-@contextmanager
-def dataset_out(out: Path, meta: DatasetMeta) -> Iterator[DatasetOut]:
-    """Create the store at ``out`` under its writer lock; remove it whole if the block raises.
-
-    Ctrl-C becomes `Interrupted` and a full disk one `InteropError`, both saying nothing was
-    written; either way ``out`` is gone when this returns (see `discard_store`).
-    """
-    try:
-        store = DatasetStore.create(out, meta)  # a DatasetError from it means nothing was made
-    except DatasetError:
-        raise
-    except BaseException as exc:  # after mkdir: the folder is ours
-        discard_store(out)
-        _raise_one_line(out, exc)
-        raise
-    try:
-        with store.writer_lock():  # keeps `data verify --remove-leftovers` off it
-            yield DatasetOut(store)
-    except BaseException as exc:
-        discard_store(out)  # ours: created above, never pre-existing
-        _raise_one_line(out, exc)
-        raise
-
-
-def _raise_one_line(out: Path, exc: BaseException) -> None:
-    """Raise the one-line error a user sees for ``exc`` (Ctrl-C, a full disk); else return."""
-    if isinstance(exc, KeyboardInterrupt):
-        raise Interrupted(f"the import into {out} was stopped; nothing was written "
-                          "(the partial dataset was removed): run it again") from None
-    if is_disk_full(exc):
-        raise InteropError(f"{out}: the disk is full (no space left on device); nothing was written "
-                           "(the partial dataset was removed): free some space or choose another --out") from None
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) says the disk cannot take more."""
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, OSError) and (exc.errno in DISK_FULL or "No space left on device" in str(exc)):
-            return True  # pyarrow's write errors carry the errno in their text only
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-        seen += 1
-    return False
 
 
 def check_import_fits(out: Path, frame_shape: Sequence[int], episode_frames: int, disk_bytes: int,

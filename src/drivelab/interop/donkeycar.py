@@ -36,14 +36,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from drivelab.data.dataset_out import check_new_dataset, dataset_out
 from drivelab.data.records import DatasetMeta, EpisodeRecord
 from drivelab.interop.dataset_out import (
     InteropError,
     check_import_fits,
-    check_new_dataset,
     check_size,
     check_split_counts,
-    dataset_out,
     fit_frame,
     tail_splits,
 )
@@ -99,7 +98,7 @@ def import_donkeycar(tubs: Sequence[str | Path], out: str | Path, options: Donke
     """Import the tubs (in the order given) into a new dataset at ``out``."""
     start = time.perf_counter()
     out = Path(out)
-    check_new_dataset(out)
+    check_new_dataset(out, InteropError)
     size = check_size(options.size)
     check_split_counts(options.val_episodes, options.test_episodes)
     _check_options(options)
@@ -123,7 +122,7 @@ def import_donkeycar(tubs: Sequence[str | Path], out: str | Path, options: Donke
         env_id="donkeycar", fps=report.fps, frame_shape=shape, actions=ACTIONS,
         telemetry=tuple(SignalSpec(n, size=sizes[n], description=f"donkeycar {k}") for n, k in report.telemetry.items()),
     )
-    with dataset_out(out, meta) as ds:
+    with dataset_out(out, meta, InteropError) as ds:
         for records in episodes:
             ds.add(_episode_record(records, report.telemetry, sizes, shape))
         ds.store.assign_splits(val=val, test=test)

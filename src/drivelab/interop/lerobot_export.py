@@ -22,14 +22,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from drivelab.data.dataset_out import is_disk_full
 from drivelab.data.episode_writer import discard_store
 from drivelab.data.store import DatasetStore
 from drivelab.errors import Interrupted
 from drivelab.interop import lerobot_format as fmt
-from drivelab.interop.dataset_out import InteropError, is_disk_full
+from drivelab.interop.dataset_out import InteropError
 from drivelab.interop.deps import pyarrow_parquet
 from drivelab.interop.video import VideoWriter
-from drivelab.outputs import check_output_dir
+from drivelab.outputs import check_output_dir, write_text
 
 
 @dataclass
@@ -259,7 +260,7 @@ def _write_meta(store: DatasetStore, root: Path, features: dict[str, dict[str, A
         "episode_info": [{k: v for k, v in e.attrs.items() if k not in ("moments", "committed")} for e in store.episodes()],
     }
     for rel, payload in ((fmt.INFO_PATH, info), (fmt.STATS_PATH, stats), (fmt.DRIVELAB_PATH, drivelab)):
-        (root / rel).write_text(json.dumps(payload, indent=2))
+        write_text(root / rel, json.dumps(payload, indent=2), flag="--out")
 
 
 def _tasks_table(pa: Any, tasks: list[str]) -> Any:

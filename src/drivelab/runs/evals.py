@@ -1,9 +1,15 @@
-"""Closed-loop results kept with the run they judge: ``<run>/eval/closed_loop_<time>_batch<N>.json``.
+"""Evaluations kept with the run they judge: the run folder's ``eval/``, owned here.
 
 `drivelab eval --json FILE` writes wherever the user asks; a model card and `drivelab runs` need
 to find a run's driving score without being told, so every closed-loop evaluation of a run also
-leaves a copy in the run folder (``eval/``, beside the offline results ``eval/offline_*/``).
-Nothing is overwritten: each evaluation gets its own file.
+leaves a copy in the run folder, and every offline scoring keeps its metrics (and the figures
+the evaluator draws) there too::
+
+    eval/closed_loop_<time>_batch<N>[_k].json
+    eval/offline_<split>_batch<N>[_<dataset>][_groups-<map>][_k]/offline.json, confusion_<head>.png
+
+Nothing is overwritten: each evaluation gets its own file or folder (a repeat gets ``_2``, ...),
+written through `drivelab.outputs` (whole or not at all).
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from drivelab.outputs import write_json
 from drivelab.runs.folder import RunFolder, resolve_checkpoint
 
 EVALS = "eval"
 PREFIX = "closed_loop_"
+OFFLINE_FILE = "offline.json"
 
 
 def save_run_eval(run_ref: str, runs_root: Path, payload: dict[str, Any]) -> Path:
@@ -44,8 +52,38 @@ def save_run_eval(run_ref: str, runs_root: Path, payload: dict[str, Any]) -> Pat
     while path.exists():  # two evaluations within a second: keep both
         suffix += 1
         path = folder / f"{PREFIX}{stamp}_batch{batch}_{suffix}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
+    return write_json(path, record, flag="eval")
+
+
+def save_offline_eval(run: RunFolder, batch: int, split: str, dataset: Path | None, group_map: Path | None,
+                      metrics: dict[str, Any]) -> Path:
+    """Keep one offline scoring of ``run`` at ``batch``: a new folder under ``eval/`` holding
+    ``offline.json``; returns the folder (the evaluator draws its figures into it).
+
+    The folder is claimed with ``mkdir``, which is atomic: a repeat, or two scorings at once,
+    get ``..._2``, ``..._3``, never the earlier one's folder.
+    """
+    name = f"offline_{split}_batch{batch}"
+    if dataset is not None:
+        name += f"_{Path(dataset).stem}"
+    if group_map is not None:
+        name += f"_groups-{group_map.stem}"
+    (run.path / EVALS).mkdir(exist_ok=True)
+    target, repeat = run.path / EVALS / name, 1
+    while True:
+        try:
+            target.mkdir()
+            break
+        except FileExistsError:
+            repeat += 1
+            target = run.path / EVALS / f"{name}_{repeat}"
+    write_json(target / OFFLINE_FILE, metrics, flag="eval")
+    return target
+
+
+def offline_confusion(folder: Path, output: str) -> Path:
+    """The confusion matrix figure of head ``output`` in an offline evaluation's folder."""
+    return folder / f"confusion_{output}.png"
 
 
 def run_evals(run: RunFolder) -> list[dict[str, Any]]:

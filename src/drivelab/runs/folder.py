@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivelab.config import ExperimentConfig
+from drivelab.config import ExperimentConfig, dump_config
 from drivelab.errors import DrivelabError
 from drivelab.processor.state import PROCESSOR_FILE, ProcessorState
 from drivelab.runs.checkpoints import atomic_write_text, list_checkpoints
@@ -166,7 +166,11 @@ class RunFolder:
             data.pop("error", None)
         atomic_write_text(self.status_path, json.dumps(data, indent=2) + "\n")
 
-    # ------------------------------------------------------------------ preprocessing
+    # ------------------------------------------------------------------ config, preprocessing
+    def write_config(self, config: ExperimentConfig) -> None:
+        """The fully resolved config, written whole or not at all (it marks the folder a run)."""
+        atomic_write_text(self.config_path, dump_config(config))
+
     def write_processor(self, state: ProcessorState) -> None:
         atomic_write_text(self.processor_path, state.to_json())
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 
-from drivelab.config import ExperimentConfig, dump_config
+from drivelab.config import ExperimentConfig
 from drivelab.data.balance import BinnedLabels
 from drivelab.data.batch_loader import make_loader
 from drivelab.models.freezing import FreezePlan
@@ -78,7 +78,7 @@ def open_period(setup: PeriodSetup, watch: WatchOptions | None) -> tuple[int, Wa
     speed = {"speed": setup.speed.describe()} if setup.speed is not None else {}
     watch_env = (watch.env or setup.inputs.store.meta.env_id) if watch is not None else ""
     if setup.fresh:
-        run.config_path.write_text(dump_config(setup.config), encoding="utf-8")
+        run.write_config(setup.config)
         run.write_processor(setup.inputs.processor)
         run.write_status(
             "training", line=run.line, version=run.version, created=now_iso(),

@@ -17,7 +17,7 @@ from drivelab.config import TrainConfig
 from drivelab.errors import DrivelabError
 from drivelab.runs.folder import RunFolder
 from drivelab.runs.metrics import WATCH_ROWS, read_json_lines
-from drivelab.seeds import HELD_OUT_SEED
+from drivelab.seeds import DEFAULT_ENV, HELD_OUT_SEED
 
 WATCH_DIR = "watch"  # GIFs and the player's log, in the run folder
 WATCH_TB = "watch"  # the player's TensorBoard run, under the run's tb/
@@ -80,7 +80,7 @@ class PlayerSpec:
 
     run: Path
     every: int
-    env: str = "carracing"
+    env: str = DEFAULT_ENV
     max_steps: int = WatchOptions.max_steps
     seed: int = WatchOptions.seed
     period: int = 0  # training period, written in the rows
