@@ -161,7 +161,8 @@ def data_verify(
 ) -> None:
     """Read every committed episode and check shapes, dtypes and values."""
     from drivelab.data.inspect import verify_dataset
-    from drivelab.data.store import DatasetStore, interrupted_skeleton, remove_skeleton
+    from drivelab.data.skeleton import interrupted_skeleton, remove_skeleton
+    from drivelab.data.store import DatasetStore
 
     skeleton = interrupted_skeleton(path)
     if skeleton is not None and remove_leftovers:  # no zarr.json: nothing was ever committed

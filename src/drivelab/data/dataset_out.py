@@ -24,7 +24,8 @@ from pathlib import Path
 
 from drivelab.data.episode_writer import discard_store, write_episode
 from drivelab.data.records import DatasetError, DatasetMeta, EpisodeRecord
-from drivelab.data.store import DatasetStore, interrupted_skeleton, skeleton_hint
+from drivelab.data.skeleton import interrupted_skeleton, skeleton_hint
+from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.outputs import protected_owner
 

@@ -7,6 +7,7 @@ committed, the arrays every episode holds, and the errors a dataset raises.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ FORMAT_NAME = "drivelab.dataset"
 FORMAT_VERSION = 1
 EPISODES = "episodes"
 STAGING = "_staging"
+#: A staged episode group's name: its index and a random suffix (``000012-1a2b3c4d``).
+STAGING_NAME = re.compile(r"^\d{6,}-[0-9a-f]{8}$")
 SPLITS = ("train", "val", "test")
 LOCK_FILE = ".collect.lock"
 
