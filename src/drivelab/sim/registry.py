@@ -2,7 +2,9 @@
 
 Configs and the CLI name a simulator with a string; everything downstream only sees the
 ``DrivingEnv`` contract. CarRacing gets its dedicated adapter (telemetry, unstuck, expert);
-any other gymnasium id goes through the generic image adapter.
+the traffic scenarios (``intersection``, ``roundabout``, with options after a colon) get the
+highway-env adapter and its planner; any other gymnasium id goes through the generic image
+adapter.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from drivelab.sim.base import DrivingEnv, SimError
 from drivelab.sim.carracing import CarRacingEnv
 from drivelab.sim.expert import CarRacingExpert
 from drivelab.sim.gym_adapter import GymImageEnv
+from drivelab.sim.traffic_options import SCENARIOS, split_name_head
 
 #: Names (lower-cased) that select the dedicated CarRacing adapter.
 CARRACING_NAMES = frozenset({"carracing", CarRacingEnv.env_id.lower()})
@@ -26,6 +29,10 @@ def make_env(name: str, *, generic: bool = False, **options: Any) -> DrivingEnv:
     gymnasium id gives :class:`GymImageEnv`. ``generic=True`` forces the generic adapter even
     for CarRacing (raw gymnasium actions and frames, no telemetry).
     """
+    if not generic and split_name_head(name) in SCENARIOS:
+        from drivelab.sim.traffic import TrafficEnv  # highway-env is imported only when used
+
+        return TrafficEnv(name, **options)
     if not generic and name.strip().lower() in CARRACING_NAMES:
         accepted = list(inspect.signature(CarRacingEnv).parameters)
         unknown = sorted(set(options) - set(accepted))
@@ -36,8 +43,12 @@ def make_env(name: str, *, generic: bool = False, **options: Any) -> DrivingEnv:
     return GymImageEnv(gym_id, **options)
 
 
-def make_expert(env: DrivingEnv) -> CarRacingExpert:
+def make_expert(env: DrivingEnv) -> Any:
     """The privileged expert driver for ``env``; ``SimError`` when none exists for it."""
     if isinstance(env, CarRacingEnv):
         return CarRacingExpert()
+    if type(env).__name__ == "TrafficEnv":  # not imported unless a traffic env exists
+        from drivelab.sim.traffic_expert import TrafficExpert
+
+        return TrafficExpert()
     raise SimError(f"no expert driver for env {env.env_id}")
