@@ -9,6 +9,7 @@ adapter.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any
 
@@ -29,10 +30,15 @@ def make_env(name: str, *, generic: bool = False, **options: Any) -> DrivingEnv:
     gymnasium id gives :class:`GymImageEnv`. ``generic=True`` forces the generic adapter even
     for CarRacing (raw gymnasium actions and frames, no telemetry).
     """
-    if not generic and split_name_head(name) in SCENARIOS:
+    head = split_name_head(name)
+    if not generic and head in SCENARIOS:
         from drivelab.sim.traffic import TrafficEnv  # highway-env is imported only when used
 
         return TrafficEnv(name, **options)
+    if not generic and ((":" in name and difflib.get_close_matches(head, SCENARIOS, cutoff=0.6))
+                        or difflib.get_close_matches(head, SCENARIOS, cutoff=0.8)):
+        raise SimError(f"unknown traffic scenario {head[:40]!r}: use one of {', '.join(SCENARIOS)}"
+                       " (options after a colon, e.g. intersection:density=2)")
     if not generic and name.strip().lower() in CARRACING_NAMES:
         accepted = list(inspect.signature(CarRacingEnv).parameters)
         unknown = sorted(set(options) - set(accepted))

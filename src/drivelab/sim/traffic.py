@@ -17,7 +17,7 @@ import numpy as np
 
 from drivelab.sim.base import Observation, SignalSpec, SimError, StepResult
 from drivelab.sim.infractions import Infraction, Outcome
-from drivelab.sim.traffic_options import Scenario, TrafficOptions, exit_index, resolve
+from drivelab.sim.traffic_options import Scenario, exit_index, resolve
 from drivelab.sim.traffic_route import Path, bearing
 
 #: Steering angle (rad) at steering = ±1, and acceleration (m/s²) at accel_brake = ±1.
@@ -66,7 +66,11 @@ class TrafficEnv:
 
     def __init__(self, name: str = "intersection", **options: Any) -> None:
         self.scenario, self.options = resolve(name, **options)
-        from drivelab.sim.traffic_world import TrafficIntersection, TrafficRoundabout
+        try:
+            from drivelab.sim.traffic_world import TrafficIntersection, TrafficRoundabout
+        except ImportError as exc:
+            raise SimError(f"the traffic worlds need highway-env ({exc}): "
+                           "pip install 'highway-env>=1.12'") from None
 
         o, sc = self.options, self.scenario
         self.env_id = sc.env_id
@@ -83,7 +87,8 @@ class TrafficEnv:
             "policy_frequency": o.decision_hz,
             "simulation_frequency": sim_hz,
             "duration": self.duration + 1.0,  # the adapter times out itself, by step count
-            "other_vehicles_type": "drivelab.sim.traffic_world.TrafficCar",
+            "other_vehicles_type": "drivelab.sim.traffic_world."
+            + ("IntersectionCar" if sc.name == "intersection" else "TrafficCar"),
             # highway-env spawns once per env step: per-step probability = rate / decision rate
             "spawn_probability": min(1.0, sc.spawn_per_s * o.density / o.decision_hz),
             "initial_vehicle_count": round(sc.initial_cars * o.density),
@@ -94,6 +99,9 @@ class TrafficEnv:
             "scaling": o.frame_size / o.view,
             "centering_position": [0.5, 0.5],
             "offscreen_rendering": True,
+            # IDM cars look for their leader across lane-segment ends too (highway-env 1.12's
+            # fix): without it a car rear-ends a slow ego just past a ring node
+            "neighbour_vehicles_connected_lanes": True,
         }
         world_cls = TrafficIntersection if sc.name == "intersection" else TrafficRoundabout
         self._world = world_cls(config=config, render_mode="rgb_array")

@@ -147,12 +147,28 @@ class TrafficExpert:
                 if arc[i] > s:  # a car ahead on the ego's path: follow it
                     out.append((arc[i] - s - CAR_LENGTH, float(other.speed)))
                 continue  # a car behind on the path follows the ego
+            if self._gives_way(ego, other):
+                continue
             conflict = self._conflict(other, pts, arc)
             if conflict is not None:
                 stop = self._yield_point(conflict, s, v, v0)
                 if stop is not None:
                     out.append((stop - s - CAR_LENGTH / 2, 0.0))
         return out
+
+    def _gives_way(self, ego: Any, other: Any) -> bool:
+        """True when ``other`` is a regulated car that yields already, or is on a lower-priority
+        lane than the ego's, and can still stop: the regulator makes it give way (the
+        roundabout's ring has priority).
+        Without this the ego in the ring would wait for every entering car, and they for it."""
+        if not hasattr(other, "target_speed"):
+            return False
+        if other.lane.priority >= ego.lane.priority and not getattr(other, "is_yielding", False):
+            return False
+        v = float(other.speed)
+        lane = other.lane
+        to_end = lane.length - lane.local_coordinates(other.position)[0]
+        return bool(to_end > v * v / (2 * self.config.decel) + CAR_LENGTH)
 
     def _yield_point(self, c: _Conflict, s: float, v: float, v0: float) -> float | None:
         """Where to stop before a conflict zone (route arc of the stop), or None to go on."""

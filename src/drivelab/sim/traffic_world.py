@@ -13,6 +13,7 @@ direction ``(cos h, sin h)``, so a positive steering angle turns right on the pi
 
 from __future__ import annotations
 
+import itertools
 import os
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame must never open a window
@@ -26,6 +27,7 @@ from highway_env.envs.intersection_env import IntersectionEnv
 from highway_env.envs.roundabout_env import RoundaboutEnv
 from highway_env.road.regulation import RegulatedRoad
 from highway_env.vehicle.behavior import IDMVehicle
+from highway_env.vehicle.controller import ControlledVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
 #: Exit nodes per scenario, in command order: the one-hot ``command`` indexes this tuple.
@@ -45,6 +47,15 @@ class TrafficCar(IDMVehicle):
     def step(self, dt: float) -> None:
         super().step(dt)
         self.speed = max(self.speed, 0.0)
+
+
+class IntersectionCar(TrafficCar):
+    """The intersection's traffic: ``IntersectionEnv`` sets these on its vehicle class at every
+    reset (global state shared with every other env); here they are the class's own."""
+
+    DISTANCE_WANTED = 7.0  # low jam distance
+    COMFORT_ACC_MAX = 6.0
+    COMFORT_ACC_MIN = -3.0
 
 
 class EgoCar(Vehicle):
@@ -80,10 +91,11 @@ class NoObservation(ObservationType):
 class FastRegulatedRoad(RegulatedRoad):
     """The same right-of-way rules as ``RegulatedRoad``, checked without deep copies.
 
-    The stock regulator predicts each pair's next 3 s by deep-copying both vehicles and
-    stepping them (with a lane search per sub-step): ~75 % of an intersection step. Here every
-    car's constant-speed, constant-steering prediction is integrated once, in closed form over
-    the same time grid, and the pairs are pre-filtered by distance before the same rectangle test.
+    The stock regulator predicts both cars of *every pair* again, and the ego's prediction
+    deep-copies it — with its road and every car on it — and steps the copy with a lane search
+    per sub-step: ~75 % of an intersection step. Here each car is predicted once per check,
+    the ego in closed form, and the pairs are pre-filtered by distance before the same
+    rectangle test.
     """
 
     def enforce_road_rules(self) -> None:
@@ -112,23 +124,53 @@ class FastRegulatedRoad(RegulatedRoad):
 def predict_constant_steering(
     vehicles: list[Vehicle], horizon: float = 3.0, step: float = 0.25
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions [n, T, 2] and headings [n, T] of each car at constant speed and steering,
-    on the grid ``RegulatedRoad.is_conflict_possible`` uses (its ``Vehicle.step`` per time)."""
+    """Positions [n, T, 2] and headings [n, T] of each car on the time grid of
+    ``RegulatedRoad.is_conflict_possible``, predicted as it predicts them: a routed car along
+    its route at constant speed (its own cheap method), any other car (the ego) at constant
+    steering and zero acceleration, integrated like ``Vehicle.step`` in closed form instead of
+    on a deep copy of the whole road."""
     times = np.arange(step, horizon, step)
     dt = np.diff(np.concatenate(([0.0], times)))
-    n = len(vehicles)
-    pos = np.empty((n, len(times), 2))
-    hdg = np.empty((n, len(times)))
+    pos = np.empty((len(vehicles), len(times), 2))
+    hdg = np.empty((len(vehicles), len(times)))
     for k, v in enumerate(vehicles):
+        if isinstance(v, ControlledVehicle):
+            s0 = v.lane.local_coordinates(v.position)[0]
+            for t, time in enumerate(times):
+                pos[k, t], hdg[k, t] = _along_route(v.road.network, v.route or [v.lane_index],
+                                                    s0 + v.speed * time, v.lane_index)
+            continue
         p = np.array(v.position, dtype=float)
         h, speed = float(v.heading), float(v.speed)
-        steer = 0.0 if getattr(v, "crashed", False) else float(v.action.get("steering", 0.0))
-        beta = np.arctan(0.5 * np.tan(steer))
+        steer, accel = float(v.action.get("steering", 0.0)), 0.0
         for t, d in enumerate(dt):
+            if v.crashed:
+                steer, accel = 0.0, -speed
+            beta = np.arctan(0.5 * np.tan(steer))
             p = p + speed * np.array([np.cos(h + beta), np.sin(h + beta)]) * d
             h += speed * np.sin(beta) / (v.LENGTH / 2) * d
+            speed = min(max(speed + accel * d, v.MIN_SPEED), v.MAX_SPEED)
             pos[k, t], hdg[k, t] = p, h
     return pos, hdg
+
+
+def _along_route(network, route, longitudinal: float, current) -> tuple[np.ndarray, float]:
+    """``RoadNetwork.position_heading_along_route`` (what ``ControlledVehicle`` predicts with),
+    except that a lane id kept from a road with more lanes is clamped to the next road's lanes
+    (the stock method indexes past the end leaving the roundabout's two-lane ring)."""
+
+    def head(route_):
+        _from, _to, _id = route_[0]
+        lanes = network.graph[_from][_to]
+        return _from, _to, min(current[2] if _id is None else _id, len(lanes) - 1)
+
+    lane_index = head(route)
+    while len(route) > 1 and longitudinal > network.get_lane(lane_index).length:
+        longitudinal -= network.get_lane(lane_index).length
+        route = route[1:]
+        lane_index = head(route)
+    lane = network.get_lane(lane_index)
+    return lane.position(longitudinal, 0.0), lane.heading_at(longitudinal)
 
 
 def conflict_pairs(
@@ -216,7 +258,7 @@ class _DrivelabWorld:
         """Index (in ``EXITS``) of the exit road the car is on, past its start; else None."""
         _from, to, _ = vehicle.lane_index
         for k, node in enumerate(self.EXITS):
-            if to == node or to == node[:-1] + "s" and _from == node[:-2] + "x":
+            if to == node or (to == node[:-1] + "s" and _from == node[:-2] + "x"):
                 s, lat = vehicle.lane.local_coordinates(vehicle.position)
                 if s >= 2.0 and abs(lat) <= vehicle.lane.width_at(s):
                     return k
@@ -240,7 +282,7 @@ def plan_lanes(network, start: tuple[str, str, int], goal: str) -> list[tuple[st
     whose start is closest to the previous lane's end (the lane a car naturally flows into)."""
     nodes = network.shortest_path(start[1], goal)
     route = [start]
-    for a, b in zip(nodes[:-1], nodes[1:], strict=False):
+    for a, b in itertools.pairwise(nodes):
         end = network.get_lane(route[-1]).position(network.get_lane(route[-1]).length, 0.0)
         lanes = network.graph[a][b]
         k = int(np.argmin([np.linalg.norm(ln.position(0.0, 0.0) - end) for ln in lanes]))
@@ -260,9 +302,6 @@ class TrafficIntersection(_DrivelabWorld, IntersectionEnv):
         self.road = road
 
     def _make_vehicles(self, n_vehicles: int = 10) -> None:
-        TrafficCar.DISTANCE_WANTED = 7  # what IntersectionEnv sets on its vehicle class
-        TrafficCar.COMFORT_ACC_MAX = 6
-        TrafficCar.COMFORT_ACC_MIN = -3
         for t in range(n_vehicles - 1):
             self._spawn_vehicle(np.linspace(0, 80, max(n_vehicles, 2))[t])
         hz = self.config["simulation_frequency"]
@@ -294,6 +333,20 @@ class TrafficRoundabout(_DrivelabWorld, RoundaboutEnv):
 
     EXITS = ROUNDABOUT_EXITS
     ENTRIES = ("ser", "eer", "ner", "wer")
+
+    RING = ("se", "ex", "ee", "nx", "ne", "wx", "we", "sx")
+
+    def _make_road(self) -> None:
+        """The stock roundabout has no right of way at all: entering cars merge blindly. Give
+        the ring priority over everything else and let the regulator enforce it."""
+        super()._make_road()
+        network = self.road.network
+        for _from, to_dict in network.graph.items():
+            for _to, lanes in to_dict.items():
+                for lane in lanes:
+                    lane.priority = 1 if _from in self.RING and _to in self.RING else 0
+        self.road = FastRegulatedRoad(network=network, np_random=self.np_random,
+                                      record_history=False)
 
     def _rewards(self, action) -> dict[str, float]:
         # The parent tests ``action in [0, 2]`` (discrete meta-actions): on a continuous action
