@@ -14,7 +14,8 @@ speed and planned lanes) and combines three cheap rules, a few milliseconds per 
   A zone the ego can no longer stop before is committed to.
 
 No simulation copies: the other cars' paths are sampled lanes, cached per lane.
-Stateless between decisions apart from that cache, so it labels any state a policy reached
+Its only memory is how long the ego has been standing (to break a mutual wait: a car whose IDM
+sees the waiting ego on its exit lane waits for it), so it labels any state a policy reached
 (DAgger) and tolerates the DART noise the recorder adds to the executed actions.
 """
 
@@ -30,6 +31,8 @@ from drivelab.sim.traffic import ACCEL_RANGE, STEER_RANGE, TrafficEnv
 from drivelab.sim.traffic_route import Path, bearing, lane_points
 
 CAR_LENGTH = 5.0
+#: Below this speed (m/s) a car counts as standing.
+STILL_SPEED = 0.3
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class TrafficExpertConfig:
     other_accel: float = 3.0  # how fast another car may speed up (its IDM comfort)
     other_top_speed: float = 16.0
     on_path_distance: float = 2.2  # a car this close to the ego's path is on it (a leader)
+    deadlock_s: float = 2.0  # standing this long for a standing car: it waits for us, go
 
 
 @dataclass
@@ -72,16 +76,19 @@ class TrafficExpert:
         self.config = config or TrafficExpertConfig()
         self._network: Any = None
         self._lanes: dict[tuple[str, str, int], np.ndarray] = {}
+        self._still = 0  # decisions the ego has been standing still
 
     def reset(self) -> None:
         self._network = None
         self._lanes = {}
+        self._still = 0
 
     def act(self, env: TrafficEnv) -> np.ndarray:
         network = env.world.road.network
         if network is not self._network:  # a new episode builds a new road network
             self._network, self._lanes = network, {}
         ego, route, s = env.ego, env.route, env.route_s
+        self._still = self._still + 1 if ego.speed < STILL_SPEED else 0
         steering = self._steer(ego, route, s)
         accel = self._accel(env, ego, route, s)
         return np.array([steering, float(np.clip(accel / ACCEL_RANGE, -1.0, 1.0))], np.float32)
@@ -149,6 +156,8 @@ class TrafficExpert:
                 continue  # a car behind on the path follows the ego
             if self._gives_way(ego, other):
                 continue
+            if other.speed < STILL_SPEED and self._still >= cfg.deadlock_s * env.fps:
+                continue  # both wait for each other (its IDM sees the ego ahead): go first
             conflict = self._conflict(other, pts, arc)
             if conflict is not None:
                 stop = self._yield_point(conflict, s, v, v0)
