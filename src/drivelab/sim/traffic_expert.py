@@ -31,8 +31,8 @@ from drivelab.sim.traffic import ACCEL_RANGE, STEER_RANGE, TrafficEnv
 from drivelab.sim.traffic_route import Path, bearing, lane_points
 
 CAR_LENGTH = 5.0
-#: Below this speed (m/s) a car counts as standing.
-STILL_SPEED = 0.3
+#: Below this speed (m/s) a car counts as standing (waiting cars creep).
+STILL_SPEED = 1.0
 
 
 @dataclass(frozen=True)

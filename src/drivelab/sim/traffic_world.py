@@ -338,13 +338,16 @@ class TrafficRoundabout(_DrivelabWorld, RoundaboutEnv):
 
     def _make_road(self) -> None:
         """The stock roundabout has no right of way at all: entering cars merge blindly. Give
-        the ring priority over everything else and let the regulator enforce it."""
+        the ring priority over the entries (and the exits over both: a car stopping on its
+        way out jams the ring) and let the regulator enforce it."""
         super()._make_road()
         network = self.road.network
         for _from, to_dict in network.graph.items():
             for _to, lanes in to_dict.items():
                 for lane in lanes:
-                    lane.priority = 1 if _from in self.RING and _to in self.RING else 0
+                    ring = _from in self.RING and _to in self.RING
+                    leaving = _to.endswith(("xs", "xr"))  # nothing to yield to on the way out
+                    lane.priority = 2 if leaving else 1 if ring else 0
         self.road = FastRegulatedRoad(network=network, np_random=self.np_random,
                                       record_history=False)
 
