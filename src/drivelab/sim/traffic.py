@@ -25,6 +25,8 @@ STEER_RANGE = math.pi / 4
 ACCEL_RANGE = 5.0
 #: Simulation sub-steps per second (highway-env's default 15, rounded up to the decision rate).
 SIM_HZ = 15
+#: Metres beyond a lane's edge the ego's centre must be to count as off the road.
+OFF_ROAD_MARGIN = 1.0
 #: Metres from the route centre-line beyond which the route counts as failed.
 DEVIATION_M = 8.0
 
@@ -143,7 +145,7 @@ class TrafficEnv:
         self._update_progress()
         infractions: list[Infraction] = []
         outcome: Outcome | None = None
-        off = not ego.on_road
+        off = self._off_road()
         if off and not self._was_off:
             infractions.append(Infraction.OFF_ROAD)
         self._was_off = off
@@ -230,6 +232,16 @@ class TrafficEnv:
         if not np.all(np.isfinite(act)):
             raise SimError(f"{self.env_id} got a non-finite action {act.tolist()}")
         return np.clip(act, -1.0, 1.0)
+
+    def _off_road(self) -> bool:
+        """True when the ego's centre is on no lane at all, by more than ``OFF_ROAD_MARGIN``.
+
+        highway-env's ``on_road`` tests only the lane picked by a heading-weighted distance,
+        and its lanes do not join seamlessly (a roundabout exit starts metres off the ring),
+        so a car on the tarmac read as off the road there."""
+        pos = self.ego.position
+        return not any(lane.on_lane(pos, margin=OFF_ROAD_MARGIN)
+                       for lane in self._world.road.network.lanes_list())
 
     def _update_progress(self) -> None:
         """Track the ego's place on the route within a window around the last one, so a route
