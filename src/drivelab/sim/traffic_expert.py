@@ -156,14 +156,21 @@ class TrafficExpert:
                 continue  # a car behind on the path follows the ego
             if self._gives_way(ego, other):
                 continue
-            if other.speed < STILL_SPEED and self._still >= cfg.deadlock_s * env.fps:
-                continue  # both wait for each other (its IDM sees the ego ahead): go first
+            if (other.speed < STILL_SPEED and self._still >= cfg.deadlock_s * env.fps
+                    and self._waits_for(env, other, ego)):
+                continue  # both wait for each other: its IDM follows the ego, so go first
             conflict = self._conflict(other, pts, arc)
             if conflict is not None:
                 stop = self._yield_point(conflict, s, v, v0)
                 if stop is not None:
                     out.append((stop - s - CAR_LENGTH / 2, 0.0))
         return out
+
+    @staticmethod
+    def _waits_for(env: TrafficEnv, other: Any, ego: Any) -> bool:
+        """True when ``other``'s IDM takes the ego for the car in front of it."""
+        lane = getattr(other, "target_lane_index", None) or other.lane_index
+        return env.world.road.neighbour_vehicles(other, lane)[0] is ego
 
     def _gives_way(self, ego: Any, other: Any) -> bool:
         """True when ``other`` is a regulated car that yields already, or is on a lower-priority
