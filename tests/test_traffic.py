@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-pytest.importorskip("highway_env")
-
 from highway_env.road.regulation import RegulatedRoad
 
 from drivelab.data.collect import CollectPlan, drive_episode
@@ -19,11 +16,8 @@ from drivelab.evaluate.runner import drive_and_measure
 from drivelab.sim import DrivingEnv, SimError, make_env, make_expert
 from drivelab.sim.infractions import Infraction, Outcome
 from drivelab.sim.traffic import TrafficEnv
-from drivelab.sim.traffic_world import (
-    TrafficCar,
-    conflict_pairs,
-    predict_constant_steering,
-)
+from drivelab.sim.traffic_regulation import conflict_pairs, predict_constant_steering
+from drivelab.sim.traffic_world import TrafficCar
 
 
 @pytest.fixture(scope="module")
