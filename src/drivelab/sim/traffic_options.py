@@ -118,7 +118,8 @@ def _convert(head: str, key: str, value: Any) -> Any:
         if "float" in str(kind):
             return float(value)
     except (TypeError, ValueError):
-        raise SimError(f"{head} option {key} must be a number, got {_short(str(value))!r}") from None
+        what = "a whole number" if "int" in str(kind) else "a number"
+        raise SimError(f"{head} option {key} must be {what}, got {_short(str(value))!r}") from None
     return str(value)
 
 
