@@ -219,3 +219,32 @@ def test_collect_with_dart_noise_labels_the_expert_action(intersection: TrafficE
     # the label is what the expert intends in the state reached (DAgger-style), not the executed
     # noisy action: relabelling a recorded state gives the same label
     assert np.all(np.abs(record.actions["steering"]) <= 1.0)
+
+
+def test_collect_train_eval_end_to_end(tmp_path) -> None:
+    """Every verb unchanged on the traffic world: collect (2 workers), train, eval with baselines."""
+    import json
+
+    from conftest import run_cli_here
+
+    data, runs, report = tmp_path / "int.zarr", tmp_path / "runs", tmp_path / "eval.json"
+    done = run_cli_here("collect", "--env", "intersection:density=0.5", "--episodes", "2",
+                        "--val-episodes", "1", "--workers", "2", "--max-steps", "25",
+                        "--out", str(data))
+    assert done.returncode == 0, done.stderr
+    done = run_cli_here("train", "configs/traffic/intersection_pilotnet.yaml",
+                        f"data.path={data}", "data.cache=none", "train.max_batches=3",
+                        "train.val_every=3", "train.checkpoint_every=3", "train.log_every=3",
+                        "train.warmup_batches=1", "train.batch_size=8", "--runs", str(runs),
+                        "--no-progress")
+    assert done.returncode == 0, done.stderr
+    done = run_cli_here("eval", "intersection_pilotnet_v1", "--runs", str(runs), "--baseline",
+                        "expert", "--env", "intersection", "--episodes", "1", "--max-steps", "25",
+                        "--json", str(report))
+    assert done.returncode == 0, done.stderr
+    assert "route outcomes" in done.stdout
+    drivers = json.loads(report.read_text())["drivers"]
+    assert [d["driver"] for d in drivers] == ["intersection_pilotnet_v1", "expert"]
+    assert all("success_rate" in d["aggregate"] for d in drivers)
+    assert {row["outcome"] for d in drivers for row in d["episodes"]} <= {
+        "success", "collision", "route_failure", "timeout"}
