@@ -58,6 +58,7 @@ class TrafficExpertConfig:
     other_accel: float = 3.0  # how fast another car may speed up (its IDM comfort)
     other_top_speed: float = 16.0
     on_path_distance: float = 2.2  # a car this close to the ego's path is on it (a leader)
+    cut_in_distance: float = 3.5  # a car ahead this close sideways is cutting in: follow it
     deadlock_s: float = 2.0  # standing this long for a standing car: it waits for us, go
 
 
@@ -151,9 +152,21 @@ class TrafficExpert:
             i = int(np.argmin(d))
             heading_gap = abs(_wrap(other.heading - route.heading_at(arc[i])))
             if d[i] < cfg.on_path_distance and heading_gap < math.pi / 3:
-                if arc[i] > s:  # a car ahead on the ego's path: follow it
-                    out.append((arc[i] - s - CAR_LENGTH, float(other.speed)))
-                continue  # a car behind on the path follows the ego
+                # ahead along the route, or physically ahead (a car cutting in from the inside
+                # of a bend projects behind the ego): follow it; a car behind follows the ego
+                ahead = float(ego.direction @ (other.position - ego.position))
+                if arc[i] > s or ahead > 0:
+                    out.append((max(arc[i] - s, ahead) - CAR_LENGTH, float(other.speed)))
+                continue
+            rel = other.position - ego.position
+            ahead = float(ego.direction @ rel)
+            beside = abs(float(ego.direction[0] * rel[1] - ego.direction[1] * rel[0]))
+            same_way = abs(_wrap(other.heading - ego.heading)) < math.pi / 3
+            if 0 < ahead < 2 * CAR_LENGTH and beside < cfg.cut_in_distance and same_way:
+                # a car just ahead and closer than a lane's width, merging towards the ego's
+                # path (from the inner ring lane to the same exit): it goes first
+                out.append((ahead - CAR_LENGTH, float(other.speed)))
+                continue
             if self._gives_way(ego, other):
                 continue
             if (other.speed < STILL_SPEED and self._still >= cfg.deadlock_s * env.fps
