@@ -53,7 +53,9 @@ def make_expert(env: DrivingEnv) -> Any:
     """The privileged expert driver for ``env``; ``SimError`` when none exists for it."""
     if isinstance(env, CarRacingEnv):
         return CarRacingExpert()
-    if type(env).__name__ == "TrafficEnv":  # not imported unless a traffic env exists
+    from drivelab.sim.traffic import TrafficEnv  # no highway-env import until an env is built
+
+    if isinstance(env, TrafficEnv):
         from drivelab.sim.traffic_expert import TrafficExpert
 
         return TrafficExpert()

@@ -68,6 +68,7 @@ class _Conflict:
     ego_out: float
     t_in: float  # earliest time the other car's front can reach the zone
     t_out: float  # latest time its rear leaves it (inf: it may stay)
+    o_lead: float  # metres the other car's front still has to drive to the zone
 
 
 class TrafficExpert:
@@ -167,13 +168,11 @@ class TrafficExpert:
                 # path (from the inner ring lane to the same exit): it goes first
                 out.append((ahead - CAR_LENGTH, float(other.speed)))
                 continue
-            if self._gives_way(ego, other):
-                continue
             if (other.speed < STILL_SPEED and self._still >= cfg.deadlock_s * env.fps
                     and self._waits_for(env, other, ego)):
                 continue  # both wait for each other: its IDM follows the ego, so go first
             conflict = self._conflict(other, pts, arc)
-            if conflict is not None:
+            if conflict is not None and not self._gives_way(ego, other, conflict):
                 stop = self._yield_point(conflict, s, v, v0)
                 if stop is not None:
                     out.append((stop - s - CAR_LENGTH / 2, 0.0))
@@ -185,9 +184,10 @@ class TrafficExpert:
         lane = getattr(other, "target_lane_index", None) or other.lane_index
         return env.world.road.neighbour_vehicles(other, lane)[0] is ego
 
-    def _gives_way(self, ego: Any, other: Any) -> bool:
+    def _gives_way(self, ego: Any, other: Any, conflict: _Conflict) -> bool:
         """True when ``other`` is a regulated car that yields already, or is on a lower-priority
-        lane than the ego's, and can still stop: the regulator makes it give way (the
+        lane than the ego's, and can still stop before the conflict zone: the regulator makes
+        it give way (the
         roundabout's ring has priority).
         Without this the ego in the ring would wait for every entering car, and they for it."""
         if not hasattr(other, "target_speed"):
@@ -195,9 +195,7 @@ class TrafficExpert:
         if other.lane.priority >= ego.lane.priority and not getattr(other, "is_yielding", False):
             return False
         v = float(other.speed)
-        lane = other.lane
-        to_end = lane.length - lane.local_coordinates(other.position)[0]
-        return bool(to_end > v * v / (2 * self.config.decel) + CAR_LENGTH)
+        return bool(conflict.o_lead > v * v / (2 * self.config.decel) + CAR_LENGTH)
 
     def _yield_point(self, c: _Conflict, s: float, v: float, v0: float) -> float | None:
         """Where to stop before a conflict zone (route arc of the stop), or None to go on."""
@@ -241,7 +239,7 @@ class TrafficExpert:
         t_out = (o_out + CAR_LENGTH) / v if v > 0.3 else math.inf
         if t_in > cfg.horizon:
             return None
-        return _Conflict(e_in, e_out, t_in, t_out)
+        return _Conflict(e_in, e_out, t_in, t_out, lead)
 
     def _path_of(self, other: Any, reach: float) -> tuple[np.ndarray, np.ndarray]:
         """Points ahead of ``other`` along its planned lanes, and their distances from it."""

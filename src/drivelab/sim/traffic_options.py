@@ -76,11 +76,8 @@ def split_name(name: str) -> tuple[str, dict[str, str]]:
     return head.strip().lower(), opts
 
 
-def is_traffic_name(name: str) -> bool:
-    return split_name_head(name) in SCENARIOS
-
-
 def split_name_head(name: str) -> str:
+    """The scenario part of an env name, lower-cased (no option parsing, never raises)."""
     return name.strip().partition(":")[0].strip().lower()
 
 
