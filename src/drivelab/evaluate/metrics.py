@@ -10,17 +10,33 @@ starts at 1.0 and is multiplied by a factor per infraction. CarRacing has two in
 
 So an expert lap with no infraction scores its completion (1.0 = 100 %), one excursion costs 20 %,
 and a car that needs rescuing twice keeps 36 % of its completion.
+
+Envs that report typed infractions on their steps (`drivelab.sim.infractions`, the traffic
+worlds) are scored on the same contract with CARLA's factors in `INFRACTION_FACTORS`: a vehicle
+collision x 0.60, leaving the road x 0.65, a timeout x 0.7; a wrong exit or route deviation
+fails the route (the episode ends, so completion stops where it was; no extra factor).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from drivelab.sim.infractions import Infraction, Outcome
+
 OFF_TRACK_FACTOR = 0.8
 UNSTUCK_FACTOR = 0.6
+#: Penalty factor per typed infraction (CARLA leaderboard values where CARLA has one).
+INFRACTION_FACTORS: dict[Infraction, float] = {
+    Infraction.COLLISION: 0.60,
+    Infraction.OFF_ROAD: 0.65,
+    Infraction.TIMEOUT: 0.70,
+    Infraction.WRONG_EXIT: 1.0,  # the route fails: the episode ends there
+    Infraction.ROUTE_DEVIATION: 1.0,
+}
 
 
 @dataclass
@@ -33,10 +49,14 @@ class EpisodeTracker:
     off_track_events: int = 0
     off_track_steps: int = 0
     speed_sum: float = 0.0
+    infractions: Counter = field(default_factory=Counter)
     _was_off: bool = field(default=False, repr=False)
 
-    def update(self, reward: float, info: dict[str, Any], speed: float | None) -> None:
+    def update(self, reward: float, info: dict[str, Any], speed: float | None,
+               infractions: Iterable[Infraction] = ()) -> None:
+        """One step: ``info``'s CarRacing keys (off_track) and the step's typed infractions."""
         self.steps += 1
+        self.infractions.update(Infraction(i) for i in infractions)
         self.reward += float(reward)
         off = bool(info.get("off_track", False))
         if off:
@@ -63,20 +83,34 @@ class EpisodeResult:
     steps: int
     score: float
     failed: str | None = None
+    # typed outcome and infractions, for envs that report them (traffic); defaults otherwise
+    outcome: str | None = None
+    collisions: int = 0
+    off_road_events: int = 0
+    route_failures: int = 0
+    timeouts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def driving_score(completion: float, off_track_events: int, unstuck: int) -> float:
+def driving_score(completion: float, off_track_events: int, unstuck: int,
+                  infractions: Mapping[Infraction, int] | None = None) -> float:
     """CARLA-style: completion x product of per-infraction penalty factors (module docstring)."""
     penalty = OFF_TRACK_FACTOR**off_track_events * UNSTUCK_FACTOR**unstuck
+    for kind, count in (infractions or {}).items():
+        penalty *= INFRACTION_FACTORS[Infraction(kind)] ** int(count)
     return float(completion) * penalty
 
 
 def finish_episode(
-    seed: int, tracker: EpisodeTracker, info: dict[str, Any], completion: float
+    seed: int, tracker: EpisodeTracker, info: dict[str, Any], completion: float,
+    outcome: Outcome | None = None,
 ) -> EpisodeResult:
+    """The metrics row; a typed ``outcome`` of success means the whole route was driven."""
+    if outcome is Outcome.SUCCESS:
+        completion = 1.0
+    typed = tracker.infractions
     unstuck = int(info.get("unstuck_count", 0))
     lap = bool(info.get("lap_complete", False))
     return EpisodeResult(
@@ -89,7 +123,12 @@ def finish_episode(
         mean_speed=round(tracker.speed_sum / max(tracker.steps, 1), 3),
         lap_time_s=round(tracker.steps / tracker.fps, 3) if lap else None,
         steps=tracker.steps,
-        score=round(driving_score(completion, tracker.off_track_events, unstuck), 4),
+        score=round(driving_score(completion, tracker.off_track_events, unstuck, typed), 4),
+        outcome=None if outcome is None else Outcome(outcome).value,
+        collisions=typed[Infraction.COLLISION],
+        off_road_events=typed[Infraction.OFF_ROAD],
+        route_failures=typed[Infraction.WRONG_EXIT] + typed[Infraction.ROUTE_DEVIATION],
+        timeouts=typed[Infraction.TIMEOUT],
     )
 
 
@@ -116,6 +155,11 @@ def aggregate(rows: Sequence[EpisodeResult]) -> dict[str, Any]:
         mean, std, low = _stats([float(getattr(r, key)) for r in ok])
         out[f"{key}_mean"], out[f"{key}_std"], out[f"{key}_min"] = mean, std, low
     laps = [r.lap_time_s for r in ok if r.lap_time_s is not None]
+    typed = [r for r in ok if r.outcome is not None]
+    if typed:  # envs with typed outcomes (traffic): success rate and infractions per episode
+        out["success_rate"] = sum(r.outcome == Outcome.SUCCESS for r in typed) / len(typed)
+        for key in ("collisions", "off_road_events", "route_failures", "timeouts"):
+            out[f"{key}_per_episode"] = sum(getattr(r, key) for r in typed) / len(typed)
     out["laps_finished"] = len(laps)
     out["lap_time_mean"] = sum(laps) / len(laps) if laps else None
     return out

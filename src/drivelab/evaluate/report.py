@@ -114,6 +114,7 @@ def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
             "-" if ratio is None or math.isnan(ratio) else f"{ratio:.3f}",
         )
     console.print(agg)
+    _print_route_outcomes(console, reports)
     for r in reports:
         if r.aggregate["failed"]:
             for row in r.rows:
@@ -121,3 +122,20 @@ def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
                     console.print(f"[red]{escape(r.driver)} track {row.seed} failed:[/] {escape(str(row.failed))}")
         if r.interrupted:
             console.print(f"[yellow]{escape(r.driver)}: interrupted after {len(r.rows)} tracks[/]")
+
+
+def _print_route_outcomes(console: Any, reports: Sequence[Any]) -> None:
+    """Success rate and infractions per episode, for envs with typed outcomes (traffic)."""
+    routed = [r for r in reports if "success_rate" in r.aggregate]
+    if not routed:
+        return
+    table = Table(title="route outcomes (per episode)", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table.add_column("driver", overflow="fold", min_width=12)
+    for col in ("success", "collisions", "off-road", "route failed", "timeouts"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in routed:
+        a = r.aggregate
+        table.add_row(escape(r.driver), f"{a['success_rate']:.1%}",
+                      *(f"{a[f'{k}_per_episode']:.2f}" for k in
+                        ("collisions", "off_road_events", "route_failures", "timeouts")))
+    console.print(table)

@@ -49,6 +49,7 @@ def drive_and_measure(
     driver.reset(seed)
     tracker = EpisodeTracker(fps=env.fps)
     info: dict[str, Any] = {}
+    outcome = None
     names = [s.name for s in env.action_specs]
     for step in range(max_steps):
         action = np.asarray(driver.act(obs, env), np.float32)
@@ -60,14 +61,16 @@ def drive_and_measure(
         result = env.step(action)
         info = result.info
         obs = result.observation
-        tracker.update(result.reward, info, _telemetry_value(obs.telemetry, "speed"))
+        tracker.update(result.reward, info, _telemetry_value(obs.telemetry, "speed"),
+                       result.infractions)
+        outcome = result.outcome
         if report is not None and step % 50 == 49:
             report(50)
         if result.done:
             break
     progress = _telemetry_value(obs.telemetry, "progress")
     completion = float("nan") if progress is None else progress
-    return finish_episode(seed, tracker, info, completion)
+    return finish_episode(seed, tracker, info, completion, outcome)
 
 
 def video_path(video_dir: str | Path, driver: DriverSpec, seed: int) -> Path:

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from drivelab.errors import DrivelabError
+from drivelab.sim.infractions import Infraction, Outcome
 
 
 class SimError(DrivelabError):
@@ -61,6 +62,11 @@ class StepResult:
     terminated: bool
     truncated: bool
     info: dict[str, Any] = field(default_factory=dict)
+    #: Typed penalised events of this step (see `drivelab.sim.infractions`); envs that report
+    #: theirs through ``info`` instead (CarRacing's off-track and unstuck) leave it empty.
+    infractions: tuple[Infraction, ...] = ()
+    #: How the episode ended, on its last step, for envs that know (traffic); else None.
+    outcome: Outcome | None = None
 
     @property
     def done(self) -> bool:
