@@ -248,3 +248,18 @@ def test_collect_train_eval_end_to_end(tmp_path) -> None:
     assert all("success_rate" in d["aggregate"] for d in drivers)
     assert {row["outcome"] for d in drivers for row in d["episodes"]} <= {
         "success", "collision", "route_failure", "timeout"}
+
+
+def test_the_default_noise_hold_is_the_same_time_in_both_worlds() -> None:
+    """DART's default hold is 0.2 s: CarRacing's 10 steps at 50 fps stay as they were, while the
+    traffic world's 5 decisions/s get 1 step (10 steps were 2 s there, and crashed the expert)."""
+    from drivelab.data.collect import noise_hold_steps
+    from drivelab.sim import make_env
+
+    for name, steps in (("carracing", 10), ("intersection", 1)):
+        env = make_env(name)
+        try:
+            assert noise_hold_steps(None, env.fps) == steps
+        finally:
+            env.close()
+    assert noise_hold_steps(3, 5.0) == 3  # a given hold is kept

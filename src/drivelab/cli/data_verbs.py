@@ -26,7 +26,8 @@ def collect(
     workers: Annotated[int, typer.Option(help="Parallel worker processes, each with its own env.")] = 1,
     seed: Annotated[int, typer.Option(help="Episode i drives track seed SEED+i.")] = COLLECTION_SEED,
     noise: Annotated[float, typer.Option(help="DART noise: chance per step to start a perturbation.")] = 0.0,
-    noise_hold: Annotated[int, typer.Option(help="Steps a perturbation is held.")] = 10,
+    noise_hold: Annotated[int | None, typer.Option(
+        help="Steps a perturbation is held (default: 0.2 s of the env's steps, 10 at CarRacing's 50 fps).")] = None,
     val_episodes: Annotated[int, typer.Option(help="Last episodes (before test) for the val split.")] = 0,
     test_episodes: Annotated[int, typer.Option(help="Last episodes for the test split.")] = 0,
     max_steps: Annotated[int, typer.Option(help="Step cap per episode.")] = 1000,

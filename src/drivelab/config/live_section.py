@@ -63,7 +63,8 @@ class LiveConfig(_Section):
     seed: Annotated[int, Field(ge=COLLECTION_SEED, lt=10_000)] = COLLECTION_SEED
     beta: BetaConfig = Field(default_factory=BetaConfig)
     noise: Probability = 0.0
-    noise_hold: PositiveInt = 10
+    #: Steps a perturbation is held; null: 0.2 s of the env's steps (see `data.collect`).
+    noise_hold: PositiveInt | None = None
     refresh_every: PositiveInt = 100
     player: PlayerConfig = Field(default_factory=PlayerConfig)
     stop: StopConfig = Field(default_factory=StopConfig)

@@ -28,6 +28,14 @@ from drivelab.errors import DrivelabError, Interrupted
 from drivelab.sim import DrivingEnv, Observation, make_env, make_expert
 from drivelab.workers import WorkersDied, run_jobs
 
+#: How long a DART perturbation lasts by default: long enough to push the car off its line.
+NOISE_HOLD_S = 0.2
+
+
+def noise_hold_steps(hold: int | None, fps: float) -> int:
+    """A perturbation's length in steps: ``hold`` if given, else `NOISE_HOLD_S` at ``fps``."""
+    return hold if hold is not None else max(1, round(NOISE_HOLD_S * fps))
+
 
 @dataclass(frozen=True)
 class CollectPlan:
@@ -36,7 +44,9 @@ class CollectPlan:
     env: str
     seed: int
     noise: float = 0.0
-    noise_hold: int = 10
+    #: Steps a perturbation is held; None: `NOISE_HOLD_S` of the env's steps (10 at CarRacing's
+    #: 50 fps, 1 at the traffic world's 5 decisions/s, where 10 steps were 2 s and crashed it).
+    noise_hold: int | None = None
     max_steps: int = 1000
 
 
@@ -90,7 +100,8 @@ def drive_episode(
     rng = np.random.default_rng([plan.seed, index])
     low = np.array([s.low if s.low is not None else -1.0 for s in env.action_specs], np.float32)
     high = np.array([s.high if s.high is not None else 1.0 for s in env.action_specs], np.float32)
-    noise = ActionNoise(plan.noise, rng, low, high, sigma=(high - low) * 0.1, hold=plan.noise_hold)
+    hold = noise_hold_steps(plan.noise_hold, env.fps)
+    noise = ActionNoise(plan.noise, rng, low, high, sigma=(high - low) * 0.1, hold=hold)
     recorder = EpisodeRecorder(
         env.frame_shape, env.telemetry_specs, env.action_specs, capacity=plan.max_steps
     )
@@ -195,7 +206,7 @@ def check_collect_flags(
         raise DrivelabError(f"--seed must be 0 or more (got {plan.seed}): track seeds are SEED+i")
     if not 0.0 <= plan.noise <= 1.0:
         raise DrivelabError(f"--noise is a probability in [0, 1] (got {plan.noise})")
-    if plan.noise_hold < 1:
+    if plan.noise_hold is not None and plan.noise_hold < 1:
         raise DrivelabError(f"--noise-hold must be at least 1 step (got {plan.noise_hold})")
     if plan.max_steps < 1:
         raise DrivelabError(f"--max-steps must be at least 1 (got {plan.max_steps})")
