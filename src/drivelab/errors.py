@@ -18,3 +18,14 @@ class Interrupted(DrivelabError):
     The library catches ``KeyboardInterrupt`` where it knows what survived (committed episodes,
     the last checkpoint) and raises this instead; the command line prints it and exits 130.
     """
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` as one line of at most ``limit`` characters, for a message that quotes a user's
+    value or a file's content: line breaks shown as ``\\n``, a longer text cut with ``...``.
+
+    One helper, so every message bounds what it echoes the same way (a pasted value, a crafted
+    file name or an alias bomb must never flood the terminal)."""
+    text = str(text).replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+

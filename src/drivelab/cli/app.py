@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from drivelab.errors import clip
+
 try:  # Typer >= 0.2x carries its own copy of Click; older ones use the click package
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - depends on the installed Typer
@@ -40,10 +42,8 @@ FORCE_OPTION = typer.Option("--force", help="Replace existing output files (neve
 
 # --------------------------------------------------------------------------- messages
 def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """``text`` as one line of at most ``limit`` characters: line breaks shown as ``\\n``,
-    a too-long text cut with ``...`` (a user value must never flood the terminal)."""
-    text = text.replace("\r", "\\r").replace("\n", "\\n")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """``text`` as one line of at most ``limit`` characters (`drivelab.errors.clip`)."""
+    return clip(text, limit)
 
 
 def say(kind: str, message: str) -> None:

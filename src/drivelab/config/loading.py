@@ -22,12 +22,13 @@ from pydantic_core import ErrorDetails
 from drivelab.config.base import ConfigError
 from drivelab.config.schema import ExperimentConfig
 from drivelab.config.yaml_text import parse_yaml, read_yaml_file
+from drivelab.errors import clip
 
 # ----------------------------------------------------------------------------- errors, loading
 
 
 def _format_loc(parts: Iterable[str | int]) -> str:
-    return ".".join(_clip(str(p), 80) for p in parts) or "<root>"
+    return ".".join(clip(str(p), 80) for p in parts) or "<root>"
 
 
 def _strip_union_tags(loc: Sequence[str | int]) -> list[str | int]:
@@ -119,15 +120,11 @@ def _value_repr() -> reprlib.Repr:
 _MESSAGE_LIMIT = 300
 
 
-def _clip(text: str, limit: int) -> str:
-    """``text`` on one line and at most ``limit`` characters (a user's key or sentence)."""
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _short(value: Any) -> str:
     """A user's value as a message shows it: its repr, at most 80 characters."""
-    return _clip(_value_repr().repr(value), 80)
+    return clip(_value_repr().repr(value), 80)
 
 
 def _describe(error: ErrorDetails) -> str:
@@ -137,11 +134,11 @@ def _describe(error: ErrorDetails) -> str:
     ctx = error.get("ctx", {})
     where = _format_loc(loc)
     if kind == "unknown_key":
-        key = _format_loc([*loc, _clip(str(ctx["key"]), 80)])
+        key = _format_loc([*loc, clip(str(ctx["key"]), 80)])
         hint = f"did you mean {ctx['suggestion']!r}? " if ctx.get("suggestion") else ""
         return f"{key}: unknown key; {hint}allowed keys: {', '.join(ctx['allowed'])}"
     if kind == "located":
-        return f"{_format_loc([*loc, *ctx['path']])}: {_clip(str(ctx['message']), _MESSAGE_LIMIT)}"
+        return f"{_format_loc([*loc, *ctx['path']])}: {clip(str(ctx['message']), _MESSAGE_LIMIT)}"
     if kind == "missing":
         return f"{where}: required, but missing"
     if kind == "literal_error":
@@ -154,10 +151,10 @@ def _describe(error: ErrorDetails) -> str:
     if kind == "union_tag_not_found":
         return f"{where}: missing 'name' (which kind to use)"
     if kind == "value_error":
-        return f"{where}: {_clip(str(ctx['error']), _MESSAGE_LIMIT)}"
+        return f"{where}: {clip(str(ctx['error']), _MESSAGE_LIMIT)}"
     if kind == "model_type" or kind == "dict_type":
         return f"{where}: expected a mapping of keys, got {_short(error['input'])}"
-    message = _clip(error["msg"], _MESSAGE_LIMIT)
+    message = clip(error["msg"], _MESSAGE_LIMIT)
     message = message[0].lower() + message[1:]
     return f"{where}: {message}, got {_short(error['input'])}"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drivelab.errors import DrivelabError
+from drivelab.errors import DrivelabError, clip
 
 #: The longest stretch of a user-supplied value a message repeats (a path could be megabytes).
 SHOWN_CHARS = 120
@@ -26,13 +26,12 @@ class OutsideDatasetError(DrivelabError):
 
 def short_repr(value: object, limit: int = SHOWN_CHARS) -> str:
     """``repr(value)`` cut to ``limit`` characters: a user value fit for a one-line message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clip(repr(value), limit)
 
 
 def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
-    """``text`` (a key or a list of names from the dataset) cut to ``limit`` characters."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """``text`` (a key or a list of names from the dataset) on one line, cut to ``limit``."""
+    return clip(text, limit)
 
 
 def inside(root: Path, name: object, where: str, under: str = "") -> Path:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from drivelab.errors import clip
 from drivelab.sim.base import SimError
 
 
@@ -159,5 +160,4 @@ def exit_index(scenario: Scenario, value: str | None) -> int | None:
 
 
 def _short(text: str, limit: int = 40) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clip(text, limit)
