@@ -140,7 +140,10 @@ def test_dagger_and_live_refuse_an_existing_dataset_unless_appending(tmp_path: P
 
 # ------------------------------------------ one local Ray: the next start after a kill -9
 def _identity(proc: psutil.Process) -> tuple[int, float, str]:
-    return proc.pid, proc.create_time(), " ".join(proc.cmdline())[:80]
+    """pid, start time and a short command: the program's file name first, so a long install path
+    (a CI checkout under /check/work/...) never cuts `gcs_server` or `raylet` off the end."""
+    command = proc.cmdline() or [proc.name()]
+    return proc.pid, proc.create_time(), " ".join([Path(command[0]).name, *command[1:]])[:80]
 
 
 def _still_running(pid: int, started: float) -> bool:
