@@ -88,6 +88,7 @@ class EpisodeResult:
     collisions: int = 0
     off_road_events: int = 0
     route_failures: int = 0
+    wrong_exits: int = 0  # the part of route_failures that took another exit (a command ignored)
     timeouts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +129,7 @@ def finish_episode(
         collisions=typed[Infraction.COLLISION],
         off_road_events=typed[Infraction.OFF_ROAD],
         route_failures=typed[Infraction.WRONG_EXIT] + typed[Infraction.ROUTE_DEVIATION],
+        wrong_exits=typed[Infraction.WRONG_EXIT],
         timeouts=typed[Infraction.TIMEOUT],
     )
 
