@@ -181,3 +181,22 @@ def test_sweep_survives_kill_and_resumes(tmp_path: Path, small_dataset: Path, lo
     assert status.returncode == 0 and "8 done (4 failed), 0 running, 0 pending" in status.stdout
     again = run_cli_here("sweep", str(spec), "--out", str(out))
     assert again.returncode == 2 and "--resume" in again.stderr  # a sweep folder is never clobbered
+
+
+def test_one_seed_cells_claim_no_spread() -> None:
+    """A cell of one seed has no spread: shown as "± ?", and no gap to it is called beyond the
+    spread (its std was 0.000 once, so any difference "exceeded" it)."""
+    from drivelab.sweep.results import CellResult, exceeds_spread, spread_verdict
+
+    one = CellResult("one", {}, numbers={"score": [0.90]})
+    best = CellResult("best", {}, numbers={"score": [0.99]})
+    three = CellResult("three", {}, numbers={"score": [0.50, 0.52, 0.51]})
+    tight = CellResult("tight", {}, numbers={"score": [0.98, 0.99, 1.00]})
+    assert exceeds_spread(one.mean_std("score"), best.mean_std("score")) is None
+    assert "spread unknown" in spread_verdict(one.mean_std("score"), tight.mean_std("score"))
+    assert exceeds_spread(three.mean_std("score"), tight.mean_std("score")) is True
+    assert spread_verdict(three.mean_std("score"), tight.mean_std("score")).endswith("exceeds spread")
+    from drivelab.sweep import results
+
+    assert results._pm(one.mean_std("score")) == "0.900 ± ? (n=1)"
+    assert results._pm(three.mean_std("score")) == "0.510 ± 0.010 (n=3)"

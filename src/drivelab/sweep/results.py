@@ -43,7 +43,8 @@ class CellResult:
         values = self.numbers.get(key, [])
         if not values:
             return None
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        # one seed has no spread: NaN (never 0.0, which reads as "perfectly repeatable")
+        std = statistics.stdev(values) if len(values) > 1 else math.nan
         return statistics.fmean(values), std, len(values)
 
 
@@ -80,9 +81,23 @@ def best_cell(plan: SweepPlan, cells: list[CellResult]) -> CellResult | None:
     return pick(scored, key=lambda cs: cs[1][0])[0]
 
 
-def exceeds_spread(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool:
-    """The module's rule: |mean_a - mean_b| > std_a + std_b."""
+#: Seeds a cell needs before its spread means anything: one seed has no spread (its std is not 0).
+MIN_SEEDS_FOR_SPREAD = 2
+
+
+def exceeds_spread(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool | None:
+    """The module's rule: |mean_a - mean_b| > std_a + std_b; None (cannot tell) when either cell
+    has fewer than two seeds, whose "std 0" would let any gap look real."""
+    if min(a[2], b[2]) < MIN_SEEDS_FOR_SPREAD:
+        return None
     return abs(a[0] - b[0]) > a[1] + b[1]
+
+
+def spread_verdict(stat: tuple[float, float, int], best: tuple[float, float, int]) -> str:
+    """The table's "vs best" cell: the gap and what the seeds say about it."""
+    beyond = exceeds_spread(stat, best)
+    said = {True: "exceeds spread", False: "within spread", None: "spread unknown (n < 2)"}[beyond]
+    return f"{stat[0] - best[0]:+.3g}, {said}"
 
 
 def columns(cells: list[CellResult]) -> list[str]:
@@ -97,7 +112,8 @@ def _pm(stat: tuple[float, float, int] | None) -> str:
         return "–"
     mean, std, n = stat
     digits = 3 if abs(mean) < 100 else 1
-    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
+    spread = f"{std:.{digits}f}" if n >= MIN_SEEDS_FOR_SPREAD else "?"
+    return f"{mean:.{digits}f} ± {spread} (n={n})"
 
 
 def render_markdown(plan: SweepPlan, cells: list[CellResult]) -> str:
@@ -111,7 +127,7 @@ def render_markdown(plan: SweepPlan, cells: list[CellResult]) -> str:
         f"Base config `{plan.spec.base.name}`; {len(plan.cells)} cells x "
         f"{len(plan.trials) // max(len(plan.cells), 1)} seeds; ranked by `{key}` "
         f"({plan.spec.metric.mode}); ★ = best cell. Values are mean ± std over seeds (n seeds).",
-        "\"exceeds spread\": |Δ mean| > std(cell) + std(best).",
+        "\"exceeds spread\": |Δ mean| > std(cell) + std(best); with one seed the spread is unknown (± ?).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -124,8 +140,7 @@ def render_markdown(plan: SweepPlan, cells: list[CellResult]) -> str:
         elif stat is None or best_stat is None:
             verdict = "–"
         else:
-            gap = stat[0] - best_stat[0]
-            verdict = f"{gap:+.3g}, {'exceeds spread' if exceeds_spread(stat, best_stat) else 'within spread'}"
+            verdict = spread_verdict(stat, best_stat)
         name = f"★ **{cell.name}**" if cell is best else cell.name
         row = [name, str(cell.finished), str(cell.failed), *(_pm(cell.mean_std(k)) for k in shown), verdict]
         lines.append("| " + " | ".join(row) + " |")
@@ -144,7 +159,7 @@ def render_csv(cells: list[CellResult]) -> str:
         row: list[Any] = [cell.name, cell.finished, cell.failed]
         for key in keys:
             stat = cell.mean_std(key)
-            row += list(stat) if stat is not None else ["", "", 0]
+            row += [stat[0], "" if math.isnan(stat[1]) else stat[1], stat[2]] if stat is not None else ["", "", 0]
         writer.writerow(row)
     return buffer.getvalue()
 
@@ -161,7 +176,7 @@ def write_results(plan: SweepPlan, folder: SweepFolder) -> list[Path]:
         "cells": [
             {"cell": c.name, "values": c.values, "finished": c.finished, "failed": c.failed,
              "pending": c.pending, "failures": c.reasons,
-             "metrics": {k: dict(zip(("mean", "std", "n"), s, strict=True))
+             "metrics": {k: {"mean": s[0], "std": None if math.isnan(s[1]) else s[1], "n": s[2]}
                          for k in columns(cells) if (s := c.mean_std(k)) is not None}}
             for c in cells
         ],
