@@ -16,6 +16,7 @@ from drivelab.evaluate.convcam import ConvCam, ConvcamError, find_feature_map, t
 from drivelab.evaluate.runner import drive_and_measure
 from drivelab.evaluate.runtime import PolicyDriver, PolicyRuntime
 from drivelab.evaluate.video import OverlayVideo
+from drivelab.media import read_mp4
 from drivelab.models.backbones import build_backbone
 from drivelab.sim import make_env
 from drivelab.train import train
@@ -79,7 +80,7 @@ def test_convcam_video_is_wider_and_shows_what_the_policy_computes(
             with Image.open(video.save(tmp_path / f"convcam_{convcam}.gif")) as gif:
                 widths[convcam] = gif.size[0]
                 assert gif.n_frames == 6
-            side = driver.side_image()
+            side = driver.side_image(env.reset(seed=5).frame)  # the heat map over a real frame
             if not convcam:
                 assert side is None
                 continue
@@ -93,7 +94,7 @@ def test_convcam_video_is_wider_and_shows_what_the_policy_computes(
     finally:
         env.close()
     assert widths[False] == 96 * 3
-    assert widths[True] == widths[False] + 96 * 3  # a square 8x8 tile grid at the frame's height
+    assert widths[True] == widths[False] + 96 * 3  # the heat map: the frame's size, beside it
 
 
 def test_cli_convcam_writes_wider_gifs(pilotnet_run: Path, tmp_path: Path) -> None:
@@ -101,9 +102,9 @@ def test_cli_convcam_writes_wider_gifs(pilotnet_run: Path, tmp_path: Path) -> No
     r = run_cli_here("eval", str(pilotnet_run), "--episodes", "1", "--workers", "1", "--max-steps", "8",
                 "--seed", "600", "--video", str(videos), "--convcam")
     assert r.returncode == 0, r.stderr
-    (gif,) = videos.glob("*.gif")
-    with Image.open(gif) as image:
-        assert image.size[0] == 2 * 96 * 3
+    (video,) = videos.glob("*.mp4")
+    frames, _ = read_mp4(video)
+    assert frames[0].shape[1] == 2 * 96 * 3  # the frame and its heat map, side by side
     bad = run_cli_here("eval", str(pilotnet_run), "--convcam")
     assert bad.returncode == 2 and "add --video DIR" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

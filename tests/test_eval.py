@@ -19,6 +19,7 @@ from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.metrics import EpisodeTracker, aggregate, driving_score, finish_episode
 from drivelab.evaluate.runner import evaluate
 from drivelab.evaluate.runtime import PolicyLoadError, PolicyRuntime
+from drivelab.media import read_mp4
 from drivelab.sim import make_env
 from drivelab.sim.base import Observation
 from drivelab.workers import run_jobs
@@ -139,8 +140,10 @@ def test_cli_eval_policy_with_baseline(tiny_run: Path, tmp_path: Path) -> None:
     for key in ("reward_mean", "reward_std", "score_mean", "score_std", "completion_mean"):
         assert not math.isnan(policy["aggregate"][key])
     assert "score_ratio_to_expert" in policy["aggregate"]
-    gifs = sorted((tmp_path / "videos").glob("*.gif"))
-    assert len(gifs) == 4 and gifs[0].read_bytes()[:6] == b"GIF89a"
+    videos = sorted((tmp_path / "videos").glob("*.mp4"))  # H.264 MP4: an ISO box "ftyp" at byte 4
+    assert len(videos) == 4 and videos[0].read_bytes()[4:8] == b"ftyp"
+    frames, fps = read_mp4(videos[0])
+    assert len(frames) == 30 and fps == 25  # every 2nd of 60 steps at CarRacing's 50 fps
 
 
 @pytest.mark.parametrize(

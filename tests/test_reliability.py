@@ -139,11 +139,11 @@ def test_eval_video_problems_are_found_before_driving(tmp_path: Path) -> None:
     one_error_line(r, "is a file")
     folder = tmp_path / "videos"
     folder.mkdir()
-    (folder / "expert_track10000.gif").write_text("an earlier video")
+    (folder / "expert_track10000.mp4").write_text("an earlier video")
     r = run_cli_here("eval", "--baseline", "expert", "--episodes", "1", "--video", str(folder))
-    one_error_line(r, "expert_track10000.gif already exists")
+    one_error_line(r, "expert_track10000.mp4 already exists")
     assert time.monotonic() - started < 60  # refused up front, not after driving a track
-    assert (folder / "expert_track10000.gif").read_text() == "an earlier video"
+    assert (folder / "expert_track10000.mp4").read_text() == "an earlier video"
 
 
 def test_generated_reports_are_regenerated_but_user_files_are_not(tmp_path: Path) -> None:

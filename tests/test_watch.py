@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
@@ -20,6 +19,7 @@ from conftest import PILOTNET, quick
 from drivelab.cli import app
 from drivelab.config import load_config
 from drivelab.errors import DrivelabError
+from drivelab.media import read_mp4
 from drivelab.runs.folder import RunFolder
 from drivelab.runs.metrics import read_metrics
 from drivelab.train import train
@@ -55,8 +55,8 @@ def test_watch_drives_each_checkpoint_and_logs_it(small_dataset: Path, tmp_path:
         assert 0.0 <= row["watch/score"] <= row["watch/completion"] <= 1.0
         assert isinstance(row["watch/reward"], float) and row["watch/steps"] == 40
         assert row["watch/seed"] == 10_000 and row["period"] == 1
-        gif = Image.open(run.path / row["watch/video"])
-        assert row["watch/video"] == f"watch/batch_{row['batch']}.gif" and gif.n_frames == 20
+        frames, _ = read_mp4(run.path / row["watch/video"])
+        assert row["watch/video"] == f"watch/batch_{row['batch']}.mp4" and len(frames) == 20
     # read_metrics merges them after the train (and val) rows of the same batch
     merged = read_metrics(run.metrics_path)
     assert [r["batch"] for r in merged if "watch/score" in r] == [3, 6]

@@ -1,10 +1,11 @@
-"""The convcam: the backbone's last feature maps, tiled beside the frame while a policy drives.
+"""The convcam: the backbone's last feature maps as a heat map beside the frame while a policy drives.
 
 Charles watched his networks drive with the last convolutional layer's activations next to the
 camera image: a map that lights up on the road edge shows what the steering reacts to, one that
 stays dark or flickers randomly says the backbone learned little. This module finds that layer
 in any backbone (timm, ``tiny``, ``pilotnet``), keeps the current step's map through a forward
-hook, and renders it as one uint8 RGB image for `OverlayVideo`'s ``side`` slot.
+hook, and renders it as a heat map over the frame (or, for a close look, as labelled-free tiles:
+`tile_feature_maps`) for `OverlayVideo`'s ``side`` slot.
 
 Which module is "the last feature map" is decided by running one blank frame through the
 backbone and watching every module finish: the last one to return a 4-D tensor with more than
@@ -25,7 +26,7 @@ from torch import nn
 
 from drivelab.errors import DrivelabError
 
-__all__ = ["ConvCam", "ConvcamError", "find_feature_map", "tile_feature_maps"]
+__all__ = ["ConvCam", "ConvcamError", "find_feature_map", "heat_map_over", "tile_feature_maps"]
 
 #: Channels drawn at most: 64 tiles of a 5x5 PilotNet map fit in an 8x8 grid; a 2048-channel
 #: timm stage would shrink every tile to a speck.
@@ -102,10 +103,20 @@ class ConvCam:
         self._latest = None
 
     def image(self, height: int) -> np.ndarray | None:
-        """The last step's maps as uint8 [height, W, 3], or None before the first step."""
+        """The last step's maps tiled as uint8 [height, W, 3], or None before the first step."""
         if self._latest is None:
             return None
         return tile_feature_maps(self._latest.numpy(), height)
+
+    def heat_map(self, frame: np.ndarray) -> np.ndarray | None:
+        """The last step's maps as a heat map over ``frame`` (None before the first step)."""
+        if self._latest is None:
+            return None
+        return heat_map_over(self._latest.numpy(), frame)
+
+    @property
+    def label(self) -> str:
+        return f"convcam: mean |activation| of {self.module_name or 'the backbone'}"
 
     def close(self) -> None:
         """Remove the hook: the policy runs as if the convcam was never attached."""
@@ -139,6 +150,26 @@ def tile_feature_maps(maps: np.ndarray, height: int, max_channels: int = MAX_CHA
     rgb[~mask] = (24, 24, 24)  # the video's background colour: gaps read as gaps, not as zeros
     width = max(1, round(rgb.shape[1] * height / rgb.shape[0]))
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.NEAREST))
+
+
+def heat_map_over(maps: np.ndarray, frame: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """[C, h, w] activations -> one heat map blended over ``frame`` (uint8 [H, W, 3]).
+
+    64 separate tiles of a 5x5 map told a viewer little; where the network looks reads better
+    as one map: the mean absolute activation over the channels, min-max normalised, upsampled
+    bilinearly to the frame, coloured with inferno and laid over a grey copy of the frame (so the
+    road stays recognisable under it). A constant map (nothing fires) shows the grey frame.
+    """
+    mean = np.abs(np.asarray(maps, np.float32)).mean(axis=0)
+    span = float(mean.max() - mean.min())
+    scaled = (mean - mean.min()) / span if span > 1e-12 else np.zeros_like(mean)
+    height, width = frame.shape[:2]
+    levels = np.asarray(Image.fromarray(np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8))
+                        .resize((width, height), Image.BILINEAR))
+    grey = np.repeat(np.asarray(frame, np.float32).mean(axis=2, keepdims=True), 3, axis=2)
+    weight = alpha * (levels[..., None].astype(np.float32) / 255.0)
+    blended = grey * (1.0 - weight) + _inferno()[levels].astype(np.float32) * weight
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
 @lru_cache(maxsize=1)

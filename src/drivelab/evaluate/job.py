@@ -158,11 +158,11 @@ def drive(request: EvalRequest, progress: Progress, note: Note) -> DriveOutcome:
         specs += baselines
         if not specs:
             raise DrivelabError("name a RUN to evaluate, or --baseline expert|random")
-        if request.video is not None:  # every GIF name is known now: refuse before the first track
+        if request.video is not None:  # every video's name is known now: refuse before the first track
             check_output_dir(request.video, "--video")
             for spec in specs:
                 for s in seeds:
-                    check_output(video_path(request.video, spec, s), "--video", (".gif",), force=request.force)
+                    check_output(video_path(request.video, spec, s), "--video", (".mp4",), force=request.force)
         with progress(request.episodes * len(specs), "eval", unit="tracks") as on_progress:
             reports = evaluate_many(specs, seeds, env=request.env, workers=request.workers,
                                     max_steps=request.max_steps, video_dir=request.video,

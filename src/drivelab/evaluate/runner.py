@@ -55,9 +55,12 @@ def drive_and_measure(
         action = np.asarray(driver.act(obs, env), np.float32)
         if video is not None:
             controls = dict(zip(names, action.tolist(), strict=False))
-            side = driver.side_image() if hasattr(driver, "side_image") else None
+            side = driver.side_image(obs.frame) if hasattr(driver, "side_image") else None
+            command = getattr(env, "command", None)  # the traffic world's route command label
             video.add(obs.frame, controls.get("steering", 0.0), controls.get("accel_brake", 0.0),
-                      _telemetry_value(obs.telemetry, "speed"), side=side)
+                      _telemetry_value(obs.telemetry, "speed"), side=side,
+                      command=command if isinstance(command, str) else None,
+                      side_label=driver.side_label() if side is not None else None)
         result = env.step(action)
         info = result.info
         obs = result.observation
@@ -74,9 +77,17 @@ def drive_and_measure(
 
 
 def video_path(video_dir: str | Path, driver: DriverSpec, seed: int) -> Path:
-    """Where the GIF of ``driver`` on track ``seed`` goes: known before driving, so checkable."""
+    """Where the video of ``driver`` on track ``seed`` goes: known before driving, so checkable."""
     label = driver.label.replace("/", "_").replace("@", "_at_")
-    return Path(video_dir) / f"{label}_track{seed}.gif"
+    return Path(video_dir) / f"{label}_track{seed}.mp4"
+
+
+def driving_video(env: DrivingEnv, caption: str) -> OverlayVideo:
+    """An overlay video sized to ``env``: its speed range, its own dashboard rows cut."""
+    speed = next((s for s in env.telemetry_specs if s.name == "speed"), None)
+    top = speed.high if speed is not None and speed.high else 100.0
+    return OverlayVideo(env.fps, max_speed=top, caption=caption,
+                        crop_bottom=int(getattr(env, "dashboard_rows", 0)))
 
 
 @dataclass
@@ -97,7 +108,9 @@ class EvalJob:
         self._driver = build_driver(self.driver, self._env)
 
     def run(self, task: int, report: Callable[[int], None]) -> dict[str, Any]:
-        video = OverlayVideo(self._env.fps) if self.video_dir else None
+        # a policy's name carries its checkpoint's batch (run@batch), the baselines theirs
+        caption = f"{getattr(self._driver, 'name', self.driver.label)} · track {task}"
+        video = driving_video(self._env, caption) if self.video_dir else None
         row = drive_and_measure(self._env, self._driver, task, self.max_steps, video, report)
         out = row.to_dict()
         if video is not None and len(video):

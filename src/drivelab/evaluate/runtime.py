@@ -196,9 +196,12 @@ class PolicyDriver:
         if self.convcam is not None:
             self.convcam.reset()
 
-    def side_image(self) -> np.ndarray | None:
-        """The last step's feature maps, tiled at the frame's height (None without --convcam)."""
-        return None if self.convcam is None else self.convcam.image(self._frame_height)
+    def side_image(self, frame: np.ndarray) -> np.ndarray | None:
+        """The last step's feature maps as a heat map over ``frame`` (None without --convcam)."""
+        return None if self.convcam is None else self.convcam.heat_map(frame)
+
+    def side_label(self) -> str | None:
+        return None if self.convcam is None else self.convcam.label
 
     def act(self, obs: Observation, env: DrivingEnv) -> np.ndarray:
         values = self.runtime.act(obs)

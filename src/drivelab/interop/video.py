@@ -10,48 +10,39 @@ frame ``i`` at ``pts = i`` in a ``1/fps`` time base, so episode ``k`` starts at
 from __future__ import annotations
 
 import os
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from drivelab.interop.dataset_out import InteropError
 from drivelab.interop.deps import pyav
+from drivelab.media import CODECS, Mp4Writer
 
-CODECS = {"av1": "libsvtav1", "h264": "libx264"}
-CANONICAL = {"libsvtav1": "av1", "libx264": "h264"}
+CANONICAL = {encoder: name for name, encoder in CODECS.items()}
 
 
 class VideoWriter:
     """One MP4 stream being written: frames go in episode after episode."""
 
     def __init__(self, path: Path, fps: int, height: int, width: int, codec: str = "av1") -> None:
-        av = pyav()
+        pyav()  # the interop extra's one-line message when PyAV is missing
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner to stderr otherwise
         if codec not in CODECS:
             raise InteropError(f"--codec {codec}: use one of {', '.join(CODECS)}")
         if height % 2 or width % 2:
             raise InteropError(f"frames are {height}x{width}: yuv420p video needs even sizes; use --images")
-        self._container = av.open(str(path), "w")
-        self._stream = self._container.add_stream(CODECS[codec], rate=fps, options={"g": "2", "crf": "30"})
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.width, self._stream.height = width, height
-        self._stream.time_base = Fraction(1, fps)
-        self._av = av
-        self.frames = 0
+        self._writer = Mp4Writer(path, fps, height, width, codec, options={"g": "2", "crf": "30"})
+
+    @property
+    def frames(self) -> int:
+        return self._writer.frames
 
     def add(self, frames: np.ndarray) -> None:
         for rgb in frames:
-            frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts = self.frames
-            self.frames += 1
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
+            self._writer.add(rgb)
 
     def close(self) -> None:
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        self._writer.close()
 
 
 def read_video(path: Path, start_s: float, count: int, fps: float) -> np.ndarray:

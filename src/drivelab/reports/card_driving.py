@@ -74,7 +74,9 @@ def driving_section(
 
 def _watch_gif(doc: Document, run: RunFolder, status: VersionStatus, media_dir: Path, media: list[Path], gif_bytes: int) -> None:
     """Without an evaluation, the last watched checkpoint's GIF shows how the model drives."""
-    gifs = sorted((run.path / "watch").glob("batch_*.gif"), key=lambda p: int(p.stem.split("_")[-1]))
+    # watch videos: MP4 now, GIF from before drivelab wrote MP4
+    gifs = sorted([*(run.path / "watch").glob("batch_*.mp4"), *(run.path / "watch").glob("batch_*.gif")],
+                  key=lambda p: int(p.stem.split("_")[-1]))
     if not gifs:
         return
     picture = shrink_gif(gifs[-1], media_dir / "driving.gif", gif_bytes)

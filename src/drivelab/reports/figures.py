@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from drivelab.media import read_mp4
 from drivelab.outputs import generated_output
 from drivelab.reports.events import Series, finite
 
@@ -195,20 +196,25 @@ def architecture_text(columns: list[list[Block]]) -> str:
 
 # ------------------------------------------------------------------------------ GIF
 def shrink_gif(source: Path, target: Path, max_bytes: int = 1_500_000) -> Path:
-    """Copy a driving GIF, dropping frames and pixels until it fits ``max_bytes``.
+    """A driving GIF from a GIF or MP4, dropping frames and pixels until it fits ``max_bytes``.
 
     An evaluation GIF of a whole lap is several MB; a card (and its HTML twin, base64-inflated)
     should stay light. Playback speed is kept by stretching each remaining frame's duration.
     """
-    with Image.open(source) as gif:
-        frames, durations = [], []
-        try:
-            while True:
-                frames.append(gif.convert("RGB"))
-                durations.append(int(gif.info.get("duration", 40)))
-                gif.seek(gif.tell() + 1)
-        except EOFError:
-            pass
+    if source.suffix == ".mp4":  # evaluation and watch videos: decoded, then made a GIF here
+        arrays, fps = read_mp4(source)
+        frames = [Image.fromarray(a) for a in arrays]
+        durations = [round(1000 / fps)] * len(frames)
+    else:
+        with Image.open(source) as gif:
+            frames, durations = [], []
+            try:
+                while True:
+                    frames.append(gif.convert("RGB"))
+                    durations.append(int(gif.info.get("duration", 40)))
+                    gif.seek(gif.tell() + 1)
+            except EOFError:
+                pass
     target.parent.mkdir(parents=True, exist_ok=True)
     with generated_output(target, force=True, flag="card") as staged:  # the card checked first
         _save_within(frames, durations, staged, max_bytes)

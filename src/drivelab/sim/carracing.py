@@ -111,6 +111,9 @@ class CarRacingEnv:
     env_id: str = GYM_ID
     fps: float = FPS
     frame_shape: tuple[int, int, int] = FRAME_SHAPE
+    #: CarRacing draws its own dashboard (speed, ABS, steering, gyro) into the frame's bottom rows;
+    #: videos cut them, since their overlay shows the same controls labelled.
+    dashboard_rows: int = 12
     telemetry_specs: tuple[SignalSpec, ...] = TELEMETRY_SPECS
     action_specs: tuple[SignalSpec, ...] = ACTION_SPECS
 

@@ -42,7 +42,8 @@ ACTION_SPECS: tuple[SignalSpec, ...] = (
 
 def telemetry_specs(scenario: Scenario) -> tuple[SignalSpec, ...]:
     return (
-        SignalSpec("speed", unit="m/s", size=1, low=0.0, description="ego speed"),
+        SignalSpec("speed", unit="m/s", size=1, low=0.0, high=20.0,  # EgoCar.MAX_SPEED
+                   description="ego speed"),
         SignalSpec("steering", size=1, low=-1.0, high=1.0,
                    description="steering executed on the previous step (0 after reset)"),
         SignalSpec("accel_brake", size=1, low=-1.0, high=1.0,

@@ -22,7 +22,7 @@ Files in the run folder, all written by the player alone:
 - ``tb/watch/``: the player's own TensorBoard writer (run "watch" next to the trainer's), so the
   two processes never share an event file; scalars ``watch/score|reward|completion`` and the
   video ``watch/video`` at the checkpoint's batch.
-- ``watch/batch_<N>.gif`` (the whole episode) and ``watch/player.log`` (the player's output).
+- ``watch/batch_<N>.mp4`` (the whole episode) and ``watch/player.log`` (the player's output).
 
 The trainer talks to the player through its stdin: ``finish`` (or end-of-file, which is what a
 killed trainer leaves behind) means "drive what is written, then exit", so a player never outlives

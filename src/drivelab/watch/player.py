@@ -34,7 +34,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
 from drivelab.errors import DrivelabError
-from drivelab.evaluate.runner import drive_and_measure
+from drivelab.evaluate.runner import drive_and_measure, driving_video
 from drivelab.evaluate.runtime import PolicyDriver, PolicyRuntime, StepRuntime
 from drivelab.evaluate.video import OverlayVideo
 from drivelab.runs.checkpoints import list_checkpoints
@@ -103,11 +103,11 @@ class CheckpointWatcher:
             self._env = make_env(self.env_name, max_steps=self.max_steps)
         env = self._env
         driver = PolicyDriver(runtime or PolicyRuntime.from_ref(f"{self.run.path}@{batch}"), env)
-        video = OverlayVideo(env.fps)
+        video = driving_video(env, f"{self.run.path.name}@{batch} · track {self.seed}")
         result = drive_and_measure(env, driver, self.seed, self.max_steps, video)
-        gif = self.folder / f"batch_{batch}.gif"
+        gif = self.folder / f"batch_{batch}.mp4"
         if len(video):
-            video.save(gif, force=True)  # atomic: a killed player leaves no half GIF
+            video.save(gif, force=True)  # atomic: a killed player leaves no half video
         values = {
             "watch/score": result.score,
             "watch/reward": result.reward,
