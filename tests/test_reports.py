@@ -363,3 +363,42 @@ def test_bad_input_is_one_clear_line(runs_root: Path, tmp_path: Path) -> None:
         assert message in cli_error(*args), args
     assert "steering_loss" in cli_error("compare", f"{LINE}_v1", "--runs", str(runs_root), "--tags", "nope")
     assert not list(tmp_path.glob("*.png")) and not (tmp_path / "x.jpg").exists()
+
+
+def test_compare_legends_are_unique_for_same_named_runs(tmp_path: Path) -> None:
+    """Two runs of one name (in two runs roots) get two legend entries, never one twice."""
+    from drivelab.reports.compare import _unique_labels
+    from drivelab.reports.events import Source
+
+    same = [Source(tmp_path / root / "line" / "line_v1", "run", "line_v1") for root in ("runs_a", "runs_b")]
+    assert _unique_labels(same) == ["runs_a/line/line_v1", "runs_b/line/line_v1"]
+    twice = [same[0], same[0]]
+    labels = _unique_labels(twice)
+    assert len(set(labels)) == 2 and labels[1].endswith("#2")
+    other = Source(tmp_path / "x" / "other_v1", "run", "other_v1")
+    assert _unique_labels([same[0], other]) == ["line_v1", "other_v1"]  # unique names stay short
+
+
+def test_balance_panels_share_one_y_scale_per_output(tmp_path: Path) -> None:
+    """Before and after are compared bar by bar: one y-scale per output row, labelled axes."""
+    import matplotlib.pyplot as plt
+
+    from drivelab.data import balance_report
+
+    report = {"scheme": "inverse_frequency", "frames_before": 100, "frames_kept": 100,
+              "effective_sample_size": 80.0,
+              "outputs": {"steering": {"bins": ["l", "c", "r"], "counts_before": [10, 80, 10],
+                                       "counts_after": [33, 34, 33], "entropy_before": 0.9,
+                                       "entropy_after": 1.58}}}
+    figures = []
+    original = plt.close
+    plt.close = figures.append  # keep the figure to look at it
+    try:
+        balance_report.plot_balance(report, tmp_path / "balance.png")
+    finally:
+        plt.close = original
+    (figure,) = figures
+    before, after = figure.axes
+    assert before.get_ylim() == after.get_ylim() and before.get_ylim()[1] >= 80
+    assert before.get_ylabel() and after.get_ylabel() and before.get_xlabel() == "steering bin"
+    original(figure)

@@ -119,7 +119,8 @@ def plot_balance(report: dict[str, Any], out: str | Path, force: bool = False) -
     import matplotlib.pyplot as plt
 
     rows = list(report["outputs"].items())
-    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.2 * len(rows)), squeeze=False)
+    # one y-scale per output row: before and after are compared bar by bar
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.2 * len(rows)), squeeze=False, sharey="row")
     for (name, o), pair in zip(rows, axes, strict=True):
         x = np.arange(len(o["bins"]))
         for ax, key, colour, title in ((pair[0], "before", "#3a7ca5", "before"),
@@ -127,7 +128,8 @@ def plot_balance(report: dict[str, Any], out: str | Path, force: bool = False) -
             ax.bar(x, o[f"counts_{key}"], color=colour)
             ax.set_xticks(x, o["bins"], rotation=70, fontsize=7)
             ax.set_title(f"{name}: {title} (H = {o[f'entropy_{key}']:.2f} bits)")
-            ax.set_ylabel("samples")
+            ax.set_ylabel("frames" if key == "before" else "frames drawn per epoch")
+            ax.set_xlabel(f"{name} bin")
             ax.grid(alpha=0.3, axis="y")
     fig.suptitle(f"balancing {report['scheme']}: {report['frames_before']} -> {report['frames_kept']} "
                  f"frames, ESS {report['effective_sample_size']:.0f}")

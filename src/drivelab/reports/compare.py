@@ -89,11 +89,19 @@ def collect_curves(
 
 
 def _unique_labels(sources: Sequence[Source]) -> list[str]:
-    """Default legend names; identical names get their parent folder in front."""
+    """Default legend names, unique: identical names get as many parent folders in front as
+    tell them apart (``runs_a/line/line_v1`` vs ``runs_b/line/line_v1``), else a ``#n``."""
     labels = [s.label for s in sources]
-    if len(set(labels)) == len(labels):
-        return labels
-    return [f"{s.path.parent.name}/{s.label}" for s in sources]
+    for depth in range(1, 6):
+        if len(set(labels)) == len(labels):
+            return labels
+        labels = ["/".join([*s.path.parts[-depth - 1:-1], s.label]) for s in sources]
+    seen: dict[str, int] = {}
+    unique = []
+    for label in labels:  # the same folder given twice: still two legend entries
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return unique
 
 
 def tag_filename(out: Path, tag: str, several: bool) -> Path:

@@ -52,6 +52,7 @@ def plot_losses(series: dict[str, Series], outputs: list[str], path: Path) -> li
             ax.plot(val.steps, val.values, color="C3", marker="o", markersize=3, linewidth=1.2, label="validation")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("batch")
+        ax.set_ylabel(f"{title} (log scale)")
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=8)
