@@ -19,6 +19,12 @@ def test_demo_end_to_end_small(tmp_path: Path) -> None:
     assert (folder / "report.md").read_text().startswith("# drivelab demo")
     assert (folder / "histograms.png").exists()
     assert "driving score" in r.stdout and "where things are" in r.stdout
+    # the demo's evaluation is kept with its run, where `runs` and the card read it
+    (run,) = (folder / "runs").glob("*/*_v1")
+    (kept,) = (run / "eval").glob("closed_loop_*.json")
+    assert [d["driver"] for d in json.loads(kept.read_text())["drivers"]] == drivers
+    runs = run_cli_here("runs", "--runs", str(folder / "runs"))
+    assert runs.returncode == 0 and "cap 60" in runs.stdout, runs.stdout + runs.stderr  # score with its cap
     # a second demo never touches the first one's folder
     r2 = run_cli_here("demo", "--out", str(tmp_path), "--episodes", "0")
     assert r2.returncode == 2 and "--episodes must be at least 3" in r2.stderr

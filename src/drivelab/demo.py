@@ -24,6 +24,7 @@ from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.report import evaluate_many
 from drivelab.evaluate.runner import EvalReport
 from drivelab.outputs import check_output_dir, write_text
+from drivelab.runs.evals import save_run_eval
 from drivelab.seeds import COLLECTION_SEED, DEFAULT_ENV, HELD_OUT_SEED
 from drivelab.train import train
 from drivelab.train.loop import ProgressSink
@@ -59,6 +60,7 @@ class DemoResult:
     reports: list[EvalReport] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     report_path: Path | None = None
+    run_eval: Path | None = None  # the evaluation as kept in the run folder (eval/closed_loop_*.json)
 
 
 def new_demo_folder(root: Path) -> Path:
@@ -149,6 +151,10 @@ def run_demo(
     if any(r.interrupted for r in result.reports):
         raise Interrupted(f"during the evaluation: the dataset and the trained run are kept in {folder}; "
                           f"evaluate again with `drivelab eval {result.run} --baseline expert`")
+    # kept with the run too, as `drivelab eval RUN` keeps it: `runs` and the card show it
+    result.run_eval = save_run_eval(str(result.run), folder / "runs", {
+        "env": DEFAULT_ENV, "max_steps": options.max_steps, "tracks": seeds,
+        "drivers": [r.to_dict() for r in result.reports]})
     result.report_path = write_report(result, options)
     return result
 

@@ -48,7 +48,8 @@ def runs_(
             best = "-" if v.best_val is None else f"{v.best_val[1]:.4g}@{v.best_val[0]}"
             if v.driving:
                 at = v.driving["batch"]  # shown when the evaluated checkpoint is not the latest
-                driving = score_text(v.driving["aggregate"]) + (f"@{at}" if at != v.batches else "")
+                driving = (score_text(v.driving["aggregate"], v.driving.get("max_steps"))
+                           + (f"@{at}" if at != v.batches else ""))
             elif v.watch_score:
                 driving = f"{v.watch_score[1]:.3f}@{v.watch_score[0]} (watch)"
             else:

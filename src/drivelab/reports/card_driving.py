@@ -15,7 +15,7 @@ from typing import Any
 
 from drivelab.reports.document import Document
 from drivelab.reports.figures import shrink_gif
-from drivelab.reports.lines import VersionStatus, score_text
+from drivelab.reports.lines import VersionStatus, cap_note, score_text
 from drivelab.runs.folder import RunFolder
 from drivelab.seeds import HELD_OUT_SEED
 
@@ -42,7 +42,8 @@ def driving_section(
     else:
         span = f"{len(tracks)} held-out tracks (seeds {tracks[0]}-{tracks[-1]})" if tracks else "no tracks"
     doc.para(f"Checkpoint batch *{record.get('batch')}*, {span}, "
-             f"evaluated {str(record.get('created', ''))[:16].replace('T', ' ')}; mean ± std over tracks.")
+             f"evaluated {str(record.get('created', ''))[:16].replace('T', ' ')}; mean ± std over tracks. "
+             + cap_note(record))
     rows = []
     for driver in record.get("drivers", []):
         a = driver.get("aggregate", {})

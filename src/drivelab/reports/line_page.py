@@ -38,7 +38,7 @@ def write_line_page(line_dir: Path, html: bool = False, cards: bool = True, gif_
     rows = []
     for s in statuses:
         best = "-" if s.best_val is None else f"{s.best_val[1]:.4g} (batch {s.best_val[0]})"
-        driving = score_text(s.driving["aggregate"]) if s.driving else (
+        driving = score_text(s.driving["aggregate"], s.driving.get("max_steps")) if s.driving else (
             f"{s.watch_score[1]:.3f} (watch, batch {s.watch_score[0]})" if s.watch_score else "-")
         last = format_period(s.last_period) if s.last_period else "-"
         rows.append([f"[`{s.name}`]({s.name}/card.md)", s.status, str(s.batches), last, best, driving,

@@ -68,6 +68,7 @@ def version_status(run: RunFolder) -> VersionStatus:
             "batch": record.get("batch"),
             "created": record.get("created"),
             "tracks": record.get("tracks", []),
+            "max_steps": record.get("max_steps"),
             "aggregate": report.get("aggregate", {}),
             "expert": expert.get("aggregate", {}) if expert else None,
             "file": record.get("file"),
@@ -141,10 +142,27 @@ def format_period(period: dict[str, Any], short: bool = False) -> str:
     return f"{when} (batches {batches}, {watched}{extra})"
 
 
-def score_text(aggregate: dict[str, Any]) -> str:
-    """``0.871±0.120`` from an evaluation aggregate (``-`` when absent)."""
+def score_text(aggregate: dict[str, Any], max_steps: int | None = None) -> str:
+    """``0.871±0.120`` from an evaluation aggregate (``-`` when absent), with the evaluation's
+    step cap when known (``0.695±0.010 cap 600``): a capped lap scores its completion only, so a
+    score without its cap misleads."""
     mean = aggregate.get("score_mean")
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
     std = aggregate.get("score_std") or 0.0
-    return f"{mean:.3f}±{std:.3f}"
+    return f"{mean:.3f}±{std:.3f}" + (f" cap {max_steps}" if max_steps else "")
+
+
+def cap_note(record: dict[str, Any]) -> str:
+    """What an evaluation's step cap did: whether a lap (a route) could be finished within it."""
+    cap = record.get("max_steps")
+    if not cap:
+        return ""
+    drivers = record.get("drivers", [])
+    finished = [a.get("laps_finished", 0) for d in drivers if (a := d.get("aggregate", {}))]
+    if any(a.get("success_rate") is not None for d in drivers if (a := d.get("aggregate", {}))):
+        return f"Episodes capped at {cap} steps."
+    if finished and not any(finished):
+        return (f"Episodes capped at {cap} steps, and no driver finished a lap within it: scores "
+                "measure the completion of a part of the lap, compare them to the expert's.")
+    return f"Episodes capped at {cap} steps."
