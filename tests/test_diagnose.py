@@ -225,6 +225,8 @@ def test_cli_drives_the_ab_and_inertia_and_the_card_shows_the_verdict(runs: dict
     (["--tracks", "-1"], "--tracks must be 0 or more"),
     (["--set", "train.lr=1"], "thresholds are diagnose.<key>=value"),
     (["--set", "diagnose.frames_share_min=2"], "frames_share_min"),
+    (["train.lr=1"], "thresholds are diagnose.<key>=value"),  # positional, as every verb takes overrides
+    (["diagnose.frames_share_min=2"], "frames_share_min"),
 ])
 def test_bad_input_fails_in_one_line(runs: dict[str, str], args: list[str], words: str) -> None:
     result = run_cli_here("diagnose", runs["sighted"], "--tracks", "0", *args)

@@ -17,6 +17,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+#: Every verb's ``--workers`` default (collect, eval, diagnose, demo): one process per core, at
+#: most two — each worker holds an env and a policy, and more than the cores only contend.
+DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
+
 
 class EpisodeJob(Protocol):
     def open(self) -> None: ...

@@ -50,7 +50,9 @@ def main() -> None:
         say("error", str(exc))
         sys.exit(2)
     except ClickException as exc:
-        if type(exc).__name__ != "NoArgsIsHelpError":  # its help is printed already
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare verb: its help, on stdout
+            print(exc.format_message())
+        else:
             say("error", usage_line(exc, sys.argv[1:]))
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -18,13 +18,16 @@ try:  # Typer >= 0.2x carries its own copy of Click; older ones use the click pa
 except ImportError:  # pragma: no cover - depends on the installed Typer
     from click import ClickException
 
+# Help text is plain (rich_markup_mode=None): `RUN[@batch]` or `{"group": [ids]}` in a help line
+# would otherwise be read as markup tags and vanish from --help.
 app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
     help="drivelab: end-to-end driving policies learned from demonstrations.",
 )
-data_app = typer.Typer(no_args_is_help=True, help="Inspect and check recorded datasets.")
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect and check recorded datasets.")
 app.add_typer(data_app, name="data")
 
 # No emoji codes anywhere: a ``:x:`` in a path, a config value or a file's line must print as

@@ -15,6 +15,7 @@ from drivelab.cli.app import FORCE_OPTION, app, data_app, err, lazy_progress, ou
 from drivelab.errors import DrivelabError
 from drivelab.outputs import check_output, write_json
 from drivelab.seeds import COLLECTION_SEED, DEFAULT_ENV
+from drivelab.workers import DEFAULT_WORKERS
 
 
 # --------------------------------------------------------------------------- collect
@@ -23,7 +24,7 @@ def collect(
     out_path: Annotated[Path, typer.Option("--out", help="Dataset folder (Zarr v3) to create.")],
     episodes: Annotated[int, typer.Option(help="Episodes to record.")] = 4,
     env: Annotated[str, typer.Option(help=f"`{DEFAULT_ENV}` or a gymnasium id with image frames.")] = DEFAULT_ENV,
-    workers: Annotated[int, typer.Option(help="Parallel worker processes, each with its own env.")] = 1,
+    workers: Annotated[int, typer.Option(help="Parallel worker processes, each with its own env.")] = DEFAULT_WORKERS,
     seed: Annotated[int, typer.Option(help="Episode i drives track seed SEED+i.")] = COLLECTION_SEED,
     noise: Annotated[float, typer.Option(help="DART noise: chance per step to start a perturbation.")] = 0.0,
     noise_hold: Annotated[int | None, typer.Option(
@@ -254,7 +255,7 @@ def data_balance(
         write_json(json_out, report, force=force, flag="--json")
         out.print(f"report -> {json_out}", markup=False, highlight=False)
 # --------------------------------------------------------------------------- data import / synth-signs
-import_app = typer.Typer(no_args_is_help=True, help="Import image-classification sets (GTSRB, ImageFolder).")
+import_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Import image-classification sets (GTSRB, ImageFolder).")
 data_app.add_typer(import_app, name="import")
 
 _OutOpt = Annotated[Path, typer.Option("--out", help="Dataset folder (Zarr v3) to create; never overwritten.")]

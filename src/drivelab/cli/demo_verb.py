@@ -11,6 +11,7 @@ from rich.table import Table
 
 from drivelab.cli.app import app, err, lazy_progress, out
 from drivelab.seeds import COLLECTION_SEED
+from drivelab.workers import DEFAULT_WORKERS
 
 
 # --------------------------------------------------------------------------- demo
@@ -20,7 +21,7 @@ def demo(
     episodes: Annotated[int, typer.Option(help="Expert episodes to record.")] = 32,
     batches: Annotated[int | None, typer.Option(help="Training batches (default: the config's).")] = None,
     eval_episodes: Annotated[int, typer.Option(help="Held-out tracks to drive.")] = 10,
-    workers: Annotated[int, typer.Option(help="Worker processes for collection and evaluation.")] = 2,
+    workers: Annotated[int, typer.Option(help="Worker processes for collection and evaluation.")] = DEFAULT_WORKERS,
     seed: Annotated[int, typer.Option(help="First track seed of the collection.")] = COLLECTION_SEED,
     noise: Annotated[float, typer.Option(help="DART noise probability while recording.")] = 0.03,
     max_steps: Annotated[int, typer.Option(help="Step cap per episode.")] = 1000,

@@ -9,19 +9,22 @@ import typer
 
 from drivelab.cli.app import FORCE_OPTION, app, out
 from drivelab.seeds import HELD_OUT_SEED
+from drivelab.workers import DEFAULT_WORKERS
 
 
 @app.command("diagnose")
 def diagnose(
     run: Annotated[str, typer.Argument(help="RUN[@batch]: a run folder or <line>_vN.")],
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="Threshold overrides diagnose.<key>=value, as every verb takes overrides.")] = None,
     split: Annotated[str, typer.Option(help="Split the offline tests score on.")] = "val",
     dataset: Annotated[Path | None, typer.Option(help="Another dataset recorded with the run's signals.")] = None,
     tracks: Annotated[int, typer.Option(help="Held-out tracks for the closed-loop A/B and inertia test (0: offline only).")] = 5,
     seed: Annotated[int, typer.Option(help="First track seed (held out: 10000 or above).")] = HELD_OUT_SEED,
     max_steps: Annotated[int, typer.Option(help="Step cap per closed-loop track.")] = 1000,
-    workers: Annotated[int, typer.Option(help="Closed-loop worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="Closed-loop worker processes.")] = DEFAULT_WORKERS,
     thresholds: Annotated[
-        list[str] | None, typer.Option("--set", help="A threshold override, diagnose.<key>=value (repeatable).")
+        list[str] | None, typer.Option("--set", hidden=True, help="Older spelling of a positional override.")
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the diagnosis here.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write the reliance figure here (.png).")] = None,
@@ -35,7 +38,7 @@ def diagnose(
     from drivelab.diagnose.report import render, save_report
 
     request = DiagnoseRequest(ref=run, runs_root=runs, split=split, dataset=dataset, tracks=tracks, seed=seed,
-                              max_steps=max_steps, workers=workers, thresholds=list(thresholds or []),
+                              max_steps=max_steps, workers=workers, thresholds=[*(overrides or []), *(thresholds or [])],
                               json_out=json_out, plot_out=plot, force=force)
     report = run_diagnosis(request)
     render(out, report)

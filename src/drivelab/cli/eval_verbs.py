@@ -10,6 +10,7 @@ import typer
 
 from drivelab.cli.app import FORCE_OPTION, app, err, lazy_progress, out
 from drivelab.seeds import DEFAULT_ENV, HELD_OUT_SEED
+from drivelab.workers import DEFAULT_WORKERS
 
 
 # --------------------------------------------------------------------------- eval
@@ -18,7 +19,7 @@ def eval_(
     run: Annotated[str | None, typer.Argument(help="RUN[@batch]: a run folder or <line>_vN.")] = None,
     episodes: Annotated[int, typer.Option(help="Tracks to drive.")] = 10,
     seed: Annotated[int, typer.Option(help="First track seed (held out from collection's 0..).")] = HELD_OUT_SEED,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    workers: Annotated[int, typer.Option(help="Worker processes (1: in this process).")] = DEFAULT_WORKERS,
     baseline: Annotated[
         list[str] | None, typer.Option(help="Also drive `expert` and/or `random` on the same tracks.")
     ] = None,

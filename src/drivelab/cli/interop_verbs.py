@@ -14,7 +14,7 @@ import typer
 from drivelab.cli.app import data_app, err, out
 from drivelab.cli.data_verbs import import_app
 
-export_app = typer.Typer(no_args_is_help=True, help="Write a drivelab dataset in another tool's format (LeRobot).")
+export_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Write a drivelab dataset in another tool's format (LeRobot).")
 data_app.add_typer(export_app, name="export")
 
 _Out = Annotated[Path, typer.Option("--out", help="Dataset folder to create; never overwritten.")]
