@@ -99,10 +99,12 @@ def lazy_progress(
     state = {"live": False, "finished": False, "frames": 0}
     task = progress.add_task(label, total=total, frames=0, fps=0.0)
 
-    def on_progress(frames_delta: int, done: int, _total: int) -> None:
+    def on_progress(frames_delta: int, done: int, reported_total: int) -> None:
+        nonlocal total
         if state["finished"]:
             return
         if not state["live"]:
+            total = total or reported_total  # 0: the work tells its size with its first report
             progress.reset(task, total=total, frames=0, fps=0.0)  # elapsed time counts from here
             progress.start()
             state["live"] = True
@@ -115,6 +117,10 @@ def lazy_progress(
 
     try:
         yield on_progress
+    except BaseException:
+        # the error line (or Ctrl-C's news) is what the user must read: the bar leaves no trace
+        progress.live.transient = True
+        raise
     finally:
         if state["live"]:
             progress.stop()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from drivelab.cli.app import FORCE_OPTION, app, out
+from drivelab.cli.app import FORCE_OPTION, app, err, out
 from drivelab.seeds import HELD_OUT_SEED
 from drivelab.workers import DEFAULT_WORKERS
 
@@ -40,7 +42,12 @@ def diagnose(
     request = DiagnoseRequest(ref=run, runs_root=runs, split=split, dataset=dataset, tracks=tracks, seed=seed,
                               max_steps=max_steps, workers=workers, thresholds=[*(overrides or []), *(thresholds or [])],
                               json_out=json_out, plot_out=plot, force=force)
-    report = run_diagnosis(request)
+    started = time.monotonic()
+
+    def stage(text: str) -> None:  # on stderr: stdout keeps the report alone
+        err.print(f"[dim]{time.monotonic() - started:5.0f} s[/]  {escape(text)}", highlight=False)
+
+    report = run_diagnosis(request, on_stage=stage)
     render(out, report)
     for path in save_report(report, request):
         out.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)

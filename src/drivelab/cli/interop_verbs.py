@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from drivelab.cli.app import data_app, err, out
+from drivelab.cli.app import data_app, err, lazy_progress, out
 from drivelab.cli.data_verbs import import_app
 
 export_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Write a drivelab dataset in another tool's format (LeRobot).")
@@ -39,7 +39,8 @@ def data_import_donkeycar(
     from drivelab.interop.donkeycar import DonkeyOptions, import_donkeycar
 
     options = DonkeyOptions(size=size, val_episodes=val_episodes, test_episodes=test_episodes, gap_s=gap, mode=mode)
-    report = import_donkeycar(tubs, out_path, options)
+    with lazy_progress(0, "import", unit="episodes") as on_progress:
+        report = import_donkeycar(tubs, out_path, options, on_progress=on_progress)
     out.print(f"{report.tubs} tub(s) -> {report.episodes} episodes, {report.frames} frames @ {report.fps:g} fps "
               f"in {report.seconds:.1f} s ({report.frames_per_s:.0f} frames/s) -> {report.path}", **_PLAIN)
     out.print(f"telemetry: {', '.join(f'{n} <- {k}' for n, k in report.telemetry.items()) or 'none'}", **_PLAIN)
@@ -60,7 +61,9 @@ def data_import_lerobot(
     """Import a LeRobot dataset: observation.state -> telemetry, action -> actions, one camera -> frames."""
     from drivelab.interop.lerobot_import import import_lerobot
 
-    report = import_lerobot(path, out_path, camera=camera, val_episodes=val_episodes, test_episodes=test_episodes)
+    with lazy_progress(0, "import", unit="episodes") as on_progress:
+        report = import_lerobot(path, out_path, camera=camera, val_episodes=val_episodes,
+                                test_episodes=test_episodes, on_progress=on_progress)
     how = "drivelab signals restored from meta/drivelab.json" if report.exact else "signals named from the features"
     out.print(f"{report.episodes} episodes, {report.frames} frames ({report.camera}, {report.storage}; {how}) -> "
               f"{report.path}", **_PLAIN)
@@ -77,7 +80,8 @@ def data_export_lerobot(
     """Write a dataset as LeRobot v3.0 (meta/info.json, parquet tables, MP4 or PNG frames, stats)."""
     from drivelab.interop.lerobot_export import export_lerobot
 
-    report = export_lerobot(dataset, out_path, images=images, codec=codec, task=task)
+    with lazy_progress(0, "export", unit="episodes") as on_progress:
+        report = export_lerobot(dataset, out_path, images=images, codec=codec, task=task, on_progress=on_progress)
     out.print(f"{report.episodes} episodes, {report.frames} frames, frames as {report.storage} -> {report.path}",
               **_PLAIN)
     err.print(f"features: {', '.join(report.features)}", **_PLAIN)

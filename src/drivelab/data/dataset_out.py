@@ -18,7 +18,7 @@ the caller passes the error class its verb raises (the interop verbs' and the im
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +28,9 @@ from drivelab.data.skeleton import interrupted_skeleton, skeleton_hint
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError, Interrupted
 from drivelab.outputs import protected_owner
+
+#: (frames just committed, episodes done, episodes in all): what a progress bar is told
+Progress = Callable[[int, int, int], None]
 
 #: errno values that mean "the disk cannot take more": reported as one line, never a traceback.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -47,10 +50,12 @@ def check_new_dataset(out: Path, error: type[DrivelabError]) -> None:
 class DatasetOut:
     """The dataset being imported: `add` commits one episode; the splits are set at the end."""
 
-    def __init__(self, store: DatasetStore) -> None:
+    def __init__(self, store: DatasetStore, on_progress: Progress | None = None, total: int = 0) -> None:
         self.store = store
         self.episodes = 0
         self.frames = 0
+        self._on_progress = on_progress
+        self._total = total
 
     def add(self, record: EpisodeRecord) -> int:
         """Commit ``record`` as the next episode (one writer per episode) and return its index."""
@@ -58,12 +63,18 @@ class DatasetOut:
         write_episode(self.store, index, record)
         self.episodes += 1
         self.frames += len(record)
+        if self._on_progress is not None:  # every importer's progress bar, from one place
+            self._on_progress(len(record), self.episodes, self._total)
         return index
 
 
 @contextmanager
-def dataset_out(out: Path, meta: DatasetMeta, error: type[DrivelabError]) -> Iterator[DatasetOut]:
+def dataset_out(out: Path, meta: DatasetMeta, error: type[DrivelabError], on_progress: Progress | None = None,
+                total: int = 0) -> Iterator[DatasetOut]:
     """Create the store at ``out`` under its writer lock; remove it whole if the block raises.
+
+    ``on_progress(frames, episodes done, total)`` hears of every committed episode (``total``:
+    the episodes the caller will add, for the bar).
 
     Ctrl-C becomes `Interrupted` and a full disk one ``error``, both saying nothing was
     written; either way ``out`` is gone when this returns (see `discard_store`).
@@ -78,7 +89,7 @@ def dataset_out(out: Path, meta: DatasetMeta, error: type[DrivelabError]) -> Ite
         raise
     try:
         with store.writer_lock():  # keeps `data verify --remove-leftovers` off it
-            yield DatasetOut(store)
+            yield DatasetOut(store, on_progress, total)
     except BaseException as exc:
         discard_store(out)  # ours: created above, never pre-existing
         _raise_one_line(out, exc, error)

@@ -9,6 +9,7 @@ drives go through the evaluator's runner (`drivelab.evaluate.runner.evaluate`) w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +49,12 @@ def ab_overrides(blank: np.ndarray, history_mean: np.ndarray | None) -> dict[str
 
 
 def closed_loop_ab(ref: str, runs_root: str, env: str, tracks: list[int], max_steps: int, workers: int,
-                   overrides: dict[str, InputOverride | None]) -> ClosedLoopAB:
+                   overrides: dict[str, InputOverride | None],
+                   stage: Callable[[str], None] | None = None) -> ClosedLoopAB:
     variants, seconds = {}, 0.0
-    for name, override in overrides.items():
+    for k, (name, override) in enumerate(overrides.items(), start=1):
+        if stage is not None:
+            stage(f"closed loop {k}/{len(overrides)}: {name} on {len(tracks)} held-out track(s)")
         report = evaluate(DriverSpec("policy", ref, runs_root, override=override), tracks, env=env,
                           workers=workers, max_steps=max_steps)
         variants[name] = {k: report.aggregate.get(k) for k in AB_KEYS}

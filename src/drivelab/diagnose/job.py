@@ -9,6 +9,7 @@ fit check and the split check), which is also where the samples' layout comes fr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -64,8 +65,13 @@ def _check_finite(forward: Forward, label: str, split: str) -> None:
                                 "(an earlier one: RUN@N)")
 
 
-def diagnose(request: DiagnoseRequest) -> DiagnosisReport:
-    """Run every test on ``request.ref`` and return the report (saving is the caller's)."""
+def diagnose(request: DiagnoseRequest, on_stage: Callable[[str], None] | None = None) -> DiagnosisReport:
+    """Run every test on ``request.ref`` and return the report (saving is the caller's).
+
+    ``on_stage`` hears each test as it starts: the closed-loop part takes minutes, and a verb
+    that sits silent that long looks hung.
+    """
+    stage = on_stage or (lambda _text: None)
     _check(request)
     config = _thresholds(request)
     job = OfflineJob(request.ref, request.split, request.dataset, request.runs_root, device=request.device)
@@ -82,9 +88,11 @@ def diagnose(request: DiagnoseRequest) -> DiagnosisReport:
     train = load_split(train_job.samples, outputs, config.probe_max_samples)
     blank = blank_frames(train)
     val_pass = run_policy(runtime, val.batch, job.device, features=True)
-    _check_finite(val_pass, runtime.label, request.split)
+    _check_finite(val_pass, runtime.label, request.split)  # a broken checkpoint: one line, before any stage
+    stage(f"input reliance on {len(val)} {request.split} samples ({config.bootstrap} bootstrap draws)")
     torch.manual_seed(0)
     reliance = input_reliance(runtime, heads, val, blank, job.device, config.bootstrap)
+    stage(f"previous-action probe on {len(train)} training samples")
     probe = previous_action_probe(run_policy(runtime, train.batch, job.device, features=True), train,
                                   val_pass, val, config.probe_ridge)
     copies = copy_baseline(heads, val_pass, val, set(runtime.processor.targets.delta))
@@ -95,17 +103,21 @@ def diagnose(request: DiagnoseRequest) -> DiagnosisReport:
     if request.tracks:
         tracks = list(range(request.seed, request.seed + request.tracks))
         ab = closed_loop_ab(request.ref, str(request.runs_root), env, tracks, request.max_steps, request.workers,
-                            ab_overrides(blank, history_mean))
-        inertia = _inertia(request, env, config)
+                            ab_overrides(blank, history_mean), stage)
+        inertia = _inertia(request, env, config, stage)
     actions = sorted(s.name for s in job.store.meta.actions)
     found = verdicts(reliance, copies, probe, set(actions), ab, inertia, config)
     return DiagnosisReport(runtime.label, str(job.store.path), request.split, len(val), reliance, probe, copies,
                            ab, inertia, found, config, offline_s, actions)
 
 
-def _inertia(request: DiagnoseRequest, env: str, config: DiagnoseConfig) -> InertiaReport:
+def _inertia(request: DiagnoseRequest, env: str, config: DiagnoseConfig,
+             stage: Callable[[str], None]) -> InertiaReport:
     n = request.tracks if request.inertia_tracks is None else request.inertia_tracks
     spec = DriverSpec("policy", request.ref, str(request.runs_root))
     started = time.perf_counter()
-    rows = [inertia_track(env, spec, seed, config) for seed in range(request.seed, request.seed + n)]
+    rows = []
+    for k, seed in enumerate(range(request.seed, request.seed + n), start=1):
+        stage(f"inertia: standing start and stops on track {seed} ({k}/{n})")
+        rows.append(inertia_track(env, spec, seed, config))
     return InertiaReport(rows, (time.perf_counter() - started) / max(n, 1))

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from drivelab.data.dataset_out import check_new_dataset, dataset_out
+from drivelab.data.dataset_out import Progress, check_new_dataset, dataset_out
 from drivelab.data.records import DatasetMeta, EpisodeRecord
 from drivelab.interop.dataset_out import (
     InteropError,
@@ -94,7 +94,8 @@ class DonkeyImport:
         return self.frames / max(self.seconds, 1e-9)
 
 
-def import_donkeycar(tubs: Sequence[str | Path], out: str | Path, options: DonkeyOptions = DonkeyOptions()) -> DonkeyImport:
+def import_donkeycar(tubs: Sequence[str | Path], out: str | Path, options: DonkeyOptions = DonkeyOptions(),
+                     on_progress: Progress | None = None) -> DonkeyImport:
     """Import the tubs (in the order given) into a new dataset at ``out``."""
     start = time.perf_counter()
     out = Path(out)
@@ -122,7 +123,7 @@ def import_donkeycar(tubs: Sequence[str | Path], out: str | Path, options: Donke
         env_id="donkeycar", fps=report.fps, frame_shape=shape, actions=ACTIONS,
         telemetry=tuple(SignalSpec(n, size=sizes[n], description=f"donkeycar {k}") for n, k in report.telemetry.items()),
     )
-    with dataset_out(out, meta, InteropError) as ds:
+    with dataset_out(out, meta, InteropError, on_progress, len(episodes)) as ds:
         for records in episodes:
             ds.add(_episode_record(records, report.telemetry, sizes, shape))
         ds.store.assign_splits(val=val, test=test)

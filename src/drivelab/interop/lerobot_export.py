@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from drivelab.data.dataset_out import is_disk_full
+from drivelab.data.dataset_out import Progress, is_disk_full
 from drivelab.data.episode_writer import discard_store
 from drivelab.data.store import DatasetStore
 from drivelab.errors import Interrupted
@@ -50,7 +50,7 @@ def check_export_target(out: Path) -> None:
 
 
 def export_lerobot(dataset: str | Path, out: str | Path, images: bool = False, codec: str = "av1",
-                   task: str | None = None) -> ExportReport:
+                   task: str | None = None, on_progress: Progress | None = None) -> ExportReport:
     """Write the dataset at ``dataset`` as a LeRobot v3.0 dataset at ``out`` (a new folder)."""
     out = Path(out)
     store = DatasetStore.open(dataset)
@@ -66,7 +66,7 @@ def export_lerobot(dataset: str | Path, out: str | Path, images: bool = False, c
     made = _missing_parents(tmp)
     try:
         tmp.mkdir(parents=True)
-        report = _write(store, tmp, images, codec, task or f"drive {meta.env_id}", pq)
+        report = _write(store, tmp, images, codec, task or f"drive {meta.env_id}", pq, on_progress)
         os.rename(tmp, out)
     except BaseException as exc:
         _discard(tmp, made)
@@ -141,7 +141,8 @@ def _png(frame: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write(store: DatasetStore, root: Path, images: bool, codec: str, task: str, pq: Any) -> ExportReport:
+def _write(store: DatasetStore, root: Path, images: bool, codec: str, task: str, pq: Any,
+           on_progress: Progress | None = None) -> ExportReport:
     import pyarrow as pa
 
     fps = max(1, round(store.meta.fps))
@@ -158,7 +159,8 @@ def _write(store: DatasetStore, root: Path, images: bool, codec: str, task: str,
     writer = pq.ParquetWriter(str(data_path), schema, compression="snappy")
     rows, ep_stats, lengths, first = [], [], [], 0
     try:
-        for pos, info in enumerate(store.episodes()):
+        episodes = store.episodes()
+        for pos, info in enumerate(episodes):
             frames = store.read_array(info.index, "frames")
             cols = _columns(store, info.index, pos, first, fps)
             if images:
@@ -173,6 +175,8 @@ def _write(store: DatasetStore, root: Path, images: bool, codec: str, task: str,
             ep_stats.append(stats)
             rows.append(_episode_row(pos, len(frames), first, fps, task, images, stats))
             lengths.append(len(frames))
+            if on_progress is not None:
+                on_progress(len(frames), pos + 1, len(episodes))
             first += len(frames)
     finally:
         writer.close()

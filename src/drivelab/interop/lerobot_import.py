@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from drivelab.data.dataset_out import check_new_dataset, dataset_out
+from drivelab.data.dataset_out import Progress, check_new_dataset, dataset_out
 from drivelab.data.records import DatasetMeta, EpisodeRecord
 from drivelab.interop import lerobot_format as fmt
 from drivelab.interop.dataset_out import (
@@ -96,7 +96,7 @@ def _range_splits(splits: Any, episodes: int, info_path: Path) -> dict[str, list
 
 
 def import_lerobot(root: str | Path, out: str | Path, camera: str | None = None, val_episodes: int = 0,
-                   test_episodes: int = 0) -> LeRobotImport:
+                   test_episodes: int = 0, on_progress: Progress | None = None) -> LeRobotImport:
     """Import the LeRobot v3.0 dataset at ``root`` into a new drivelab dataset at ``out``."""
     root, out = Path(root), Path(out)
     check_new_dataset(out, InteropError)
@@ -113,7 +113,7 @@ def import_lerobot(root: str | Path, out: str | Path, camera: str | None = None,
     storage = src.info["features"][src.camera]["dtype"]
     check_import_fits(out, meta.frame_shape, max(int(r["length"]) for r in src.episodes), _disk_lower_bound(src),
                       "import another camera (--camera) or shrink the frames in LeRobot first")
-    with dataset_out(out, meta, InteropError) as ds:
+    with dataset_out(out, meta, InteropError, on_progress, len(src.episodes)) as ds:
         for row, info in zip(src.episodes, infos, strict=True):
             ds.add(_episode(src, row, meta, info))
         ds.store.assign_splits(val=splits.get("val", []), test=splits.get("test", []))
