@@ -119,3 +119,67 @@ def test_every_third_party_import_is_declared() -> None:
     third_party = sorted(m for m in found - set(sys.stdlib_module_names) if m != "drivelab")
     undeclared = [m for m in third_party if provided_by.get(m, m).lower().replace("-", "_") not in declared]
     assert not undeclared, f"imported but in no dependency list of pyproject.toml: {undeclared}"
+
+
+CLI_CHECKS = """\
+import contextlib, io, json, sys
+for name in ("ray", "onnx", "onnxruntime", "onnxscript", "pyarrow", "av"):
+    sys.modules[name] = None  # what an import sees where the extra is not installed
+from drivelab.cli import main
+
+def run(*args):
+    err = io.StringIO()
+    sys.argv = ["drivelab", *args]
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    return [code, err.getvalue(), "torch" in sys.modules or "lightning_fabric" in sys.modules]
+
+shown = {
+    "missing": run("train", "nonexistent.yaml"),
+    "bad_key": run("train", "carracing/pilotnet", "train.bogus=1"),
+    "flag": run("train", "carracing/pilotnet", "--max-batches", "50"),
+    "sweep": run("sweep", "configs/studies/balancing.yaml"),
+    "live": run("live", "carracing/pilotnet"),
+    "export": run("export", "some_run_v1"),
+}
+print(json.dumps(shown))
+"""
+
+
+def test_config_errors_hints_and_missing_extras_are_one_line(tmp_path: Path) -> None:
+    """In a process where Ray, the ONNX stack, pyarrow and PyAV cannot be imported: a config
+    mistake is answered before torch or Fabric is imported; ``--max-batches 50`` names the
+    override; each verb of an extra names the ``pip install`` that brings it (`drivelab.extras`)."""
+    import json
+
+    env = {**_env(), "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", CLI_CHECKS], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shown = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, (code, err, _heavy) in shown.items():
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), (name, err)
+    assert "config file not found: 'nonexistent.yaml'; shipped configs: carracing/pilotnet" in shown["missing"][1]
+    assert "train.bogus: unknown key" in shown["bad_key"][1]
+    assert not shown["missing"][2] and not shown["bad_key"][2], "a config error imported torch/Fabric"
+    assert "did you mean train.max_batches=50?" in shown["flag"][1]
+    for name, extra in (("sweep", "ray"), ("live", "ray"), ("export", "onnx")):  # interop: test_interop
+        assert f"pip install 'drivelab[{extra}]'" in shown[name][1], (name, shown[name][1])
+
+
+def test_version_and_config_by_name() -> None:
+    from importlib.metadata import version
+
+    from conftest import run_cli_here
+    from drivelab.config import load_config
+    from drivelab.config.shipped import shipped_configs
+
+    shown = run_cli_here("--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"drivelab {version('drivelab')}"
+    assert {"carracing/pilotnet", "pilot/tiny_net", "traffic/roundabout_pilotnet"} <= set(shipped_configs())
+    for name in ("carracing/pilotnet", "carracing/pilotnet.yaml", "configs/carracing/pilotnet.yaml"):
+        assert load_config(name, ["train.lr=0.5"]).line == "carracing_pilotnet"
