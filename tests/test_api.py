@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,51 @@ def test_a_moved_folder_finds_its_dataset_by_checksum_or_names_the_paths(
         assert not (tmp_path / "p.onnx").exists()
     finally:
         hidden.rename(original)
+
+
+class _HereJob:
+    """Records the process it runs in; fails on task 2; sets torch's threads as EvalJob does."""
+
+    def open(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+
+    def run(self, task: int, report: Callable[[int], None]) -> tuple[int, int]:
+        report(5)
+        if task == 2:
+            raise ValueError("boom on 2")
+        return task, os.getpid()
+
+    def close(self) -> None:
+        pass
+
+
+def test_one_worker_runs_in_this_process_with_the_pools_callbacks() -> None:
+    """Same callbacks as the spawned pool (a failed task reported, the others go on; False from
+    ``on_error`` stops), in this process, and torch's thread count put back."""
+    import torch
+
+    from drivelab.workers import run_jobs
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # not 1: the job's open() sets 1, which must not stay
+    done: dict[int, tuple[int, int]] = {}
+    failed: list[tuple[int, str]] = []
+    steps: list[int] = []
+
+    def on_error(task: int, message: str, _trace: str) -> bool:
+        failed.append((task, message))
+        return True
+
+    try:
+        run_jobs(_HereJob(), [1, 2, 3], workers=1, on_progress=steps.append, on_done=done.__setitem__,
+                 on_error=on_error)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert done == {1: (1, os.getpid()), 3: (3, os.getpid())} and failed == [(2, "ValueError: boom on 2")]
+    assert steps == [5, 5, 5]
+    done.clear()
+    run_jobs(_HereJob(), [2, 3], workers=1, on_done=done.__setitem__, on_error=lambda *_: False)
+    assert done == {}  # stopped at the first failure, as collection asks
