@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from drivelab.config import load_config
+from drivelab.config.shipped import SHIPPED_DIR
 from drivelab.data.collect import CollectPlan, CollectSummary, collect
 from drivelab.data.inspect import dataset_info, plot_histograms, verify_dataset
 from drivelab.data.store import DatasetStore
@@ -29,7 +30,8 @@ from drivelab.seeds import COLLECTION_SEED, DEFAULT_ENV, HELD_OUT_SEED
 from drivelab.train import train
 from drivelab.train.loop import ProgressSink
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "carracing" / "pilotnet.yaml"
+#: the shipped demo config (package data, so an installed wheel has it too)
+DEFAULT_CONFIG = SHIPPED_DIR / "carracing" / "pilotnet.yaml"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -81,11 +82,16 @@ def run_jobs(
 
     ``on_error(task, message, traceback)`` decides what a failed task means: return True to go on
     with the others (evaluation marks the episode failed), False to stop everything (collection).
-    A task of -1 is a worker that could not even open its job.
+    A task of -1 is a worker that could not even open its job. One worker runs the job in this
+    process (`_run_here`): no process is spawned, so a caller's script without a main guard is
+    never re-executed.
     """
+    n_workers = max(1, min(workers, len(tasks)))
+    if n_workers == 1:
+        _run_here(job, tasks, on_progress, on_done, on_error)
+        return
     ctx = mp.get_context("spawn")
     task_q, events = ctx.Queue(), ctx.Queue()
-    n_workers = max(1, min(workers, len(tasks)))
     for t in tasks:
         task_q.put(t)
     for _ in range(n_workers):
@@ -130,3 +136,43 @@ def run_jobs(
         for q in (task_q, events):  # release the queues' pipes and semaphores now, not at exit
             q.cancel_join_thread()
             q.close()
+
+
+def _run_here(
+    job: EpisodeJob,
+    tasks: Sequence[int],
+    on_progress: Callable[[int], None] | None,
+    on_done: Callable[[int, Any], None] | None,
+    on_error: Callable[[int, str, str], bool] | None,
+) -> None:
+    """`run_jobs` with one worker, in this process: the same callbacks in the same order.
+
+    A spawned worker re-imports the caller's ``__main__``; a notebook or a script without an
+    ``if __name__ == "__main__"`` guard would run again in it (training anew, then "workers
+    died"). A job's ``open()`` may set torch's thread count for a worker process: it is put back.
+    """
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # as in a worker: no window for a headless env
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        try:
+            job.open()
+        except Exception as exc:
+            if not (on_error and on_error(-1, f"{type(exc).__name__}: {exc}", traceback.format_exc())):
+                return
+            raise WorkersDied(f"all workers exited with {len(tasks)} task(s) left") from None
+        try:
+            for task in tasks:
+                try:
+                    result = job.run(task, on_progress or (lambda _n: None))
+                except Exception as exc:
+                    if not (on_error and on_error(task, f"{type(exc).__name__}: {exc}", traceback.format_exc())):
+                        return
+                    continue
+                if on_done:
+                    on_done(task, result)
+        finally:
+            job.close()
+    finally:
+        if threads is not None and sys.modules.get("torch") is not None:
+            sys.modules["torch"].set_num_threads(threads)

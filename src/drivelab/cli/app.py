@@ -27,6 +27,24 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="drivelab: end-to-end driving policies learned from demonstrations.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from drivelab.extras import package_version
+
+        typer.echo(f"drivelab {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print drivelab's version and exit."),
+) -> None:
+    """drivelab: end-to-end driving policies learned from demonstrations."""
+
+
 data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect and check recorded datasets.")
 app.add_typer(data_app, name="data")
 
@@ -62,7 +80,37 @@ def usage_line(exc: ClickException, args: list[str]) -> str:
     the verb's ``--help`` (named from ``args`` when Click's error does not carry its verb)."""
     message = one_line(exc.format_message(), 300)
     ctx = getattr(exc, "ctx", None)
-    return f"{message} (see {ctx.command_path if ctx is not None else _verb_path(args)} --help)"
+    hint = _override_hint(exc, ctx, args)
+    return f"{message}{hint} (see {ctx.command_path if ctx is not None else _verb_path(args)} --help)"
+
+
+def _override_hint(exc: ClickException, ctx: object, args: list[str]) -> str:
+    """``--max-batches 50`` on a verb that takes overrides: "did you mean train.max_batches=50?".
+
+    Config keys are set with positional ``KEY=VALUE``; a flag spelling of one is a natural guess,
+    so the error names the override it stands for (every schema key whose dotted or last part,
+    dashes read as underscores, is the flag's name).
+    """
+    option = getattr(exc, "option_name", None)
+    command = getattr(ctx, "command", None)
+    if not option or not option.startswith("--") or command is None:
+        return ""
+    if not any(getattr(p, "name", None) == "overrides" for p in command.params):
+        return ""
+    from drivelab.config.loading import dotted_keys
+
+    name, _, value = option[2:].partition("=")
+    name = name.replace("-", "_")
+    keys = [k for k in dotted_keys() if k.replace(".", "_") == name or k.rsplit(".", 1)[-1] == name]
+    if not keys:
+        return ""
+    for at, arg in enumerate(args):  # the value the user gave: ``--flag=V`` or ``--flag V``
+        if arg.startswith(option + "="):
+            value = arg.partition("=")[2]
+        elif arg == option and at + 1 < len(args) and not args[at + 1].startswith("-"):
+            value = args[at + 1]
+    shown = one_line(value, 60) if value else "VALUE"
+    return "; did you mean " + " or ".join(f"{k}={shown}" for k in keys[:3]) + "? (config keys are KEY=VALUE)"
 
 
 def _verb_path(args: list[str]) -> str:

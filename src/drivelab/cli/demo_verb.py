@@ -25,7 +25,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="First track seed of the collection.")] = COLLECTION_SEED,
     noise: Annotated[float, typer.Option(help="DART noise probability while recording.")] = 0.03,
     max_steps: Annotated[int, typer.Option(help="Step cap per episode.")] = 1000,
-    config: Annotated[Path | None, typer.Option(help="Experiment YAML (default: configs/carracing/pilotnet.yaml).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Experiment YAML or shipped config name (default: carracing/pilotnet).")] = None,
     dagger: Annotated[bool, typer.Option("--dagger", help="After behaviour cloning, DAgger rounds: the policy "
                                          "drives new tracks, the expert labels them, training continues.")] = False,
     dagger_rounds: Annotated[int, typer.Option("--dagger-rounds", help="DAgger rounds with --dagger.")] = 2,

@@ -9,6 +9,7 @@ import typer
 
 from drivelab.cli.app import app, out
 from drivelab.errors import DrivelabError
+from drivelab.extras import require_extra
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. live.stop.seconds=600.")]
 Runs = Annotated[Path, typer.Option("--runs", help="Root folder of the model lines.")]
@@ -41,6 +42,7 @@ def live(
     if (config is None) == (resume is None):
         raise DrivelabError("give a CONFIG for a new live run or --resume RUN to continue one")
     cfg = load_config(config, list(overrides or [])) if config is not None else None
+    require_extra("ray", "drivelab live (`drivelab dagger` runs without Ray)")
     summary = run_live(cfg, runs, collectors=collectors, address=address, resume=resume, say=_say,
                        overrides=list(overrides or []) if resume is not None else None, append=append)
     _say(f"live run {summary['run']}: {summary['reason']}; {summary['episodes']} episodes "

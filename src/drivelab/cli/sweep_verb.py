@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from drivelab.cli.app import app, err, out
 from drivelab.errors import DrivelabError
+from drivelab.extras import require_extra
 
 
 @app.command()
@@ -49,6 +50,7 @@ def sweep(
         if results.is_file():
             out.print(f"results: {results}", markup=False, highlight=False)
         return
+    require_extra("ray", "drivelab sweep")
     if resume is not None:
         plan, folder = reopen_sweep(resume)
     else:

@@ -37,7 +37,12 @@ def train(
     ] = None,
 ) -> None:
     """Train a policy: a new version runs/<line>/<line>_v<N>/, or continue one with --resume."""
-    from drivelab.train import load_train_config
+    from drivelab.train.config_source import load_train_config
+
+    if watch_every is None and (watch_steps is not None or watch_seed is not None):
+        raise DrivelabError("--watch-steps and --watch-seed need --watch-every N")
+    # the config first: a mistake in it is answered before torch and Fabric are imported (~5 s)
+    cfg = load_train_config(config, list(overrides or []), resume, runs)
     from drivelab.train import train as run_training
     from drivelab.train.progress import RichProgress
     from drivelab.watch.spec import WatchOptions
@@ -45,9 +50,6 @@ def train(
     watch = None
     if watch_every is not None:
         watch = WatchOptions.given(watch_every, max_steps=watch_steps, seed=watch_seed)
-    elif watch_steps is not None or watch_seed is not None:
-        raise DrivelabError("--watch-steps and --watch-seed need --watch-every N")
-    cfg = load_train_config(config, list(overrides or []), resume, runs)
     sink = RichProgress(err, title=cfg.line) if progress else None
     result = run_training(cfg, runs_root=runs, resume=resume, progress=sink, watch=watch)
     if not result.is_global_zero:

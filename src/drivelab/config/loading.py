@@ -21,6 +21,7 @@ from pydantic_core import ErrorDetails
 
 from drivelab.config.base import ConfigError
 from drivelab.config.schema import ExperimentConfig
+from drivelab.config.shipped import resolve_config_path
 from drivelab.config.yaml_text import parse_yaml, read_yaml_file
 from drivelab.errors import clip
 
@@ -221,6 +222,19 @@ def _list_position(items: list[Any], part: str, here: str) -> int:
     raise ConfigError(f"{here}: no list item {part!r}; expected an index {allowed}")
 
 
+def dotted_keys(model: Any = ExperimentConfig, prefix: str = "") -> list[str]:
+    """Every settable key of the schema as an override spells it (``train.max_batches``); a
+    command line's ``--max-batches`` is matched against these for its hint."""
+    keys = []
+    for name, field in model.model_fields.items():
+        inner = _inner_model(field.annotation)
+        if inner is not None and not _is_list(field.annotation) and not field.discriminator:
+            keys += dotted_keys(inner, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides to raw config data; values are parsed as YAML.
 
@@ -247,10 +261,9 @@ def parse_config(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Expe
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read a YAML config file, apply ``key.sub=value`` overrides, and validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {str(path)!r}")
+    """Read a YAML config file (or a shipped one by name, `drivelab.config.shipped`), apply
+    ``key.sub=value`` overrides, and validate it."""
+    path = resolve_config_path(path)
     data = read_yaml_file(path)
     if data is None:
         data = {}

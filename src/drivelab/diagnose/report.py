@@ -31,6 +31,7 @@ from drivelab.diagnose.reliance import Effect, GroupReliance, reliance_dict
 from drivelab.diagnose.request import DiagnoseRequest
 from drivelab.diagnose.verdict import Finding, verdict_dict, verdicts
 from drivelab.outputs import check_generated, check_output, write_bytes, write_generated, write_json
+from drivelab.runs.dataset_path import recorded_dataset
 from drivelab.runs.folder import resolve_checkpoint
 
 FOLDER = "diagnosis"
@@ -96,7 +97,8 @@ class DiagnosisReport:
 def run_files(request: DiagnoseRequest) -> tuple[Path, Path]:
     """The diagnosis JSON and figure the run folder keeps for ``request`` (see `data_tag`)."""
     run, batch, _ = resolve_checkpoint(request.ref, request.runs_root)
-    own = load_config(run.config_path).data.path
+    # the run's own dataset as recorded (absolute): data.path may be relative to another directory
+    own = recorded_dataset(run).get("path") or load_config(run.config_path).data.path
     stem = f"batch{batch}{data_tag(request.split, request.dataset, own)}"
     folder = run.path / FOLDER
     return folder / f"{JSON_PREFIX}{stem}.json", folder / f"{FIGURE_PREFIX}{stem}.png"

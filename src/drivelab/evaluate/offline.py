@@ -44,6 +44,8 @@ from drivelab.evaluate.classification import (
 from drivelab.evaluate.runtime import PolicyRuntime
 from drivelab.models.objectives import HeadObjective, Objective
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
+from drivelab.runs.dataset_path import run_dataset
+from drivelab.runs.folder import resolve_checkpoint
 
 __all__ = [
     "OfflineError",
@@ -185,7 +187,9 @@ class OfflineJob:
     ) -> None:
         self.runtime = PolicyRuntime.from_ref(ref, runs_root)
         config = self.runtime.config
-        self.store = DatasetStore.open(dataset if dataset is not None else config.data.path)
+        if dataset is None:  # the run's own, found from any working directory
+            dataset = run_dataset(resolve_checkpoint(ref, Path(runs_root))[0], config.data.path)
+        self.store = DatasetStore.open(dataset)
         check_fit(DataSpec.of_dataset(self.store), PolicyNeeds.of_processor(self.runtime.processor),
                   who=self.runtime.label, error=OfflineError)
         _check_split(self.store, split)

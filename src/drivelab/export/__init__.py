@@ -5,7 +5,15 @@
 its runtime, `samples` and `parity` the check on recorded frames, and `engine` the onnxruntime
 engine `drivelab eval --engine onnx` drives with. Sits above models, processor, runs and data, below
 evaluate (whose driver runs the engine) and cli.
+
+The ONNX stack (onnx, onnxruntime, onnxscript) is the ``onnx`` extra: importing this package
+without it fails with one line naming ``pip install 'drivelab[onnx]'``.
 """
+
+# ruff: noqa: E402  (the extra is checked before the modules that import it)
+from drivelab.extras import require_extra
+
+require_extra("onnx", "ONNX export and `drivelab eval --engine onnx`")
 
 from drivelab.export.engine import OnnxLoadError, OnnxRuntime
 from drivelab.export.metadata import FORMAT, FORMAT_VERSION, MetadataError, PolicyCard

@@ -35,6 +35,7 @@ from drivelab.models.recurrent import RecurrentPolicy
 from drivelab.outputs import atomic_output, check_output
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 from drivelab.runs.checkpoints import load_weights
+from drivelab.runs.dataset_path import run_dataset
 from drivelab.runs.folder import resolve_checkpoint
 
 FORMATS = ("onnx",)
@@ -87,10 +88,8 @@ def export_run(request: ExportRequest) -> ExportResult:
     if config.task != "driving":
         raise ExportError(f"{run.name} is a {config.task} run: `drivelab export` writes driving policies")
     processor = run.read_processor(config)
-    source = Path(request.dataset or config.data.path)
-    if request.dataset is None and not source.exists():
-        raise ExportError(f"{label}'s dataset {source} is not there: pass --dataset with data recorded "
-                          "the same way (the parity check runs on its frames)")
+    # the run's own dataset, found from any working directory (the parity check runs on its frames)
+    source = Path(request.dataset) if request.dataset is not None else run_dataset(run, config.data.path)
     store = DatasetStore.open(source)
     check_fit(DataSpec.of_dataset(store), PolicyNeeds.of_processor(processor), who=label, error=ExportError)
     policy = load_trained_policy(config, processor.history.sizes, load_weights(weights_file), label)

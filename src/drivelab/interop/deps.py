@@ -2,39 +2,26 @@
 
 They are an extra (``pip install drivelab[interop]``) because nothing else in drivelab needs
 them: a user who never exchanges datasets should not have to install Arrow and FFmpeg builds.
+The check itself is `drivelab.extras`', shared with the other extras.
 """
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-from drivelab.errors import DrivelabError
+from drivelab.extras import MissingExtraError, install_hint, require
 
-EXTRA_HINT = "pip install 'drivelab[interop]'"
+EXTRA_HINT = install_hint("interop")
 
-
-class MissingExtraError(DrivelabError):
-    """An interop verb needs a package of the ``interop`` extra that is not installed."""
-
-
-def require(module: str, what: str) -> ModuleType:
-    """Import ``module`` or fail with one line naming the extra that provides it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(
-            f"{what} needs the Python package {module.split('.')[0]!r}, which is not installed: "
-            f"run `{EXTRA_HINT}`"
-        ) from None
+__all__ = ["EXTRA_HINT", "MissingExtraError", "pyarrow_parquet", "pyav"]
 
 
 def pyarrow_parquet() -> ModuleType:
     """``pyarrow.parquet`` (LeRobot keeps its tables as Parquet)."""
-    require("pyarrow", "reading and writing LeRobot datasets")
-    return require("pyarrow.parquet", "reading and writing LeRobot datasets")
+    require("pyarrow", "reading and writing LeRobot datasets", "interop")
+    return require("pyarrow.parquet", "reading and writing LeRobot datasets", "interop")
 
 
 def pyav() -> ModuleType:
     """PyAV (``av``): LeRobot stores camera frames as MP4 videos."""
-    return require("av", "LeRobot video frames")
+    return require("av", "LeRobot video frames", "interop")

@@ -20,7 +20,7 @@ _EXPORTS = {
     "build_optimizer": "drivelab.train.optimizers",
     "build_schedule": "drivelab.train.optimizers",
     "config_differences": "drivelab.train.resume",
-    "load_train_config": "drivelab.train.trainer",
+    "load_train_config": "drivelab.train.config_source",
     "open_inputs": "drivelab.train.inputs",
     "train": "drivelab.train.trainer",
 }

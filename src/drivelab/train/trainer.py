@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from lightning_fabric import Fabric
 
-from drivelab.config import ConfigError, ExperimentConfig, TrainConfig, load_config
+from drivelab.config import ExperimentConfig, TrainConfig
 from drivelab.data.balance import BinnedLabels
 from drivelab.data.classes import with_dataset_classes
 from drivelab.data.loader import DecodedEpisodes
@@ -98,27 +98,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def load_train_config(
-    config: Path | None, overrides: list[str], resume: str | Path | None, runs_root: Path
-) -> ExperimentConfig:
-    """The config to train: CONFIG + overrides, or (with ``--resume`` and no CONFIG) the run's own.
-
-    ``drivelab train --resume RUN key=value`` puts the override where CONFIG would go; it is
-    recognised by its ``=`` and applied to the run's config (the trainer then refuses the
-    change like any other).
-    """
-    extra = list(overrides)
-    if config is not None and "=" in str(config) and not Path(config).exists():
-        extra.insert(0, str(config))
-        config = None
-    if config is None:
-        if resume is None:
-            raise ConfigError("give a CONFIG file (or --resume RUN to continue a run)")
-        run_path, _ = parse_checkpoint_ref(str(resume))
-        return load_config(RunFolder.open(run_path, runs_root).config_path, extra)
-    return load_config(config, extra)
 
 
 def make_fabric(train: TrainConfig, precision: str | None = None) -> Fabric:
