@@ -72,7 +72,7 @@ def diagnose(request: DiagnoseRequest) -> DiagnosisReport:
     train_job = OfflineJob(request.ref, job.runtime.config.data.train_split, request.dataset, request.runs_root,
                            device=request.device)
     check_outputs(request)
-    if job.runtime.recurrent:
+    if job.runtime.kind.stateful:
         raise DiagnoseError(f"{job.runtime.label} is recurrent (model.recurrent): diagnose permutes samples across "
                             "the split, which breaks the carried LSTM state; diagnose a frame-by-frame policy")
     started = time.perf_counter()
