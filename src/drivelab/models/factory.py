@@ -75,7 +75,8 @@ def _assemble(
         joined += command.values  # the command joins the neck's input
     neck = build_neck(joined, config.neck)
     features = config.neck[-1] if config.neck else joined
-    head_inputs = kind.head_inputs(config, features)  # a core between neck and heads changes it
+    core = kind.core(config, features)  # the LSTM kind's LSTM, before the heads (the seed's order)
+    head_inputs = kind.head_inputs(config, features)
     heads = {
         head.output: _head(head, head_inputs, index, command) for index, head in enumerate(config.heads)
     }
@@ -89,7 +90,7 @@ def _assemble(
                         head_configs={head.output: head for head in config.heads},
                         frame_shape=(channels, height, width), window=window,
                         command_mode=command.mode if command is not None else None, speed_head=speed_head)
-    return kind.build(parts, config, features)
+    return kind.build(parts, config, core)
 
 
 def _head(config: HeadConfig, inputs: int, index: int, command: CommandConfig | None) -> nn.Module:

@@ -3,8 +3,9 @@
 A *kind* is how a policy treats time. Everything outside ``models/`` that used to ask "is this
 policy recurrent?" asks its kind instead:
 
-- ``build``: the policy module from the shared parts (backbone, history, neck, heads) and the
-  kind's own config section (``POLICY_KINDS[name].section`` in `drivelab.config`);
+- ``core`` / ``head_inputs`` / ``build``: the kind's own module between the neck and the heads
+  (from its config section, ``POLICY_KINDS[name].section`` in `drivelab.config`), the heads'
+  input width, and the policy module from the shared parts (backbone, history, neck, heads);
 - ``stateful`` / ``zero_state`` / ``state_shape``: whether and what it carries between steps
   (the runtime starts every episode from None and passes back what ``step`` returned);
 - ``step``: the per-step call at run time for a batch of streams;
@@ -46,7 +47,14 @@ class PolicyKind:
     stateful: ClassVar[bool] = False
     onnx_axes: ClassVar[tuple[str, ...]] = ("batch",)
 
-    def build(self, parts: PolicyParts, config: ModelConfig, features: int) -> Policy:
+    def core(self, config: ModelConfig, features: int) -> nn.Module | None:
+        """The kind's own module between the neck (``features`` wide) and the heads, or None.
+
+        Built before the heads, so a seed initialises every part in the order it always did.
+        """
+        return None
+
+    def build(self, parts: PolicyParts, config: ModelConfig, core: nn.Module | None) -> Policy:
         raise NotImplementedError
 
     def head_inputs(self, config: ModelConfig, features: int) -> int:

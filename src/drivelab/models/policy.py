@@ -169,5 +169,5 @@ class StatelessKind(PolicyKind):
 
     name = "stateless"
 
-    def build(self, parts: PolicyParts, config: ModelConfig, features: int) -> Policy:
+    def build(self, parts: PolicyParts, config: ModelConfig, core: nn.Module | None) -> Policy:
         return Policy(**parts.as_kwargs())

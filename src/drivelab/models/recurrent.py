@@ -215,10 +215,13 @@ class LstmKind(PolicyKind):
         assert config.recurrent is not None
         return config.recurrent.hidden
 
-    def build(self, parts: PolicyParts, config: ModelConfig, features: int) -> Policy:
+    def core(self, config: ModelConfig, features: int) -> nn.Module | None:
         assert config.recurrent is not None
-        lstm = nn.LSTM(features, config.recurrent.hidden, num_layers=config.recurrent.layers, batch_first=True)
-        return RecurrentPolicy(lstm=lstm, **parts.as_kwargs())
+        return nn.LSTM(features, config.recurrent.hidden, num_layers=config.recurrent.layers, batch_first=True)
+
+    def build(self, parts: PolicyParts, config: ModelConfig, core: nn.Module | None) -> Policy:
+        assert isinstance(core, nn.LSTM)
+        return RecurrentPolicy(lstm=core, **parts.as_kwargs())
 
     def step(self, policy: Policy, frames: torch.Tensor, history: torch.Tensor | None,
              state: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
