@@ -15,8 +15,9 @@ policy recurrent?" asks its kind instead:
   (BPTT windows, ``train.bptt``).
 
 A kind lives in its own module, subclasses `PolicyKind` and is registered with
-``@register_kind``; the module is imported by ``drivelab.models`` (that import is the one
-registration line). ``stateless`` is in `models.policy`, ``lstm`` in `models.recurrent`.
+``@register_kind``; `models.factory` imports the module (that import is the one registration
+line), and `drivelab.config`'s ``POLICY_KINDS`` names it with its options section.
+``stateless`` is in `models.policy`, ``lstm`` in `models.recurrent`.
 """
 
 from __future__ import annotations
