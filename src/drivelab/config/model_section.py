@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     Field,
@@ -26,6 +26,7 @@ from drivelab.backbone_registry import (
 )
 from drivelab.config.base import _field_error, _Section
 from drivelab.config.head_section import QUARTER, HeadConfig, quarter_widths
+from drivelab.config.policy_section import POLICY_KINDS, CommandConfig, SpeedHeadConfig
 
 
 class BackboneConfig(_Section):
@@ -203,12 +204,18 @@ def _default_heads() -> list[HeadConfig]:
 class ModelConfig(_Section):
     """The policy: backbone (+ optional history branch) -> neck -> one head per output."""
 
+    #: The policy kind (see `POLICY_KINDS`); default: ``lstm`` with model.recurrent, else ``stateless``.
+    kind: str | None = None
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     history: HistoryConfig | None = None
     neck: list[PositiveInt] = Field(default_factory=lambda: [256])
     heads: list[HeadConfig] = Field(default_factory=_default_heads, min_length=1)
     #: Per-frame backbone -> LSTM stack -> heads at every step (see RecurrentConfig).
     recurrent: RecurrentConfig | None = None
+    #: A navigation command, concatenated or selecting a head branch (see CommandConfig).
+    command: CommandConfig | None = None
+    #: CILRS's auxiliary speed prediction from the frames (see SpeedHeadConfig).
+    speed_head: SpeedHeadConfig | None = None
     #: Transfer learning: weights copied into a *new* run's fresh policy (see InitFromConfig).
     init_from: list[InitFromConfig] = Field(default_factory=list)
     #: Globs over parameter names (``backbone.*``) kept fixed; their BatchNorm layers stay in
@@ -228,8 +235,74 @@ class ModelConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _kind_known(self) -> ModelConfig:
+        """The one check of ``model.kind``: a known name, its options section and no other's."""
+        name = self.kind_name
+        if name not in POLICY_KINDS:
+            raise _field_error("kind", f"unknown policy kind {name!r}; valid kinds: {', '.join(POLICY_KINDS)}")
+        own = POLICY_KINDS[name].section
+        for other, spec in POLICY_KINDS.items():
+            if spec.section is not None and spec.section != own and getattr(self, spec.section) is not None:
+                raise _field_error(spec.section, f"model.{spec.section} configures kind {other!r}, but "
+                                   f"model.kind is {name!r}: remove one of them")
+        if own is not None and getattr(self, own) is None:  # the kind's options at their defaults
+            options = next(t for t in get_args(type(self).model_fields[own].annotation) if t is not type(None))
+            setattr(self, own, options())
+        return self
+
+    @property
+    def kind_name(self) -> str:
+        """The policy kind, derived from ``recurrent`` when ``kind`` is not given (old configs)."""
+        if self.kind is not None:
+            return self.kind
+        return "lstm" if self.recurrent is not None else "stateless"
+
+    @model_validator(mode="after")
+    def _command_in_window(self) -> ModelConfig:
+        """The command travels in the telemetry window: listed there once, with its size."""
+        command = self.command
+        if command is None:
+            return self
+        history = self.history
+        listed = history is not None and command.signal in history.signals
+        values = command.values if command.values is not None else (
+            history.signal_sizes.get(command.signal) if history is not None else None)
+        if values is None:
+            raise _field_error("command", f"give model.command.values: the number of {command.signal!r} "
+                               "values (the traffic world's command is a 3-value one-hot)")
+        if listed and history is not None and history.signal_size(command.signal) != values:
+            raise _field_error("command", f"model.command.values is {values}, but model.history.signal_sizes "
+                               f"gives {command.signal!r} {history.signal_size(command.signal)} values")
+        command.values = values
+        sizes = {command.signal: values} if values != 1 else {}
+        if history is None:
+            self.history = HistoryConfig(signals=[command.signal], signal_sizes=sizes, length=1, kind="dense",
+                                         layers=1, width=1)
+        elif not listed:
+            self.history = history.model_copy(update={
+                "signals": [*history.signals, command.signal],
+                "signal_sizes": {**history.signal_sizes, **sizes}})
+        if command.mode == "branched" and values < 2:
+            raise _field_error("command", f"branched needs a command of 2 or more values, {command.signal!r} has 1")
+        return self
+
+    @model_validator(mode="after")
+    def _speed_head_fits(self) -> ModelConfig:
+        head = self.speed_head
+        if head is None:
+            return self
+        if self.backbone.name == "none":
+            raise _field_error("speed_head", "the speed head reads the frames' features: backbone 'none' has none")
+        if self.history is None or head.signal not in self.history.signals:
+            raise _field_error("speed_head", f"the speed target is read from the telemetry window: add "
+                               f"{head.signal!r} to model.history.signals (CILRS also reads the speed)")
+        if self.history.signal_size(head.signal) != 1:
+            raise _field_error("speed_head", f"{head.signal!r} must be one value per step")
+        return self
+
+    @model_validator(mode="after")
     def _delta_heads_not_recurrent(self) -> ModelConfig:
-        if self.recurrent is not None and any(h.delta for h in self.heads):
+        if POLICY_KINDS[self.kind_name].sequences and any(h.delta for h in self.heads):
             raise _field_error("heads", "delta bins are not supported in recurrent policies; "
                                "use absolute bins or regression")
         return self

@@ -21,6 +21,7 @@ from drivelab.config.data_section import DataConfig
 from drivelab.config.diagnose_section import DiagnoseConfig
 from drivelab.config.live_section import LiveConfig
 from drivelab.config.model_section import ModelConfig
+from drivelab.config.policy_section import POLICY_KINDS
 from drivelab.config.train_section import TrainConfig
 
 
@@ -76,17 +77,19 @@ class ExperimentConfig(_Section):
     def _recurrent_needs_sequences(self) -> ExperimentConfig:
         """A recurrent policy trains on sequences and a frame policy on frames: say so up front."""
         mode = self.train.bptt.mode
-        if self.model.recurrent is not None and mode == "none":
+        kind = POLICY_KINDS[self.model.kind_name]  # a known kind: ModelConfig checked it
+        sequences, section = kind.sequences, f"model.{kind.section or 'kind'}"
+        if sequences and mode == "none":
             raise PydanticCustomError(
                 "located",
                 "{message}",
                 {
                     "path": ["train", "bptt", "mode"],
-                    "message": "model.recurrent needs sequences: set train.bptt.mode to full, "
+                    "message": f"{section} needs sequences: set train.bptt.mode to full, "
                     "window or sliding",
                 },
             )
-        if self.model.recurrent is None and mode != "none":
+        if not sequences and mode != "none":
             raise PydanticCustomError(
                 "located",
                 "{message}",

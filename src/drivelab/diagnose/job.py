@@ -78,9 +78,10 @@ def diagnose(request: DiagnoseRequest, on_stage: Callable[[str], None] | None = 
     train_job = OfflineJob(request.ref, job.runtime.config.data.train_split, request.dataset, request.runs_root,
                            device=request.device)
     check_outputs(request)
-    if job.runtime.recurrent:
-        raise DiagnoseError(f"{job.runtime.label} is recurrent (model.recurrent): diagnose permutes samples across "
-                            "the split, which breaks the carried LSTM state; diagnose a frame-by-frame policy")
+    if job.runtime.kind.stateful:
+        raise DiagnoseError(f"{job.runtime.label} carries state between steps (model.kind "
+                            f"{job.runtime.kind.name}): diagnose permutes samples across "
+                            "the split, which breaks the carried state; diagnose a frame-by-frame policy")
     started = time.perf_counter()
     runtime, heads = job.runtime, job.objective.heads
     outputs = [h.output for h in heads]

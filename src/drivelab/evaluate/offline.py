@@ -214,7 +214,7 @@ class OfflineJob:
         )
         n = len(self.samples)
         self.batches = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
-        if self.runtime.recurrent:
+        if self.runtime.kind.stateful:
             # One whole episode per batch: a recurrent policy reads a 4-D batch as one sequence
             # from a zero state, which is the episode driven step by step with carried state.
             self.batches, start = [], 0
@@ -222,7 +222,8 @@ class OfflineJob:
                 self.batches.append(list(range(start, start + episode.length)))
                 start += episode.length
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.objective = Objective(config.model.heads, history.aux_weight if history else 0.0)
+        self.objective = Objective(config.model.heads, history.aux_weight if history else 0.0,
+                                   speed_weight=config.model.speed_head.weight if config.model.speed_head else None)
         self.scoring = ClassificationScoring(
             config.model.heads, self.store, split, config.data.train_split, top_k, group_map
         )

@@ -23,6 +23,7 @@ from drivelab.errors import DrivelabError
 from drivelab.evaluate.convcam import ConvCam
 from drivelab.evaluate.overrides import InputOverride
 from drivelab.models.factory import load_trained_policy
+from drivelab.models.kinds import kind_of
 from drivelab.precision import bf16_support
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 from drivelab.processor.layout import DeltaActions, SampleStream
@@ -66,8 +67,8 @@ class PolicyRuntime:
         self.stream = SampleStream(self.k, processor.history.signals, processor.history.length)
         self._generator = torch.Generator().manual_seed(seed)
         self.latencies_s: list[float] = []
-        # A recurrent policy (model.recurrent) carries its LSTM (h, c) from step to step.
-        self.recurrent = config.model.recurrent is not None
+        # The policy's kind says what it carries from step to step (the LSTM's (h, c), or nothing).
+        self.kind = kind_of(config.model)
         # delta heads predict a change of the last executed action, clipped to its [low, high]
         targets = processor.targets
         self.delta = DeltaActions(tuple(targets.delta), targets.delta)
@@ -95,7 +96,7 @@ class PolicyRuntime:
     def reset(self, seed: int = 0) -> None:
         """A new episode: empty buffers, and sampling reseeded so each track replays exactly."""
         self.stream.reset()
-        self._state = None  # a recurrent policy starts every episode from a zero state
+        self._state = None  # a stateful kind starts every episode from its zero state
         self._generator.manual_seed(seed)
 
     def observe(self, obs: Observation) -> dict[str, torch.Tensor]:
@@ -112,10 +113,7 @@ class PolicyRuntime:
         bf16 = self.precision == "bf16"
         with torch.inference_mode():
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                if self.recurrent:
-                    results, self._state = self.policy.step(*self.pipeline(batch), state=self._state)
-                else:
-                    results = self.policy(*self.pipeline(batch))
+                results, self._state = self.kind.step(self.policy, *self.pipeline(batch), self._state)
             if bf16:
                 results = {k: v.float() for k, v in results.items()}
             actions = self.policy.actions(results, sample=self.sample, generator=self._generator)

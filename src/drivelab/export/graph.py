@@ -32,9 +32,9 @@ from drivelab.export.metadata import (
     STATE_OUT,
     ActionInfo,
 )
-from drivelab.models.heads import ClassificationHead, logits_to_action
+from drivelab.models.heads import logits_to_action
+from drivelab.models.kinds import kind_of
 from drivelab.models.policy import Policy
-from drivelab.models.recurrent import RecurrentPolicy
 from drivelab.processor.pipeline import InputPipeline
 from drivelab.processor.state import ProcessorState
 
@@ -45,10 +45,10 @@ EXAMPLE_BATCH, EXAMPLE_STEPS = 2, 3
 def action_infos(policy: Policy, ranges: dict[str, tuple[float | None, float | None]]) -> list[ActionInfo]:
     """One `ActionInfo` per head, in head order; ``ranges`` are the recorded actions' ranges."""
     infos, delta_index = [], 0
-    for name, head in policy.heads.items():
+    for name in policy.heads:
         config = policy.head_configs[name]
         low, high = ranges.get(name, (None, None))
-        bins = tuple(float(v) for v in config.bin_values()) if isinstance(head, ClassificationHead) else None
+        bins = tuple(float(v) for v in config.bin_values()) if config.categorical else None
         delta = (float(config.low), float(config.high)) if config.delta else None
         infos.append(ActionInfo(name=name, low=low, high=high, bins=bins, delta=delta,
                                 delta_index=delta_index if delta else None))
@@ -66,13 +66,15 @@ class DeployedPolicy(nn.Module):
         self.actions = actions
         self.has_history = bool(processor.history.signals)
         self.has_delta = any(a.delta is not None for a in actions)
-        self.recurrent = isinstance(policy, RecurrentPolicy)
+        self.kind = kind_of(policy)
+        #: the kind carries state: the graph takes it as ``state`` and returns ``state_out``
+        self.stateful = self.kind.stateful
 
     # ------------------------------------------------------------------ signature
     @property
     def input_names(self) -> list[str]:
         names = [FRAMES] + ([HISTORY] if self.has_history else []) + ([LAST_ACTION] if self.has_delta else [])
-        return names + ([STATE] if self.recurrent else [])
+        return names + ([STATE] if self.stateful else [])
 
     @property
     def output_names(self) -> list[str]:
@@ -81,7 +83,7 @@ class DeployedPolicy(nn.Module):
             names.append(action.name)
             if action.bins is not None:
                 names.append(action.name + LOGITS_SUFFIX)
-        return names + ([STATE_OUT] if self.recurrent else [])
+        return names + ([STATE_OUT] if self.stateful else [])
 
     def forward(
         self,
@@ -90,7 +92,7 @@ class DeployedPolicy(nn.Module):
         last_action: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        if not self.recurrent:
+        if len(self.kind.onnx_axes) == 1:  # [B, ...]: one call, one step
             inputs = self.pipeline({"frames": frames, "history": history} if history is not None
                                    else {"frames": frames})
             return tuple(self._actions(self.policy(*inputs), last_action))
@@ -138,8 +140,8 @@ def example_inputs(module: DeployedPolicy, processor: ProcessorState) -> Example
     """Random inputs of the example sizes; batch (and steps) dynamic, everything else fixed."""
     batch = torch.export.Dim("batch")
     steps = torch.export.Dim("steps")
-    lead = (EXAMPLE_BATCH, EXAMPLE_STEPS) if module.recurrent else (EXAMPLE_BATCH,)
-    axes: dict[int, object] = {0: batch, 1: steps} if module.recurrent else {0: batch}
+    lead = (EXAMPLE_BATCH, EXAMPLE_STEPS)[:len(module.kind.onnx_axes)]
+    axes: dict[int, object] = dict(enumerate((batch, steps)[:len(module.kind.onnx_axes)]))
     h, w, c = processor.frames.source_shape
     frames = torch.randint(0, 256, (*lead, c * processor.frames.stack, h, w), dtype=torch.uint8)
     history = last = state = None
@@ -148,10 +150,7 @@ def example_inputs(module: DeployedPolicy, processor: ProcessorState) -> Example
         history = torch.randn(*lead, processor.history.length, width)
     if module.has_delta:
         last = torch.zeros(*lead, sum(a.delta is not None for a in module.actions))
-    if module.recurrent:
-        policy = module.policy
-        assert isinstance(policy, RecurrentPolicy)
-        state = policy.zero_state(EXAMPLE_BATCH, "cpu")
+    state = module.kind.zero_state(module.policy, EXAMPLE_BATCH, "cpu")
     args = (frames, history, last, state)
     shapes = tuple(None if a is None else (axes if i < 3 else {2: batch}) for i, a in enumerate(args))
     return ExampleInputs(args, shapes)

@@ -19,8 +19,6 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from drivelab.models.recurrent import RecurrentPolicy
-
 
 def _onnx_gates(weight: torch.Tensor) -> torch.Tensor:
     """PyTorch's gate blocks (i, f, g, o) along dim 0 -> ONNX's (i, o, f, c)."""
@@ -81,11 +79,11 @@ class OnnxLSTM(nn.Module):
 
 @contextmanager
 def exportable_lstm(policy: nn.Module) -> Iterator[None]:
-    """While exporting, a `RecurrentPolicy`'s ``lstm`` is an `OnnxLSTM` (then it is put back)."""
-    if not isinstance(policy, RecurrentPolicy):
+    """While exporting, a policy's core ``lstm`` (the ``lstm`` kind's) is an `OnnxLSTM`, then put back."""
+    original = getattr(policy, "lstm", None)
+    if not isinstance(original, nn.LSTM):
         yield
         return
-    original = policy.lstm
     policy.lstm = OnnxLSTM(original)  # type: ignore[assignment]
     try:
         yield

@@ -2,7 +2,7 @@
 
 The reference is what `evaluate.runtime.PolicyRuntime.act` and its driver compute for a sample:
 `InputPipeline` -> the policy -> `Policy.actions` -> `DeltaActions.actions` -> clipping to the
-action range (for a recurrent policy, `RecurrentPolicy.step` with the state carried, step by
+action range (for a stateful kind, its ``step`` with the state carried, step by
 step). The exported graph is run on the same samples at batch sizes other than the export
 example's, and a recurrent graph also on sequence lengths other than the example's, with the
 state carried from call to call. Every output's largest absolute difference is kept per case;
@@ -30,8 +30,8 @@ from drivelab.export.metadata import (
     ActionInfo,
 )
 from drivelab.export.samples import EpisodeSamples
+from drivelab.models.kinds import kind_of
 from drivelab.models.policy import Policy
-from drivelab.models.recurrent import RecurrentPolicy
 from drivelab.processor.layout import DeltaActions
 from drivelab.processor.pipeline import InputPipeline
 from drivelab.processor.state import ProcessorState
@@ -108,6 +108,7 @@ class TorchReference:
 
     def __init__(self, policy: Policy, processor: ProcessorState, actions: list[ActionInfo]) -> None:
         self.policy = policy
+        self.kind = kind_of(policy)
         self.pipeline = InputPipeline(processor)
         self.actions = actions
         self.delta = DeltaActions(tuple(processor.targets.delta), processor.targets.delta)
@@ -122,14 +123,13 @@ class TorchReference:
 
     def steps(self, s: EpisodeSamples, state: torch.Tensor | None) -> tuple[Outputs, torch.Tensor]:
         """[B, L, ...] samples stepped one step at a time with ``state`` carried (the runtime)."""
-        assert isinstance(self.policy, RecurrentPolicy)
         per_step: list[Outputs] = []
         for t in range(s.frames.shape[1]):
             batch = {"frames": torch.from_numpy(s.frames[:, t])}
             if s.history is not None:
                 batch["history"] = torch.from_numpy(s.history[:, t])
             with torch.inference_mode():
-                results, state = self.policy.step(*self.pipeline(batch), state=state)
+                results, state = self.kind.step(self.policy, *self.pipeline(batch), state)
             per_step.append(self._finish(results, None if s.last_action is None else s.last_action[:, t]))
         assert state is not None
         out = {k: np.stack([o[k] for o in per_step], axis=1) for k in per_step[0]}
@@ -184,8 +184,7 @@ def check_recurrent_policy(run: Callable[[dict[str, np.ndarray]], Outputs], refe
     Each of ``batch`` rows is a stretch of the episode (up to 24 steps, at least two calls),
     starting at a different step, fed ``steps`` at a time.
     """
-    policy = reference.policy
-    assert isinstance(policy, RecurrentPolicy)
+    policy, kind = reference.policy, reference.kind
     longest = max(episodes, key=len)
     report = ParityReport(frames=sum(len(e) for e in episodes))
     for batch, steps in SEQUENCE_SHAPES:
@@ -195,7 +194,9 @@ def check_recurrent_policy(run: Callable[[dict[str, np.ndarray]], Outputs], refe
                               f"{batch} sequences of {total} steps; pass more --frames")
         offset = (len(longest) - total) // (batch - 1) if batch > 1 else 0
         rows = _stack([longest.take(b * offset, b * offset + total) for b in range(batch)])
-        onnx_state = policy.zero_state(batch, "cpu").numpy()
+        zero = kind.zero_state(policy, batch, "cpu")
+        assert zero is not None  # a graph with a state input
+        onnx_state = zero.numpy()
         torch_state: torch.Tensor | None = None
         for start in range(0, total, steps):
             chunk = rows.take_steps(start, start + steps)

@@ -31,7 +31,6 @@ from drivelab.export.parity import (
 from drivelab.export.samples import read_samples
 from drivelab.export.writer import ExportError, check_opset, exporter_name, to_onnx, with_metadata
 from drivelab.models.factory import load_trained_policy
-from drivelab.models.recurrent import RecurrentPolicy
 from drivelab.outputs import atomic_output, check_output
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 from drivelab.runs.checkpoints import load_weights
@@ -106,8 +105,8 @@ def export_run(request: ExportRequest) -> ExportResult:
         frame_stack=processor.frames.stack, history_signals=processor.history.signals,
         history_sizes=dict(processor.history.sizes), history_length=processor.history.length,
         actions=tuple(actions), delta_heads=tuple(a.name for a in actions if a.delta is not None),
-        recurrent=module.recurrent,
-        state_shape=(2, policy.layers, policy.hidden) if isinstance(policy, RecurrentPolicy) else None,
+        recurrent=module.stateful,
+        state_shape=module.kind.state_shape(policy),
         inputs=tuple(module.input_names), outputs=tuple(module.output_names),
         exporter=exporter_name(), opset=opset, tolerance=request.tolerance,
     )
@@ -121,7 +120,7 @@ def export_run(request: ExportRequest) -> ExportResult:
         def run_graph(feed: dict) -> dict:
             return dict(zip(names, session.run(names, feed), strict=True))
 
-        check = check_recurrent_policy if module.recurrent else check_frame_policy
+        check = check_recurrent_policy if module.stateful else check_frame_policy
         report = check(run_graph, reference, samples)
         report.check(request.tolerance, label)  # raises: the staged file is removed
         card = card.model_copy(update={"parity": report.worst()})

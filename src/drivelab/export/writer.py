@@ -71,7 +71,7 @@ def to_onnx(module: DeployedPolicy, example: ExampleInputs, opset: int | None, l
             raise ExportError(_conversion_message(exc, program, label)) from exc
     assert onnx_program is not None
     model = onnx_program.model_proto
-    _name_axes(model, ["batch", "steps"] if module.recurrent else ["batch"])
+    _name_axes(model, list(module.kind.onnx_axes))
     return model
 
 

@@ -1,7 +1,8 @@
-"""Policy assembly: config -> backbone + history branch + neck (+ LSTM) + heads.
+"""Policy assembly: config -> backbone + history branch + neck + heads, put together by the kind.
 
-The one place that knows which module class a config builds, so `Policy` and its recurrent
-subclass stay independent of each other's construction (no import cycle between them).
+The parts every kind shares are built here once; the policy kind (`models.kinds`, from
+``model.kind``) assembles them into its module (the LSTM kind adds its core between the neck and
+the heads). Importing the kind modules here is what registers the built-in kinds.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from drivelab.config import ConfigError, ExperimentConfig, ModelConfig
+from drivelab.config import ConfigError, ExperimentConfig, HeadConfig, ModelConfig
+from drivelab.config.policy_section import CommandConfig
 from drivelab.errors import DrivelabError
 from drivelab.models.backbones import build_backbone
 from drivelab.models.budget import check_fits_memory, meta_parameter_count
+from drivelab.models.conditioning import BranchedHead, SpeedHead, WindowSplit, branch_history
 from drivelab.models.heads import build_head, build_neck
 from drivelab.models.history import HistoryBranch
-from drivelab.models.policy import Policy
-from drivelab.models.recurrent import RecurrentPolicy
+from drivelab.models.kinds import kind_of
+from drivelab.models.policy import Policy, PolicyParts
+from drivelab.models.recurrent import LstmKind  # noqa: F401  (registers the ``lstm`` kind)
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 from drivelab.runs.checkpoints import CheckpointError
 
@@ -60,26 +64,41 @@ def _assemble(
     channels, height, width = frame_shape
     if channels % 3 != 0:
         raise ConfigError(f"data.frames: frames must be stacked RGB, got {channels} channels")
+    kind = kind_of(config)
     backbone = build_backbone(config.backbone, channels // 3, (height, width))
     _history_step_check(config, history_signal_sizes)
-    history = HistoryBranch(config.history, config.heads) if config.history is not None else None
+    own_history = branch_history(config.history, config.command)
+    history = HistoryBranch(own_history, config.heads) if own_history is not None else None
+    command = config.command
     joined = int(backbone.num_features) + (history.out_features if history is not None else 0)
+    if command is not None and command.mode == "concat" and command.values is not None:
+        joined += command.values  # the command joins the neck's input
     neck = build_neck(joined, config.neck)
-    head_inputs = config.neck[-1] if config.neck else joined
-    if config.recurrent is not None:  # the LSTM sits between the neck and the heads
-        lstm = nn.LSTM(
-            head_inputs, config.recurrent.hidden, num_layers=config.recurrent.layers, batch_first=True
-        )
-        head_inputs = config.recurrent.hidden
+    features = config.neck[-1] if config.neck else joined
+    core = kind.core(config, features)  # the LSTM kind's LSTM, before the heads (the seed's order)
+    head_inputs = kind.head_inputs(config, features)
     heads = {
-        head.output: build_head(head, head_inputs, index) for index, head in enumerate(config.heads)
+        head.output: _head(head, head_inputs, index, command) for index, head in enumerate(config.heads)
     }
-    parts = dict(backbone=backbone, history=history, neck=neck, heads=heads,
-                 head_configs={head.output: head for head in config.heads},
-                 frame_shape=(channels, height, width))
-    if config.recurrent is not None:
-        return RecurrentPolicy(lstm=lstm, **parts)
-    return Policy(**parts)
+    window = None
+    if config.history is not None and (command is not None or config.speed_head is not None):
+        window = WindowSplit(config.history, command, config.speed_head)
+    speed_head = None
+    if config.speed_head is not None:
+        speed_head = SpeedHead(int(backbone.num_features), config.speed_head.widths)
+    parts = PolicyParts(backbone=backbone, history=history, neck=neck, heads=heads,
+                        head_configs={head.output: head for head in config.heads},
+                        frame_shape=(channels, height, width), window=window,
+                        command_mode=command.mode if command is not None else None, speed_head=speed_head)
+    return kind.build(parts, config, core)
+
+
+def _head(config: HeadConfig, inputs: int, index: int, command: CommandConfig | None) -> nn.Module:
+    """One head, or one per command value for a branched policy (CIL)."""
+    if command is None or command.mode != "branched":
+        return build_head(config, inputs, index)
+    assert command.values is not None
+    return BranchedHead([build_head(config, inputs, index) for _ in range(command.values)])
 
 
 def load_trained_policy(

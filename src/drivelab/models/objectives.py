@@ -4,7 +4,8 @@ Each head has its own loss (``mse`` / ``l1`` / ``huber`` for a regression value,
 over bins for a classification head) and weight; the total ``loss`` is their weighted sum, like
 Charles' Keras models (total = sum of ``<output>_loss``). Auxiliary heads on the history branch
 (``aux/<output>``, model_0008_v4) are scored with their head's loss and added with the history
-branch's ``aux_weight`` (0.25 there). The mean absolute error is reported in action units for
+branch's ``aux_weight`` (0.25 there); the speed head's ``speed_head_loss`` with its own weight.
+The mean absolute error is reported in action units for
 every head — for a classification head on the value of the arg-max bin — so regression and
 classification policies can be compared on one scale.
 """
@@ -18,8 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from drivelab.config import HeadConfig
+from drivelab.models.conditioning import SPEED_PREDICTION, SPEED_TARGET
 from drivelab.models.heads import action_to_bin, logits_to_action
 from drivelab.models.history import AUX_PREFIX
+
+#: The speed head's logged loss (MSE on the standardised speed; CILRS).
+SPEED_LOSS = "speed_head_loss"
 
 
 @dataclass(frozen=True)
@@ -108,11 +113,14 @@ class Objective:
         heads: Sequence[HeadConfig],
         aux_weight: float = 0.0,
         scales: Mapping[str, float] | None = None,
+        speed_weight: float | None = None,
     ) -> None:
         self.heads = [HeadObjective.from_config(h) for h in heads]
         if scales:
             self.heads = [replace(h, scale=float(scales.get(h.output, 1.0))) for h in self.heads]
         self.aux_weight = float(aux_weight)
+        #: the speed head's weight (CILRS; ``model.speed_head``), None without one
+        self.speed_weight = speed_weight
 
     @property
     def outputs(self) -> list[str]:
@@ -125,6 +133,8 @@ class Objective:
             names += h.metric_names()
         if with_aux:
             names += [f"aux/{h.output}_loss" for h in self.heads]
+        if self.speed_weight is not None:
+            names.append(SPEED_LOSS)
         return names
 
     def per_sample(
@@ -154,6 +164,11 @@ class Objective:
         assert total is not None
         if aux_total is not None:
             total = total + self.aux_weight * aux_total
+        if self.speed_weight is not None and SPEED_PREDICTION in predictions:
+            speed = F.mse_loss(predictions[SPEED_PREDICTION].float(), predictions[SPEED_TARGET].float(),
+                               reduction="none")
+            out[SPEED_LOSS] = speed
+            total = total + self.speed_weight * speed
         out["loss"] = total
         return out
 

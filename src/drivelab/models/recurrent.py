@@ -17,17 +17,17 @@ parts. ``forward`` returns the predictions dict with the LSTM state under :data:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from drivelab.config import HeadConfig
-from drivelab.models.history import HistoryBranch
-from drivelab.models.policy import Policy
+from drivelab.config import ModelConfig
+from drivelab.models.kinds import PolicyKind, register_kind
+from drivelab.models.policy import Policy, PolicyParts
 
-__all__ = ["STATE_KEY", "RecurrentPolicy", "split_state", "zero_state"]
+__all__ = ["STATE_KEY", "LstmKind", "RecurrentPolicy", "split_state", "zero_state"]
 
 #: Where ``forward`` puts the LSTM state (h and c stacked: [2, layers, B, hidden]).
 STATE_KEY = "state"
@@ -59,18 +59,10 @@ class RecurrentPolicy(Policy):
     """
 
     recurrent = True
+    kind_name: ClassVar[str] = "lstm"
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        history: HistoryBranch | None,
-        neck: nn.Sequential,
-        lstm: nn.LSTM,
-        heads: Mapping[str, nn.Module],
-        head_configs: Mapping[str, HeadConfig],
-        frame_shape: tuple[int, int, int],
-    ) -> None:
-        super().__init__(backbone, history, neck, heads, head_configs, frame_shape)
+    def __init__(self, lstm: nn.LSTM, **parts: Any) -> None:
+        super().__init__(**parts)
         self.lstm = lstm
 
     @property
@@ -108,15 +100,14 @@ class RecurrentPolicy(Policy):
         batch, steps = frames.shape[:2]
         if state is None:
             state = self.zero_state(batch, frames.device)
-        features, aux = self._step_features(frames, history, lengths)
+        features, aux, command = self._step_features(frames, history, lengths)
         if lengths is not None:
             results = self._packed(features, state, lengths)
         else:
             results = self._unrolled(features, state, keep_at)
         sequence = results.pop("sequence")
         flat = sequence.reshape(batch * steps, -1)
-        for name, head in self.heads.items():
-            value = head(flat)
+        for name, value in self.apply_heads(flat, command).items():
             results[name] = value.reshape(batch, steps, *value.shape[1:])
         for name, value in aux.items():
             results[name] = value.reshape(batch, steps, *value.shape[1:])
@@ -126,17 +117,19 @@ class RecurrentPolicy(Policy):
 
     def _step_features(
         self, frames: torch.Tensor, history: torch.Tensor | None, lengths: torch.Tensor | None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Backbone (+ history branch) and neck on every step: [B, T, F] and aux [B*T, ...]."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """Backbone (+ history branch) and neck on every step: [B, T, F], side results, command."""
         batch, steps = frames.shape[:2]
         flat_frames = frames.reshape(batch * steps, *self.frame_shape)
         flat_history = None
-        if self.history is not None:
+        if self.reads_window:
             if history is None:
                 raise ValueError("this policy has a history branch: pass a [B, T, L, S] history")
             flat_history = history.reshape(batch * steps, *history.shape[2:])
         elif history is not None:
             raise ValueError("this policy has no history branch; pass history=None")
+        # the command of every step, padding included (the heads read it; warmup discards them)
+        command = self.window.command(flat_history) if self.window is not None and flat_history is not None else None
         valid: torch.Tensor | None = None
         if lengths is not None:
             # Only real frames go through the backbone; padding stays zero features.
@@ -144,19 +137,13 @@ class RecurrentPolicy(Policy):
             valid = (positions[None, :] < lengths.to(frames.device)[:, None]).reshape(-1)
             flat_frames = flat_frames[valid]
             flat_history = flat_history[valid] if flat_history is not None else None
-        features = self.backbone(flat_frames).flatten(1)
-        aux: dict[str, torch.Tensor] = {}
-        if self.history is not None:
-            assert flat_history is not None
-            vector, aux = self.history(flat_history)
-            features = torch.cat([features, vector], dim=1)
-        features = self.neck(features)
+        features, aux, _ = self.encode(flat_frames, flat_history)
         if valid is not None:
             full = features.new_zeros(batch * steps, features.shape[1])
             full[valid] = features
             features = full
             aux = {}  # warmup only needs the state
-        return features.reshape(batch, steps, -1), aux
+        return features.reshape(batch, steps, -1), aux, command
 
     def _unrolled(
         self, features: torch.Tensor, state: torch.Tensor, keep_at: int | None
@@ -209,3 +196,43 @@ class RecurrentPolicy(Policy):
         )
         new_state = results.pop(STATE_KEY)
         return {k: v[:, 0] for k, v in results.items()}, new_state
+
+
+@register_kind
+class LstmKind(PolicyKind):
+    """An LSTM stack between the neck and the heads, its (h, c) carried from step to step.
+
+    Options: ``model.recurrent`` (layers, hidden); trained on sequences (``train.bptt``); its
+    graph reads ``[B, L, ...]`` and takes and returns the state ([2, layers, B, hidden]).
+    """
+
+    name = "lstm"
+    step_kind = "sequences"
+    stateful = True
+    onnx_axes = ("batch", "steps")
+
+    def head_inputs(self, config: ModelConfig, features: int) -> int:
+        assert config.recurrent is not None
+        return config.recurrent.hidden
+
+    def core(self, config: ModelConfig, features: int) -> nn.Module | None:
+        assert config.recurrent is not None
+        return nn.LSTM(features, config.recurrent.hidden, num_layers=config.recurrent.layers, batch_first=True)
+
+    def build(self, parts: PolicyParts, config: ModelConfig, core: nn.Module | None) -> Policy:
+        assert isinstance(core, nn.LSTM)
+        return RecurrentPolicy(lstm=core, **parts.as_kwargs())
+
+    def step(self, policy: Policy, frames: torch.Tensor, history: torch.Tensor | None,
+             state: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        assert isinstance(policy, RecurrentPolicy)
+        return policy.step(frames, history, state=state)
+
+    def zero_state(self, policy: Policy, batch: int, device: torch.device | str) -> torch.Tensor | None:
+        assert isinstance(policy, RecurrentPolicy)
+        return policy.zero_state(batch, device)
+
+    def state_shape(self, policy: Policy) -> tuple[int, ...] | None:
+        assert isinstance(policy, RecurrentPolicy)
+        return (2, policy.layers, policy.hidden)
+

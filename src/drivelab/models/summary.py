@@ -179,7 +179,9 @@ def _record_shapes(
             handle.remove()
         policy.train(was_training)
     # a recurrent policy also returns its LSTM state ("state"), which is not an output
-    outputs = {name: tuple(value.shape[1:]) for name, value in results.items() if name != "state"}
+    # (nor the speed head's prediction and target: training-only)
+    outputs = {name: tuple(value.shape[1:]) for name, value in results.items()
+               if name != "state" and not name.startswith("speed_head/")}
     return shapes, outputs
 
 
@@ -209,10 +211,16 @@ def summarize(policy: Policy, with_shapes: bool = True, max_depth: int = 3) -> S
     if policy.history is not None:
         parts["history"] = count_parameters(policy.history)
     parts["neck"] = count_parameters(policy.neck)
-    if getattr(policy, "lstm", None) is not None:  # a recurrent policy (model.recurrent)
-        parts["lstm"] = count_parameters(policy.lstm)
+    shared = {"backbone", "history", "neck", "heads", "window", "speed_head"}
+    for name, module in policy.named_children():  # the kind's own core (the lstm kind's ``lstm``)
+        if name not in shared:
+            parts[name] = count_parameters(module)
     for name, head in policy.heads.items():
         parts[f"heads.{name}"] = count_parameters(head)
+        for index, branch in enumerate(getattr(head, "branches", ())):  # a branched (CIL) head
+            parts[f"heads.{name}.branches.{index}"] = count_parameters(branch)
+    if getattr(policy, "speed_head", None) is not None:
+        parts["speed_head"] = count_parameters(policy.speed_head)
     inputs: dict[str, tuple[int, ...]] = {"frames": policy.frame_shape}
     if policy.history_shape is not None:
         inputs["history"] = policy.history_shape

@@ -97,6 +97,13 @@ def architecture_blocks(
             "history", f"history: {history.kind}", f"{history.layers} x {history.width}, {history.output}",
             _params(parts, "history"), "history" in frozen, init.get("history"),
         ))
+    command = getattr(model, "command", None)
+    if command is not None:  # CIL: the route command joins the neck, or picks the head branch
+        inputs.append(Block("command", f"command: {command.mode}", f"{command.signal}, {command.values} values"))
+    speed = getattr(model, "speed_head", None)
+    if speed is not None:  # CILRS: speed predicted from the frames' features (training only)
+        encoders.append(Block("speed_head", "speed head (aux)", f"weight {speed.weight}",
+                              _params(parts, "speed_head"), "speed_head" in frozen, init.get("speed_head")))
     columns = [inputs, encoders]
     recurrent = getattr(model, "recurrent", None)
     neck_detail = "Dense " + "-".join(map(str, model.neck)) if model.neck else "concatenate"
@@ -109,7 +116,11 @@ def architecture_blocks(
         key = f"heads.{head.output}"
         widths = head.widths if isinstance(head.widths, str) else "-".join(map(str, head.widths))
         out = f"{len(head.bins.values())} bins" if head.kind == "classification" and head.bins else "1"
-        heads.append(Block(key, f"{head.output}", f"{head.kind}: {widths} -> {out}\nloss {head.loss}",
+        branched = ""
+        if command is not None and command.mode == "branched":  # one head stack per command value
+            each = _params(parts, f"{key}.branches.0")
+            branched = f"\n{command.values} branches" + (f" x {each:,}" if each is not None else "")
+        heads.append(Block(key, f"{head.output}", f"{head.kind}: {widths} -> {out}\nloss {head.loss}{branched}",
                            _params(parts, key), key in frozen, init.get(key)))
     columns.append(heads)
     return columns

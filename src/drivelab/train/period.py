@@ -20,6 +20,7 @@ from drivelab.config import ExperimentConfig
 from drivelab.data.balance import BinnedLabels
 from drivelab.data.batch_loader import make_loader
 from drivelab.models.freezing import FreezePlan
+from drivelab.models.kinds import kind_of
 from drivelab.models.objectives import Objective
 from drivelab.processor.pipeline import InputPipeline
 from drivelab.runs.folder import RunFolder, now_iso
@@ -63,8 +64,8 @@ class PeriodSetup:
 
     @property
     def sequences(self) -> bool:
-        """A recurrent policy trained on sequences (``train.bptt``)."""
-        return self.config.train.bptt.mode != "none"
+        """The policy's kind trains on sequences (``train.bptt``), not batches of frames."""
+        return kind_of(self.config.model).step_kind == "sequences"
 
 
 def open_period(setup: PeriodSetup, watch: WatchOptions | None) -> tuple[int, WatchPlayer | None]:
@@ -142,7 +143,8 @@ def loop_parts(setup: PeriodSetup, order: BatchOrder, loader: Iterable[dict[str,
         model=setup.model,
         optimizer=setup.optimizer,
         objective=Objective(
-            config.model.heads, history.aux_weight if history else 0.0, inputs.processor.targets.scales()
+            config.model.heads, history.aux_weight if history else 0.0, inputs.processor.targets.scales(),
+            speed_weight=config.model.speed_head.weight if config.model.speed_head else None,
         ),
         pipeline=InputPipeline(
             inputs.processor, channels_last=setup.speed is not None and setup.speed.channels_last

@@ -43,6 +43,7 @@ from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.freezing import FreezePlan, parameter_groups, plan_freeze
 from drivelab.models.heads import StandardizedRegressionHead
+from drivelab.models.kinds import kind_of
 from drivelab.models.transfer import InitReport, initialise_from, write_init_report
 from drivelab.outputs import check_output_dir
 from drivelab.processor.state import TargetSteps
@@ -164,8 +165,9 @@ def run_lock(run: RunFolder) -> Iterator[None]:
 def set_target_statistics(policy: torch.nn.Module, targets: TargetSteps) -> None:
     """Give every standardised head the training split's action mean/std (kept in its weights)."""
     for name, head in getattr(policy, "heads", {}).items():
-        if isinstance(head, StandardizedRegressionHead):
-            head.set_target_statistics(targets.mean[name], targets.std[name])
+        for module in head.modules():  # the head itself, or each branch of a branched head
+            if isinstance(module, StandardizedRegressionHead):
+                module.set_target_statistics(targets.mean[name], targets.std[name])
 
 
 def total_batches(train: TrainConfig, order: BatchOrder) -> int:
@@ -245,7 +247,7 @@ def _plan(
     binned = binned_train_labels(config, inputs.train) if config.data.balance.scheme != "none" else None
     # The frame order's checks hold for sequences too (enough samples for one batch).
     probe: BatchOrder = build_train_sampler(config, inputs.train, 0, fabric.world_size, binned=binned)
-    if config.train.bptt.mode != "none":  # sequences for a recurrent policy: checked here
+    if kind_of(config.model).step_kind == "sequences":  # the kind trains on sequences: checked here
         probe = sequence_probe(config, inputs, fabric.world_size)
     total = total_batches(config.train, probe)
     set_target_statistics(policy, inputs.processor.targets)
