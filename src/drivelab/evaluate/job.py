@@ -21,7 +21,7 @@ from drivelab.errors import DrivelabError, Interrupted
 from drivelab.evaluate.drivers import BASELINES, ENGINES, DriverSpec
 from drivelab.evaluate.offline import OfflineReport
 from drivelab.evaluate.runner import EvalReport
-from drivelab.outputs import check_output, check_output_dir, write_json
+from drivelab.outputs import check_output, check_output_dir, is_stdout, write_json
 from drivelab.seeds import DEFAULT_ENV, HELD_OUT_SEED
 
 ProgressFn = Callable[[int, int, int], None]
@@ -245,7 +245,7 @@ def score_offline(request: EvalRequest, progress: Progress) -> OfflineReport:
     assert request.offline is not None
     job = OfflineJob(request.run, request.offline, dataset=request.dataset, runs_root=request.runs_root,
                      workers=request.workers, top_k=request.top_k or DEFAULT_TOP_K, group_map=request.group_map)
-    if request.json_out is not None:  # the confusion PNGs beside --json: checked before scoring
+    if request.json_out is not None and not is_stdout(request.json_out):  # the confusion PNGs beside --json
         for head in job.runtime.config.model.heads:
             if head.kind != "regression":
                 check_output(confusion_beside(request.json_out, head.output), "--json", (".png",),
@@ -269,7 +269,7 @@ def keep_offline(request: EvalRequest, report: OfflineReport) -> Iterator[tuple[
         for output, classes in report.classification.items():
             title = f"{report.run} on {request.offline}: {output}"
             save_confusion_png(classes, offline_confusion(target, output), title)
-            if request.json_out is not None:
+            if request.json_out is not None and not is_stdout(request.json_out):
                 save_confusion_png(classes, confusion_beside(request.json_out, output), title, force=request.force)
         yield "classification metrics + confusion PNG", target
     if request.json_out is not None:
