@@ -78,6 +78,7 @@ def dataset_info(store: DatasetStore) -> dict[str, Any]:
         "writer_active": store.writer_active(),
         "damaged": [{"path": d.path, "reason": d.reason} for d in damaged],
         "nonfinite": nonfinite,
+        "edits": attrs.get("edits", []),
         "episode_rows": [
             {
                 "index": e.index,
