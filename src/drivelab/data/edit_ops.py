@@ -63,7 +63,7 @@ def parse_ids(text: str, what: str = "episode ids") -> list[int]:
     return ids
 
 
-def _known(store: DatasetStore, ids: Sequence[int]) -> dict[int, EpisodeInfo]:
+def known_episodes(store: DatasetStore, ids: Sequence[int]) -> dict[int, EpisodeInfo]:
     episodes = {e.index: e for e in store.episodes()}
     unknown = sorted(set(ids) - set(episodes))
     if unknown:
@@ -82,7 +82,7 @@ def plan_drop(store: DatasetStore, args: Sequence[str]) -> list[Piece]:
     if len(args) != 1:
         raise EditError("drop takes one argument, the episodes to drop: `drop 3,5,7-9`")
     ids = set(parse_ids(args[0], "drop"))
-    _known(store, sorted(ids))
+    known_episodes(store, sorted(ids))
     return whole(store, keep=lambda e: e.index not in ids)
 
 
@@ -92,7 +92,7 @@ def plan_trim(store: DatasetStore, args: Sequence[str]) -> list[Piece]:
         raise EditError("trim takes three whole numbers, EPISODE START END (frames START..END-1 are kept): "
                         "`trim 4 50 600`")
     episode, start, stop = (int(a) for a in args)
-    length = _known(store, [episode])[episode].length
+    length = known_episodes(store, [episode])[episode].length
     if not 0 <= start < stop <= length:
         raise EditError(f"trim {episode} {start} {stop}: episode {episode} has {length} frames, so START < END "
                         f"<= {length} is needed (END is exclusive)")
@@ -134,14 +134,14 @@ def plan_split(store: DatasetStore, args: Sequence[str], seed: int = 0) -> list[
             picked = {int(i) for i in rng.choice(left, size=count, replace=False)} if count else set()
         else:
             picked = set(parse_ids(value, f"split {name}"))
-            _known(store, sorted(picked))
+            known_episodes(store, sorted(picked))
         chosen[name] = picked
         left = [i for i in left if i not in picked]
     both = chosen["val"] & chosen["test"]
     if both:
         raise EditError(f"split: episode(s) {', '.join(map(str, sorted(both)))} named for both val and test")
     split = {**{i: "val" for i in chosen["val"]}, **{i: "test" for i in chosen["test"]}}
-    return [Piece(0, i, 0, e.length, split.get(i, "train")) for i, e in _known(store, []).items()]
+    return [Piece(0, i, 0, e.length, split.get(i, "train")) for i, e in known_episodes(store, []).items()]
 
 
 def plan_filter(store: DatasetStore, args: Sequence[str]) -> list[Piece]:

@@ -95,6 +95,17 @@ def dataset_info(store: DatasetStore) -> dict[str, Any]:
     }
 
 
+def episode_source(attrs: dict, dataset_source: str = "") -> str:
+    """Where an episode came from, as a user would name it (`data view`, the live loop's summary)."""
+    driver = attrs.get("live_driver")
+    if driver in ("policy", "mixed"):
+        return "policy-driven from live/dagger"
+    if driver == "expert":
+        return "expert-driven from live/dagger"
+    source = str(attrs.get("source") or dataset_source)
+    return f"imported from {source[:40]}" if source else "expert-driven from collect"
+
+
 def count_nonfinite(store: DatasetStore, episodes: list[EpisodeInfo]) -> dict[str, Any]:
     """NaN/Inf values in the float arrays (signals and reward) of ``episodes``.
 
