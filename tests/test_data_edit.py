@@ -187,3 +187,16 @@ def test_kill_9_mid_edit_leaves_source_intact_and_no_dataset(src: Path, tmp_path
         DatasetStore.open(left)  # no reader takes it for a dataset
     edit_dataset(src, out, "drop", ["0"])  # the dead writer's lock is free: the rerun sweeps the leftover
     assert not left.exists() and [e.length for e in DatasetStore.open(out).episodes()] == list(LENGTHS[1:])
+
+
+def test_nan_values_are_refused_up_front_and_dropping_them_works(tmp_path: Path) -> None:
+    import zarr
+
+    data = make_store(tmp_path / "data", lengths=(5, 6, 7))
+    speed = zarr.open_array(str(data / "episodes" / "000001" / "telemetry" / "speed"), mode="r+")
+    speed[3] = np.nan  # damaged after its commit: `data info` counts it, training would fail on it
+    result = run_cli_here("data", "edit", str(data), "drop", "0", "--out", str(tmp_path / "new"))
+    assert result.returncode == 2 and "episode 1 (telemetry/speed)" in result.stderr and not (tmp_path / "new").exists()
+    edit_dataset(data, tmp_path / "clean", "drop", ["1"])
+    edit_dataset(data, tmp_path / "trimmed", "trim", ["1", "4", "6"])  # the bad frame cut away
+    assert [e.length for e in DatasetStore.open(tmp_path / "trimmed").episodes()] == [5, 2, 7]

@@ -132,6 +132,20 @@ def plan(stores: Sequence[DatasetStore], operation: str, args: Sequence[str]) ->
     return pieces
 
 
+def check_finite(stores: Sequence[DatasetStore], pieces: Sequence[Piece]) -> None:
+    """Refuse up front a piece holding NaN/Inf (no commit would take it), naming the way out."""
+    bad = []
+    for piece in pieces:
+        store = stores[piece.source]
+        for key in [f"telemetry/{s.name}" for s in store.meta.telemetry] + [f"actions/{s.name}" for s in store.meta.actions]:
+            if not np.all(np.isfinite(store.read_array(piece.episode, key)[piece.start:piece.stop])):
+                bad.append(f"{store.path} episode {piece.episode} ({key})")
+                break
+    if bad:
+        raise EditError(f"NaN/Inf values in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}: no dataset can hold "
+                        "them; drop those episodes (or trim the bad frames away) in this edit")
+
+
 def read_piece(store: DatasetStore, piece: Piece, source_label: int) -> EpisodeRecord:
     """A piece's arrays and attrs; per-frame attrs (a string or list as long as the episode) are cut too."""
     info = next(e for e in store.episodes() if e.index == piece.episode)
@@ -173,6 +187,7 @@ def edit_dataset(
     others = [Path(a) for a in args] if operation == "merge" else []
     stores = open_sources(source, others)
     pieces = plan(stores, operation, [] if operation == "merge" else args)
+    check_finite(stores, pieces)
     if any(out.resolve() == s.path.resolve() for s in stores):
         raise EditError(f"--out {out} is a source of the edit: choose a new path")
     sums = [dataset_checksum(s.path) for s in stores]
