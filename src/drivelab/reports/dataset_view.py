@@ -69,6 +69,14 @@ def encode_mp4(frames: np.ndarray, fps: float) -> tuple[bytes, float]:
     return buffer.getvalue(), float(rate)
 
 
+def one_hot_names(description: str, size: int) -> list[str]:
+    """The component names of a one-hot signal (the traffic world's ``command``), read from its
+    description ``"one-hot route command: left, straight, right"``; [] for any other signal."""
+    head, _, names = description.partition(":")
+    parts = [n.strip() for n in names.split(",")]
+    return parts if size > 1 and "one-hot" in head and len(parts) == size and all(parts) else []
+
+
 def _round(values: np.ndarray) -> list[float | None]:
     return [None if not np.isfinite(v) else float(f"{v:.4g}") for v in values.astype(np.float64)]
 
@@ -80,12 +88,14 @@ def episode_series(store: DatasetStore, info: EpisodeInfo, predicted: dict[str, 
         for spec in specs:
             values = store.read_array(info.index, f"{kind}/{spec.name}").reshape(info.length, -1)
             names = [spec.name] if spec.size == 1 else [f"{spec.name}[{k}]" for k in range(spec.size)]
+            onehot = one_hot_names(spec.description, spec.size)
+            names = [f"{spec.name}={n}" for n in onehot] if onehot else names
             lines = [{"name": ("label " if kind == "actions" else "") + n, "values": _round(values[:, k])}
                      for k, n in enumerate(names)]
             if spec.name in predicted:
                 lines.append({"name": "predicted", "values": _round(predicted[spec.name]), "dashed": True})
             series.append({"label": f"{kind}/{spec.name}", "unit": spec.unit, "low": spec.low, "high": spec.high,
-                           "lines": lines})
+                           "lines": lines, "onehot": bool(onehot)})
     series.append({"label": "reward", "unit": "", "low": None, "high": None,
                    "lines": [{"name": "reward", "values": _round(store.read_array(info.index, "reward"))}]})
     perturbed = store.read_array(info.index, "perturbed").astype(np.float64)

@@ -97,6 +97,8 @@ function draw() {
     g.setLineDash([]); g.strokeStyle = '#000'; g.lineWidth = 1;
     const cx = Math.round(x(frame)) + 0.5; g.beginPath(); g.moveTo(cx, 0); g.lineTo(cx, h); g.stroke();
     c.dataset.cursor = cx;
+    const hot = s.onehot ? s.lines.find(l => l.values[frame] > 0.5) : null;
+    if (s.onehot) { text.push(s.label.padEnd(26) + (hot ? hot.name : '-')); continue; }
     text.push(s.label.padEnd(26) + s.lines.map(l => l.name + '=' + (l.values[frame] === null ? '-' : (+l.values[frame]).toFixed(3))).join('  '));
   }
   readout.textContent = text.join('\n');
