@@ -200,3 +200,14 @@ def test_nan_values_are_refused_up_front_and_dropping_them_works(tmp_path: Path)
     edit_dataset(data, tmp_path / "clean", "drop", ["1"])
     edit_dataset(data, tmp_path / "trimmed", "trim", ["1", "4", "6"])  # the bad frame cut away
     assert [e.length for e in DatasetStore.open(tmp_path / "trimmed").episodes()] == [5, 2, 7]
+
+
+def test_a_source_changed_mid_edit_fails_and_leaves_nothing(src: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from drivelab.data import edit
+
+    sums = iter(["sha256:before", "sha256:after"])  # as if a `collect --append` committed meanwhile
+    monkeypatch.setattr(edit, "dataset_checksum", lambda path: next(sums))
+    with pytest.raises(DatasetError, match="a source changed while it was being copied"):
+        edit_dataset(src, tmp_path / "new", "drop", ["0"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no output, no hidden copy

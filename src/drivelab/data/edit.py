@@ -39,6 +39,7 @@ from drivelab.data.edit_ops import EditError, Piece
 from drivelab.data.locks import writer_active
 from drivelab.data.records import LOCK_FILE, STAGING, EpisodeRecord
 from drivelab.data.store import DatasetStore
+from drivelab.errors import Interrupted
 
 #: Root attrs that describe one dataset's own layout or history; everything else is carried over.
 OWN_ROOT_ATTRS = ("format", "version", "env_id", "fps", "frame_shape", "telemetry", "actions", "chunk_frames",
@@ -202,22 +203,28 @@ def edit_dataset(
     }
     carried = {k: v for k, v in stores[0].attrs.items() if k not in OWN_ROOT_ATTRS}
     splits: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    with dataset_out(staging, stores[0].meta, EditError) as ds:
-        ds.store.update_attrs(edit_state=WRITING, **carried)
-        for done, piece in enumerate(pieces, start=1):
-            index = ds.add(read_piece(stores[piece.source], piece, piece.source))
-            splits[piece.split].append(index)
-            if on_progress is not None:
-                on_progress(done, len(pieces))
-        if [dataset_checksum(s.path) for s in stores] != sums:
-            raise EditError("a source changed while it was being copied (a collect --append beside?): nothing "
-                            "was written; run the edit again once it has finished")
-        entry.update(episodes=ds.episodes, frames=ds.frames)
-        ds.store.assign_splits(splits["val"], splits["test"])
-        ds.store.update_attrs(edits=[*stores[0].attrs.get("edits", []), entry], edit_state="done")
-        if out.exists() or out.is_symlink():
-            raise EditError(f"{out} appeared while the edit ran: nothing was overwritten (the copy was removed)")
-        os.rename(staging, out)  # the new dataset appears whole, under its name, or not at all
+    try:
+        with dataset_out(staging, stores[0].meta, EditError) as ds:
+            ds.store.update_attrs(edit_state=WRITING, **carried)
+            for done, piece in enumerate(pieces, start=1):
+                index = ds.add(read_piece(stores[piece.source], piece, piece.source))
+                splits[piece.split].append(index)
+                if on_progress is not None:
+                    on_progress(done, len(pieces))
+            if [dataset_checksum(s.path) for s in stores] != sums:
+                raise EditError("a source changed while it was being copied (a collect --append beside?): nothing "
+                                "was written; run the edit again once it has finished")
+            entry.update(episodes=ds.episodes, frames=ds.frames)
+            ds.store.assign_splits(splits["val"], splits["test"])
+            ds.store.update_attrs(edits=[*stores[0].attrs.get("edits", []), entry], edit_state="done")
+            if out.exists() or out.is_symlink():
+                raise EditError(f"{out} appeared while the edit ran: nothing was overwritten (the copy was removed)")
+            os.rename(staging, out)  # the new dataset appears whole, under its name, or not at all
+    except Interrupted:
+        raise Interrupted(f"the edit into {out} was stopped; nothing was written (the partial copy was removed): "
+                          "run it again") from None
+    except EditError as exc:  # dataset_out names the hidden copy; the user knows --out
+        raise EditError(str(exc).replace(str(staging), str(out))) from None
     return EditSummary(out=out, operation=operation, episodes=entry["episodes"], frames=entry["frames"],
                        splits={k: len(v) for k, v in splits.items()}, sources=entry["sources"],
                        seconds=time.perf_counter() - started)
