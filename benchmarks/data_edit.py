@@ -3,11 +3,12 @@
     OMP_NUM_THREADS=1 python benchmarks/data_edit.py DEMO_DATASET [--repeats 3] [--work /tmp/bench]
 
 Measured, medians of ``--repeats`` runs in this sitting:
-- ``drop 1 episode`` through `edit_dataset` (decode, re-commit through `dataset_out`, statistics
-  recomputed, sha256 of the source before and after), against two ways of not re-encoding that
-  stand for "a view onto the source's chunks": copying the kept episode folders byte for byte
-  (``shutil.copytree``, the floor of any copy) and hard-linking their chunk files (what a view
-  costs: no bytes, but the new dataset then shares inodes with the source);
+- ``drop 1 episode`` through `edit_dataset` (kept episodes committed through `dataset_out` as
+  chunk-file copies, sha256 of the source before and after), the same with every episode decoded
+  and re-encoded (``copy_chunks=False``), and a ``trim`` (one episode re-encoded, the rest
+  copied), against two ways that stand for "a view onto the source's chunks": copying the kept
+  episode folders byte for byte (``shutil.copytree``, the floor of any copy) and hard-linking
+  their chunk files (what a view costs: no bytes, but the new dataset shares the source's inodes);
 - the sha256 of the source alone (the provenance's share of the edit);
 - ``merge`` of two demo-sized datasets (the demo dataset and a byte copy of it);
 - ``data view`` of the default 4 episodes: time and bytes of the page.
@@ -82,16 +83,23 @@ def main() -> None:
     sha_s = median_time(lambda i: dataset_checksum(args.dataset), args.repeats)
     drop_s = median_time(lambda i: edit_dataset(args.dataset, w / f"drop{i}", "drop", [str(episodes[0].index)]),
                          args.repeats)
+    reencode_s = median_time(lambda i: edit_dataset(args.dataset, w / f"reenc{i}", "drop", [str(episodes[0].index)],
+                                                    copy_chunks=False), args.repeats)
+    trim_s = median_time(lambda i: edit_dataset(args.dataset, w / f"trim{i}", "trim",
+                                                [str(episodes[0].index), "0", str(episodes[0].length // 2)]),
+                         args.repeats)
     kept = frames - episodes[0].length
     rows = [("byte copy of the kept episodes (baseline)", copy_s, folder_bytes(w / "copy0")),
             ("hard links to the source's chunks (a view)", link_s, 0),
             ("sha256 of the source (provenance, once)", sha_s, 0),
-            ("data edit drop 1 episode", drop_s, folder_bytes(w / "drop0"))]
+            ("data edit drop 1 episode (chunk copy)", drop_s, folder_bytes(w / "drop0")),
+            ("data edit drop 1 episode, all re-encoded", reencode_s, folder_bytes(w / "reenc0")),
+            ("data edit trim 1 episode to half", trim_s, folder_bytes(w / "trim0"))]
     for name, seconds, size in rows:
         print(f"{name:45s} {seconds:7.2f} s  {kept / seconds:9.0f} frames/s  x{seconds / copy_s:5.2f}  "
               f"{size / 1e6:7.1f} MB written")
     for i in range(args.repeats):
-        for kind in ("copy", "link", "drop"):
+        for kind in ("copy", "link", "drop", "reenc", "trim"):
             shutil.rmtree(w / f"{kind}{i}", ignore_errors=True)
 
     twin = w / "twin"

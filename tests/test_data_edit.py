@@ -76,6 +76,16 @@ def test_drop_trim_split_keep_values_stats_provenance_and_source_bytes(src: Path
     assert edit["episodes"] == 3 and edit["frames"] == 36 and new.attrs["source"] == "test"
     assert new.episodes()[1].attrs["edit_from"] == {"source": 0, "episode": 2, "start": 0, "stop": 9}
 
+    from drivelab.data.inspect import verify_dataset
+
+    assert verify_dataset(new).ok  # chunk-copied episodes pass the full integrity check
+    edit_dataset(src, tmp_path / "reencoded", "drop", ["1"], copy_chunks=False)  # decoded and committed anew
+    again = DatasetStore.open(tmp_path / "reencoded")
+    assert speeds(tmp_path / "reencoded") == speeds(tmp_path / "dropped")
+    assert [e.attrs["moments"] for e in again.episodes()] == [e.attrs["moments"] for e in new.episodes()]
+    assert all((again.read_array(i, "frames") == new.read_array(i, "frames")).all() for i in range(3))
+    assert [e.attrs["edit_from"] for e in again.episodes()] == [e.attrs["edit_from"] for e in new.episodes()]
+
     edit_dataset(src, tmp_path / "trimmed", "trim", ["1", "5", "12"])
     store = DatasetStore.open(tmp_path / "trimmed")
     ep = store.episodes()[1]
@@ -159,7 +169,7 @@ def test_existing_out_is_refused(src: Path, tmp_path: Path) -> None:
 KILLED = textwrap.dedent("""
     import sys, time
     from drivelab.data import edit
-    real = edit.read_piece
+    real = edit.piece_attrs
     def slow(*args):
         if slow.calls == 2:
             print("STARTED", flush=True)
@@ -167,7 +177,7 @@ KILLED = textwrap.dedent("""
         slow.calls += 1
         return real(*args)
     slow.calls = 0
-    edit.read_piece = slow
+    edit.piece_attrs = slow
     edit.edit_dataset(sys.argv[1], sys.argv[2], "drop", ["0"])
 """)
 
