@@ -37,7 +37,14 @@ from drivelab.data import edit_ops
 from drivelab.data.dataset_out import check_new_dataset, dataset_out
 from drivelab.data.edit_ops import EditError, Piece
 from drivelab.data.locks import writer_active
-from drivelab.data.records import EPISODES, LOCK_FILE, STAGING, EpisodeRecord, episode_name
+from drivelab.data.records import (
+    EPISODES,
+    LOCK_FILE,
+    STAGING,
+    EpisodeInfo,
+    EpisodeRecord,
+    episode_name,
+)
 from drivelab.data.store import DatasetStore
 from drivelab.errors import Interrupted
 
@@ -147,10 +154,9 @@ def check_finite(stores: Sequence[DatasetStore], pieces: Sequence[Piece]) -> Non
                         "them; drop those episodes (or trim the bad frames away) in this edit")
 
 
-def piece_attrs(store: DatasetStore, piece: Piece) -> dict[str, Any]:
+def piece_attrs(info: EpisodeInfo, piece: Piece) -> dict[str, Any]:
     """The source episode's attrs, per-frame ones (a string or list as long as the episode) cut to the
     piece, plus ``edit_from``; `write_episode` adds its own, a chunk copy keeps the source's."""
-    info = next(e for e in store.episodes() if e.index == piece.episode)
     whole = piece.start == 0 and piece.stop == info.length
     attrs: dict[str, Any] = {}
     for key, value in info.attrs.items():
@@ -162,14 +168,14 @@ def piece_attrs(store: DatasetStore, piece: Piece) -> dict[str, Any]:
     return attrs
 
 
-def read_piece(store: DatasetStore, piece: Piece) -> EpisodeRecord:
+def read_piece(store: DatasetStore, info: EpisodeInfo, piece: Piece) -> EpisodeRecord:
     """A piece's arrays, decoded, and its attrs: what `write_episode` commits (and re-measures)."""
     cut = slice(piece.start, piece.stop)
 
     def read(key: str) -> np.ndarray:
         return np.asarray(store.read_array(piece.episode, key)[cut])
 
-    attrs = {k: v for k, v in piece_attrs(store, piece).items() if k not in OWN_EPISODE_ATTRS}
+    attrs = {k: v for k, v in piece_attrs(info, piece).items() if k not in OWN_EPISODE_ATTRS}
     return EpisodeRecord(
         frames=read("frames"),
         telemetry={s.name: read(f"telemetry/{s.name}") for s in store.meta.telemetry},
@@ -213,18 +219,18 @@ def edit_dataset(
         "sources": [{"path": str(s.path.resolve()), "checksum": c, "episodes": len(s.episodes()),
                      "frames": sum(e.length for e in s.episodes())} for s, c in zip(stores, sums, strict=True)],
     }
-    store_lengths = [{e.index: e.length for e in s.episodes()} for s in stores]
+    listings = [{e.index: e for e in s.episodes()} for s in stores]  # scanned once, not per piece
     carried = {k: v for k, v in stores[0].attrs.items() if k not in OWN_ROOT_ATTRS}
     splits: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     try:
         with dataset_out(staging, stores[0].meta, EditError) as ds:
             ds.store.update_attrs(edit_state=WRITING, **carried)
             for done, piece in enumerate(pieces, start=1):
-                store = stores[piece.source]
-                if copy_chunks and piece.start == 0 and piece.stop == store_lengths[piece.source][piece.episode]:
-                    index = ds.add_copy(store.path / EPISODES / episode_name(piece.episode), piece_attrs(store, piece))
+                store, info = stores[piece.source], listings[piece.source][piece.episode]
+                if copy_chunks and piece.start == 0 and piece.stop == info.length:
+                    index = ds.add_copy(store.path / EPISODES / episode_name(piece.episode), piece_attrs(info, piece))
                 else:
-                    index = ds.add(read_piece(store, piece))
+                    index = ds.add(read_piece(store, info, piece))
                 splits[piece.split].append(index)
                 if on_progress is not None:
                     on_progress(done, len(pieces))
