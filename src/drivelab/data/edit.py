@@ -26,7 +26,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from drivelab.data import edit_ops
-from drivelab.data.dataset_out import check_new_dataset, dataset_out
+from drivelab.data.dataset_out import Progress, check_new_dataset, dataset_out
 from drivelab.data.edit_ops import EditError, Piece
 from drivelab.data.locks import writer_active
 from drivelab.data.records import (
@@ -191,7 +191,7 @@ def edit_dataset(
     out: Path,
     operation: str,
     args: Sequence[str] = (),
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Progress | None = None,
     copy_chunks: bool = True,
 ) -> EditSummary:
     """Make ``out`` from ``source`` by ``operation args``; for merge, ``args`` are the other datasets.
@@ -223,17 +223,15 @@ def edit_dataset(
     carried = {k: v for k, v in stores[0].attrs.items() if k not in OWN_ROOT_ATTRS}
     splits: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     try:
-        with dataset_out(staging, stores[0].meta, EditError) as ds:
+        with dataset_out(staging, stores[0].meta, EditError, on_progress, len(pieces)) as ds:
             ds.store.update_attrs(edit_state=WRITING, **carried)
-            for done, piece in enumerate(pieces, start=1):
+            for piece in pieces:
                 store, info = stores[piece.source], listings[piece.source][piece.episode]
                 if copy_chunks and piece.start == 0 and piece.stop == info.length:
                     index = ds.add_copy(store.path / EPISODES / episode_name(piece.episode), piece_attrs(info, piece))
                 else:
                     index = ds.add(read_piece(store, info, piece))
                 splits[piece.split].append(index)
-                if on_progress is not None:
-                    on_progress(done, len(pieces))
             if [dataset_checksum(s.path) for s in stores] != sums:
                 raise EditError("a source changed while it was being copied (a collect --append beside?): nothing "
                                 "was written; run the edit again once it has finished")

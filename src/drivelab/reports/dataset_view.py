@@ -24,7 +24,7 @@ from drivelab.data.edit_ops import frame_drivers, known_episodes, parse_ids
 from drivelab.data.inspect import count_nonfinite, episode_source
 from drivelab.data.records import DatasetError, EpisodeInfo
 from drivelab.data.store import DatasetStore
-from drivelab.interop.deps import require
+from drivelab.extras import require
 from drivelab.outputs import check_output_dir, check_regenerable, write_generated
 from drivelab.reports.dataset_view_page import render_page
 
@@ -52,7 +52,7 @@ def encode_mp4(frames: np.ndarray, fps: float) -> tuple[bytes, float]:
     yuv420p needs even sides, so an odd frame is padded by one edge pixel; a keyframe every 10
     frames keeps scrubbing with the cursor responsive at a small size cost.
     """
-    av = require("av", "`drivelab data view` (episode videos)")
+    av = require("av", "`drivelab data view` (episode videos)", "interop")
     h, w = frames.shape[1:3]
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     rate = Fraction(max(1, round(fps)))
@@ -146,7 +146,7 @@ def build_view(dataset: str | Path, out_dir: str | Path | None = None, episodes:
         raise DatasetError(f"{dataset} has no committed episode to view: collect some first")
     paths = [out / "index.html", *(out / video_name(e.index) for e in chosen)]
     check_regenerable(paths, "--out", force)
-    require("av", "`drivelab data view` (episode videos)")
+    require("av", "`drivelab data view` (episode videos)", "interop")
     predicted: dict[int, dict[str, np.ndarray]] = {}
     if run is not None:
         from drivelab.reports.view_predictions import predict_episodes

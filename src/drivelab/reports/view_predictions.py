@@ -34,7 +34,7 @@ def predict_episodes(run: str, runs_root: str | Path, store: DatasetStore,
         for episode in job.samples.episodes:
             if episode.index in wanted:
                 span = range(start, start + episode.length)
-                size = episode.length if job.runtime.recurrent else BATCH
+                size = episode.length if job.runtime.kind.stateful else BATCH  # as OfflineJob batches
                 batches = [list(span[i:i + size]) for i in range(0, len(span), size)]
                 parts: dict[str, list[np.ndarray]] = {h.output: [] for h in job.objective.heads}
                 with torch.inference_mode():
