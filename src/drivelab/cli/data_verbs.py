@@ -81,6 +81,7 @@ def data_info(
     force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
     """Episodes, frames, splits and per-signal statistics of a dataset."""
+    from drivelab.data.edit import describe_edits
     from drivelab.data.inspect import dataset_info, plot_histograms
     from drivelab.data.store import DatasetStore
 
@@ -128,6 +129,8 @@ def data_info(
             "frame mean (RGB, /255): " + ", ".join(f"{v:.3f}" for v in fs["mean"])
             + "   std: " + ", ".join(f"{v:.3f}" for v in fs["std"])
         )
+    for line in describe_edits(info):
+        out.print(f"made by data edit: {line}", markup=False, highlight=False, soft_wrap=True)
     _print_data_warnings(info)
     if plot is not None:
         out.print(f"histograms -> {info['plot']}", markup=False, highlight=False)

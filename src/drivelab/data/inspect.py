@@ -78,6 +78,7 @@ def dataset_info(store: DatasetStore) -> dict[str, Any]:
         "writer_active": store.writer_active(),
         "damaged": [{"path": d.path, "reason": d.reason} for d in damaged],
         "nonfinite": nonfinite,
+        "edits": attrs.get("edits", []),
         "episode_rows": [
             {
                 "index": e.index,
@@ -92,6 +93,17 @@ def dataset_info(store: DatasetStore) -> dict[str, Any]:
             for e in episodes
         ],
     }
+
+
+def episode_source(attrs: dict, dataset_source: str = "") -> str:
+    """Where an episode came from, as a user would name it (`data view`, the live loop's summary)."""
+    driver = attrs.get("live_driver")
+    if driver in ("policy", "mixed"):
+        return "policy-driven from live/dagger"
+    if driver == "expert":
+        return "expert-driven from live/dagger"
+    source = str(attrs.get("source") or dataset_source)
+    return f"imported from {source[:40]}" if source else "expert-driven from collect"
 
 
 def count_nonfinite(store: DatasetStore, episodes: list[EpisodeInfo]) -> dict[str, Any]:
