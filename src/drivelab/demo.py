@@ -25,10 +25,21 @@ from drivelab.evaluate.report import evaluate_many
 from drivelab.evaluate.runner import EvalReport
 from drivelab.outputs import check_output_dir, write_text
 from drivelab.seeds import COLLECTION_SEED, DEFAULT_ENV, HELD_OUT_SEED
+from drivelab.sim import canonical_env
 from drivelab.train import train
 from drivelab.train.loop import ProgressSink
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "carracing" / "pilotnet.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+DEFAULT_CONFIG = CONFIGS / "carracing" / "pilotnet.yaml"
+
+
+def default_config(env: str) -> Path:
+    """The demo's config for ``env``: the traffic scenario's own (frames + route command), else
+    CarRacing's PilotNet."""
+    from drivelab.sim.traffic_options import SCENARIOS, split_name_head
+
+    head = split_name_head(env)
+    return CONFIGS / "traffic" / f"{head}_pilotnet.yaml" if head in SCENARIOS else DEFAULT_CONFIG
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,8 @@ class DemoOptions:
     overrides: tuple[str, ...] = ()
     #: `--dagger`: DAgger rounds after behaviour cloning (0: the plain demo)
     dagger_rounds: int = 0
+    #: the world: CarRacing, or a traffic scenario (``intersection[:options]``)
+    env: str = DEFAULT_ENV
 
 
 @dataclass
@@ -99,6 +112,7 @@ def run_demo(
         raise DrivelabError("--eval-episodes must be at least 1")
     _check_flags(options)
     check_output_dir(options.out, "--out")
+    canonical_env(options.env)  # a bad scenario or option: one line before the demo folder exists
     overrides = list(options.overrides)
     if options.batches is not None:
         overrides.append(f"train.max_batches={options.batches}")
@@ -112,7 +126,7 @@ def run_demo(
     t0 = time.perf_counter()
     summary = collect(
         dataset,
-        CollectPlan(env=DEFAULT_ENV, seed=options.seed, noise=options.noise, max_steps=options.max_steps),
+        CollectPlan(env=options.env, seed=options.seed, noise=options.noise, max_steps=options.max_steps),
         episodes=options.episodes,
         workers=options.workers,
         val_episodes=max(1, options.episodes // 8),
@@ -143,7 +157,7 @@ def run_demo(
     t0 = time.perf_counter()
     seeds = list(range(HELD_OUT_SEED, HELD_OUT_SEED + options.eval_episodes))
     specs = [DriverSpec("policy", run=str(result.run)), DriverSpec("expert")]
-    result.reports = evaluate_many(specs, seeds, workers=options.workers, max_steps=options.max_steps,
+    result.reports = evaluate_many(specs, seeds, env=options.env, workers=options.workers, max_steps=options.max_steps,
                                    on_progress=on_eval)
     times["evaluate"] = time.perf_counter() - t0
     if any(r.interrupted for r in result.reports):
@@ -163,7 +177,7 @@ def demo_dagger(config: Any, options: DemoOptions, runs_root: Path, bc_run: Path
     from drivelab.config.live_section import LiveConfig, StopConfig
     from drivelab.live.dagger import run_dagger
 
-    live = LiveConfig(seed=options.seed, max_steps=options.max_steps, noise=options.noise,
+    live = LiveConfig(env=options.env, seed=options.seed, max_steps=options.max_steps, noise=options.noise,
                       round_episodes=max(1, options.episodes // 4),
                       round_batches=max(1, config.train.max_batches // 4), stop=StopConfig(batches=1))
     summary = run_dagger(config.model_copy(update={"live": live}), runs_root, options.dagger_rounds,
@@ -180,19 +194,11 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         f"{result.info['frames']} frames, DART noise {options.noise}",
         f"- policy: `{result.run}` (config `{options.config.name}`"
         + (f", then {options.dagger_rounds} DAgger rounds" if options.dagger_rounds else "") + ")",
-        f"- evaluation: {options.eval_episodes} held-out tracks (seeds {HELD_OUT_SEED}..), "
-        "same tracks for policy and expert",
+        f"- evaluation: {options.eval_episodes} held-out tracks (seeds {HELD_OUT_SEED}..) of "
+        f"`{options.env}`, same tracks for policy and expert",
         "",
-        "| driver | driving score | reward | min reward | completion | off-track events | laps |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for r in result.reports:
-        a = r.aggregate
-        lines.append(
-            f"| {r.driver} | {a['score_mean']:.3f} ± {a['score_std']:.3f} | {a['reward_mean']:.1f} ± "
-            f"{a['reward_std']:.1f} | {a['reward_min']:.1f} | {a['completion_mean']:.3f} | "
-            f"{a['off_track_events_mean']:.2f} | {a['laps_finished']}/{a['episodes']} |"
-        )
+    lines += _result_table(result.reports)
     ratio = result.reports[0].aggregate.get("score_ratio_to_expert") if result.reports else None
     if ratio is not None:
         lines += ["", f"Policy driving score / expert driving score: **{ratio:.3f}**"]
@@ -207,3 +213,27 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         "stage_seconds": result.stage_seconds,
     }, indent=2, default=str) + "\n")
     return path
+
+
+def _result_table(reports: list[EvalReport]) -> list[str]:
+    """The report's markdown table, with the columns of the world (as `drivelab eval` prints)."""
+    if any("success_rate" in r.aggregate for r in reports):  # a route world (traffic): no laps
+        lines = ["| driver | driving score | success | collisions / ep. | off-road / ep. | "
+                 "wrong exit or route / ep. | timeouts / ep. |", "|---|---|---|---|---|---|---|"]
+        for r in reports:
+            a = r.aggregate
+            per = " | ".join(f"{a.get(f'{k}_per_episode', float('nan')):.2f}" for k in
+                             ("collisions", "off_road_events", "route_failures", "timeouts"))
+            lines.append(f"| {r.driver} | {a['score_mean']:.3f} ± {a['score_std']:.3f} | "
+                         f"{a.get('success_rate', float('nan')):.1%} | {per} |")
+        return lines
+    lines = ["| driver | driving score | reward | min reward | completion | off-track events | laps |",
+             "|---|---|---|---|---|---|---|"]
+    for r in reports:
+        a = r.aggregate
+        lines.append(
+            f"| {r.driver} | {a['score_mean']:.3f} ± {a['score_std']:.3f} | {a['reward_mean']:.1f} ± "
+            f"{a['reward_std']:.1f} | {a['reward_min']:.1f} | {a['completion_mean']:.3f} | "
+            f"{a['off_track_events_mean']:.2f} | {a['laps_finished']}/{a['episodes']} |"
+        )
+    return lines

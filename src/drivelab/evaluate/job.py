@@ -11,6 +11,7 @@ before the first track is driven or the first batch scored.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ class EvalRequest:
     seed: int = HELD_OUT_SEED
     workers: int = 2
     baseline: tuple[str, ...] = ()
-    env: str = DEFAULT_ENV
+    #: None: the world the run was trained in (`drivelab.runs.world`), CarRacing without a run
+    env: str | None = None
     max_steps: int = 1000
     video: Path | None = None
     json_out: Path | None = None
@@ -147,6 +149,7 @@ def drive(request: EvalRequest, progress: Progress, note: Note) -> DriveOutcome:
 
     engines = engines_for(request)
     _check_drive(request, engines)
+    request = dataclasses.replace(request, env=drive_env(request))
     resolved, said = inference_precision(request.precision)
     if said:
         note(said)
@@ -168,6 +171,25 @@ def drive(request: EvalRequest, progress: Progress, note: Note) -> DriveOutcome:
                                     max_steps=request.max_steps, video_dir=request.video,
                                     on_progress=on_progress, replace_videos=request.force)
     return DriveOutcome(reports, request.episodes * len(specs))
+
+
+def drive_env(request: EvalRequest) -> str:
+    """The env to drive in: ``--env`` if given (refused for a run of another world), else the
+    world the run (or the exported file's run) was trained in, else `DEFAULT_ENV`."""
+    from drivelab.runs.world import env_for, recorded_env
+
+    if request.run is None:
+        return request.env or DEFAULT_ENV
+    if request.onnx_file:
+        from drivelab.export.engine import OnnxRuntime
+
+        path = Path(request.run)
+        card = OnnxRuntime(path).card if path.is_file() else None  # a missing file: refused later
+        return env_for(card.env if card else None, request.env, path.name)
+    from drivelab.runs.folder import resolve_checkpoint
+
+    folder, _, _ = resolve_checkpoint(request.run, request.runs_root)
+    return env_for(recorded_env(folder), request.env, folder.name)
 
 
 def _baselines(names: tuple[str, ...]) -> list[DriverSpec]:

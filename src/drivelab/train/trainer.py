@@ -48,6 +48,7 @@ from drivelab.outputs import check_output_dir
 from drivelab.processor.state import TargetSteps
 from drivelab.runs.checkpoints import restore_rng_state
 from drivelab.runs.folder import RunError, RunFolder, parse_checkpoint_ref
+from drivelab.runs.world import check_data_world
 from drivelab.train.balance_labels import binned_train_labels
 from drivelab.train.batches import BatchOrder
 from drivelab.train.failures import period_failed
@@ -240,6 +241,8 @@ def train(
         run_path, at_batch = parse_checkpoint_ref(str(resume))
         resumed = RunFolder.open(run_path, runs_root)
         check_resume_config(resumed, config)
+    check_data_world(config, inputs.store, resumed)  # data of another world: refused, nothing made
+    if resumed is not None:
         resume_at = resume_point(resumed, at_batch)
         if resumed.processor_path.is_file():  # continue with the statistics the run started with
             inputs.processor = resumed.read_processor(config)
