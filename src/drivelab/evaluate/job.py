@@ -245,7 +245,7 @@ def keep_drive(request: EvalRequest, outcome: DriveOutcome) -> Iterator[tuple[st
         from drivelab.runs.evals import save_run_eval  # kept with the run for `runs`, its card
 
         yield "kept with the run", save_run_eval(request.run, request.runs_root, {
-            "env": request.env, "max_steps": request.max_steps, "tracks": request.seeds, "drivers": drivers})
+            "env": reports[0].env if reports else request.env, "max_steps": request.max_steps, "tracks": request.seeds, "drivers": drivers})
 
 
 # --------------------------------------------------------------------------- offline

@@ -39,6 +39,7 @@ from drivelab.config import ConfigError, ExperimentConfig, TrainConfig, load_con
 from drivelab.data.balance import BinnedLabels
 from drivelab.data.classes import with_dataset_classes
 from drivelab.data.loader import DecodedEpisodes
+from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.freezing import FreezePlan, parameter_groups, plan_freeze
@@ -232,6 +233,8 @@ def train(
     check_output_dir(runs_root, "--runs")  # a typo'd --runs (a file) fails before any work
     if watch is not None:
         watch.check(config.train)
+    if Path(config.data.path).exists():  # before the signal checks: "another world" says more
+        check_data_world(config, DatasetStore.open(config.data.path))
     inputs = open_inputs(config, decoded)
     config = with_history_sizes(config, inputs.history_sizes)
     config = with_dataset_classes(config, inputs.store)  # kind: class heads: count + labels
