@@ -11,7 +11,6 @@ before the first track is driven or the first batch scored.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -149,7 +148,7 @@ def drive(request: EvalRequest, progress: Progress, note: Note) -> DriveOutcome:
 
     engines = engines_for(request)
     _check_drive(request, engines)
-    request = dataclasses.replace(request, env=drive_env(request))
+    env = drive_env(request)
     resolved, said = inference_precision(request.precision)
     if said:
         note(said)
@@ -167,7 +166,7 @@ def drive(request: EvalRequest, progress: Progress, note: Note) -> DriveOutcome:
                 for s in seeds:
                     check_output(video_path(request.video, spec, s), "--video", (".gif",), force=request.force)
         with progress(request.episodes * len(specs), "eval", unit="tracks") as on_progress:
-            reports = evaluate_many(specs, seeds, env=request.env, workers=request.workers,
+            reports = evaluate_many(specs, seeds, env=env, workers=request.workers,
                                     max_steps=request.max_steps, video_dir=request.video,
                                     on_progress=on_progress, replace_videos=request.force)
     return DriveOutcome(reports, request.episodes * len(specs))
