@@ -75,6 +75,10 @@ def test_another_world_is_refused_naming_both(demo: dict, tmp_path: Path) -> Non
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "TrafficIntersection-v0" in done.stderr and "TrafficRoundabout-v0" in done.stderr
     assert not runs.exists() or not any(runs.iterdir())
+    # a bad scenario option for the demo: one line before its folder exists
+    done = run_cli_here("demo", "--env", "intersection:densty=2", "--out", str(tmp_path / "demo"))
+    assert done.returncode == 2 and "densty" in done.stderr and "density" in done.stderr
+    assert not (tmp_path / "demo").exists() or not any((tmp_path / "demo").iterdir())
 
 
 def test_options_may_differ_within_a_world() -> None:
@@ -142,6 +146,7 @@ def test_watch_drives_the_datasets_world(demo: dict, tmp_path: Path) -> None:
     run = next(tmp_path.glob("*/*_v1"))
     rows = [json.loads(line) for line in (run / "watch.jsonl").read_text().splitlines()]
     assert [r["batch"] for r in rows] == [2] and rows[0]["watch/steps"] >= 1
+    assert rows[0]["watch/outcome"] in {"success", "collision", "route_failure", "timeout"}
     periods = json.loads((run / "periods.json").read_text())
     assert periods[-1]["watch"]["env"] == WORLD
 

@@ -21,7 +21,8 @@ from drivelab.sim.gym_adapter import GymImageEnv
 from drivelab.sim.traffic_options import SCENARIOS, TrafficOptions, resolve, split_name_head
 
 #: Names (lower-cased) that select the dedicated CarRacing adapter.
-CARRACING_NAMES = frozenset({"carracing", CarRacingEnv.env_id.lower()})
+CARRACING = "carracing"
+CARRACING_NAMES = frozenset({CARRACING, CarRacingEnv.env_id.lower()})
 
 
 def make_env(name: str, *, generic: bool = False, **options: Any) -> DrivingEnv:
@@ -80,7 +81,7 @@ def canonical_env(name: str) -> str:
                    if f.name != "max_steps" and getattr(options, f.name) != getattr(default, f.name)]
         return head + (":" + ",".join(changed) if changed else "")
     if name.strip().lower() in CARRACING_NAMES:
-        return "carracing"
+        return CARRACING
     return name.strip()
 
 
@@ -88,7 +89,7 @@ def env_name_of_id(env_id: str, frame_shape: tuple[int, ...]) -> str | None:
     """The env name of a world known by its recorded id (datasets made before names were
     recorded), or ``None`` for an id drivelab cannot rebuild (an import, a generic gym id)."""
     if env_id.strip().lower() in CARRACING_NAMES:
-        return "carracing"
+        return CARRACING
     for scenario in SCENARIOS.values():
         if scenario.env_id == env_id:
             size = int(frame_shape[0]) if frame_shape else TrafficOptions.frame_size
