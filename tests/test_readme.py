@@ -180,3 +180,16 @@ def test_runnable_readme_blocks_run(tmp_path: Path) -> None:
         for command in block:
             result = run_cli(*drivelab_args(command), cwd=tmp_path, timeout=240)
             assert result.returncode == 0, f"{command}\nexit {result.returncode}\n{result.stderr[-3000:]}"
+
+
+def test_every_verb_has_a_readme_section_and_a_cli_md_section() -> None:
+    """A new verb gets its few README lines (a bold label) and its full text in docs/cli.md."""
+    tree = _command_tree()
+    verbs = {name for name in tree.commands if name != "data"}
+    verbs |= set(tree.commands["data"].commands)
+    labels = re.findall(r"^\*\*([^*]+)\*\*:", README.read_text(encoding="utf-8"), re.M)
+    in_readme = {word for label in labels for word in re.split(r"[\s/]+", label)}
+    headings = re.findall(r"^## (.+)$", (ROOT / "docs" / "cli.md").read_text(encoding="utf-8"), re.M)
+    in_cli_md = {word.strip(",") for heading in headings for word in heading.split()}
+    assert not verbs - in_readme, f"verbs without a README section: {sorted(verbs - in_readme)}"
+    assert not verbs - in_cli_md, f"verbs without a docs/cli.md section: {sorted(verbs - in_cli_md)}"
