@@ -25,7 +25,9 @@ def eval_(
     baseline: Annotated[
         list[str] | None, typer.Option(help="Also drive `expert` and/or `random` on the same tracks.")
     ] = None,
-    env: Annotated[str, typer.Option(help="Environment.")] = DEFAULT_ENV,
+    env: Annotated[
+        str | None, typer.Option(help=f"Environment (default: the run's world, else {DEFAULT_ENV}).")
+    ] = None,
     max_steps: Annotated[int, typer.Option(help="Step cap per track.")] = 1000,
     video: Annotated[Path | None, typer.Option(help="Write one H.264 MP4 per track here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write rows + aggregates to this file (-: stdout).")] = None,

@@ -39,7 +39,8 @@ class EvalRequest:
     seed: int = HELD_OUT_SEED
     workers: int = 2
     baseline: tuple[str, ...] = ()
-    env: str = DEFAULT_ENV
+    #: None: the world the run was trained in (`drivelab.runs.world`), CarRacing without a run
+    env: str | None = None
     max_steps: int = 1000
     video: Path | None = None
     json_out: Path | None = None
@@ -147,6 +148,7 @@ def drive(request: EvalRequest, progress: Progress, note: Note) -> DriveOutcome:
 
     engines = engines_for(request)
     _check_drive(request, engines)
+    env = drive_env(request)
     resolved, said = inference_precision(request.precision)
     if said:
         note(said)
@@ -164,10 +166,29 @@ def drive(request: EvalRequest, progress: Progress, note: Note) -> DriveOutcome:
                 for s in seeds:
                     check_output(video_path(request.video, spec, s), "--video", (".mp4",), force=request.force)
         with progress(request.episodes * len(specs), "eval", unit="tracks") as on_progress:
-            reports = evaluate_many(specs, seeds, env=request.env, workers=request.workers,
+            reports = evaluate_many(specs, seeds, env=env, workers=request.workers,
                                     max_steps=request.max_steps, video_dir=request.video,
                                     on_progress=on_progress, replace_videos=request.force)
     return DriveOutcome(reports, request.episodes * len(specs))
+
+
+def drive_env(request: EvalRequest) -> str:
+    """The env to drive in: ``--env`` if given (refused for a run of another world), else the
+    world the run (or the exported file's run) was trained in, else `DEFAULT_ENV`."""
+    from drivelab.runs.world import env_for, recorded_env
+
+    if request.run is None:
+        return request.env or DEFAULT_ENV
+    if request.onnx_file:
+        from drivelab.export.engine import OnnxRuntime
+
+        path = Path(request.run)
+        card = OnnxRuntime(path).card if path.is_file() else None  # a missing file: refused later
+        return env_for(card.env if card else None, request.env, path.name)
+    from drivelab.runs.folder import resolve_checkpoint
+
+    folder, _, _ = resolve_checkpoint(request.run, request.runs_root)
+    return env_for(recorded_env(folder), request.env, folder.name)
 
 
 def _baselines(names: tuple[str, ...]) -> list[DriverSpec]:
@@ -223,7 +244,7 @@ def keep_drive(request: EvalRequest, outcome: DriveOutcome) -> Iterator[tuple[st
         from drivelab.runs.evals import save_run_eval  # kept with the run for `runs`, its card
 
         yield "kept with the run", save_run_eval(request.run, request.runs_root, {
-            "env": request.env, "max_steps": request.max_steps, "tracks": request.seeds, "drivers": drivers})
+            "env": reports[0].env if reports else request.env, "max_steps": request.max_steps, "tracks": request.seeds, "drivers": drivers})
 
 
 # --------------------------------------------------------------------------- offline

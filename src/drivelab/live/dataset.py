@@ -59,7 +59,7 @@ def open_live_dataset(config: ExperimentConfig, live: LiveConfig, resuming: bool
     probe = make_env(live.env, max_steps=live.max_steps)
     try:
         make_expert(probe)
-        return open_for_collection(path, probe, path.exists(), CHUNK_FRAMES)
+        return open_for_collection(path, probe, path.exists(), CHUNK_FRAMES, name=live.env)
     finally:
         probe.close()
 

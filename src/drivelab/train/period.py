@@ -25,6 +25,7 @@ from drivelab.models.objectives import Objective
 from drivelab.processor.pipeline import InputPipeline
 from drivelab.runs.folder import RunFolder, now_iso
 from drivelab.runs.provenance import run_provenance
+from drivelab.seeds import DEFAULT_ENV
 from drivelab.train.batches import BatchOrder, MaskedBatches, val_batches
 from drivelab.train.helper_models import HelperStep
 from drivelab.train.inputs import TrainInputs
@@ -77,7 +78,8 @@ def open_period(setup: PeriodSetup, watch: WatchOptions | None) -> tuple[int, Wa
     if not fabric.is_global_zero:
         return 0, None
     speed = {"speed": setup.speed.describe()} if setup.speed is not None else {}
-    watch_env = (watch.env or setup.inputs.store.meta.env_id) if watch is not None else ""
+    # the player drives in the dataset's world (options included) unless watch.env names one
+    watch_env = (watch.env or setup.inputs.store.meta.world_name() or DEFAULT_ENV) if watch is not None else ""
     if setup.fresh:
         run.write_config(setup.config)
         run.write_processor(setup.inputs.processor)

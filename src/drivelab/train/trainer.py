@@ -39,6 +39,7 @@ from drivelab.config import ExperimentConfig, TrainConfig
 from drivelab.data.balance import BinnedLabels
 from drivelab.data.classes import with_dataset_classes
 from drivelab.data.loader import DecodedEpisodes
+from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.freezing import FreezePlan, parameter_groups, plan_freeze
@@ -49,6 +50,7 @@ from drivelab.outputs import check_output_dir
 from drivelab.processor.state import TargetSteps
 from drivelab.runs.checkpoints import restore_rng_state
 from drivelab.runs.folder import RunError, RunFolder, parse_checkpoint_ref
+from drivelab.runs.world import check_data_world
 from drivelab.train.balance_labels import binned_train_labels
 from drivelab.train.batches import BatchOrder
 from drivelab.train.failures import period_failed
@@ -212,6 +214,8 @@ def train(
     check_output_dir(runs_root, "--runs")  # a typo'd --runs (a file) fails before any work
     if watch is not None:
         watch.check(config.train)
+    if Path(config.data.path).exists():  # before the signal checks: "another world" says more
+        check_data_world(config, DatasetStore.open(config.data.path))
     inputs = open_inputs(config, decoded)
     config = with_history_sizes(config, inputs.history_sizes)
     config = with_dataset_classes(config, inputs.store)  # kind: class heads: count + labels
@@ -221,6 +225,8 @@ def train(
         run_path, at_batch = parse_checkpoint_ref(str(resume))
         resumed = RunFolder.open(run_path, runs_root)
         check_resume_config(resumed, config)
+    check_data_world(config, inputs.store, resumed)  # data of another world: refused, nothing made
+    if resumed is not None:
         resume_at = resume_point(resumed, at_batch)
         if resumed.processor_path.is_file():  # continue with the statistics the run started with
             inputs.processor = resumed.read_processor(config)
