@@ -29,12 +29,12 @@ def eval_(
         str | None, typer.Option(help=f"Environment (default: the run's world, else {DEFAULT_ENV}).")
     ] = None,
     max_steps: Annotated[int, typer.Option(help="Step cap per track.")] = 1000,
-    video: Annotated[Path | None, typer.Option(help="Write one GIF per track here.")] = None,
+    video: Annotated[Path | None, typer.Option(help="Write one H.264 MP4 per track here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write rows + aggregates to this file (-: stdout).")] = None,
     runs: Annotated[Path, typer.Option("--runs", help="Root folder of the model lines.")] = Path("runs"),
     sample: Annotated[bool, typer.Option("--sample", help="Sample classification heads.")] = False,
     convcam: Annotated[
-        bool, typer.Option("--convcam", help="Tile the last conv layer's maps beside the --video frames.")
+        bool, typer.Option("--convcam", help="Add a heat map of the last conv layer's maps beside the --video frames.")
     ] = False,
     offline: Annotated[
         str | None, typer.Option("--offline", help="Score RUN's predictions on this split instead of driving.")
