@@ -125,17 +125,22 @@ def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
 
 
 def _print_route_outcomes(console: Any, reports: Sequence[Any]) -> None:
-    """Success rate and infractions per episode, for envs with typed outcomes (traffic)."""
+    """Success rate and infractions per episode, for envs with typed outcomes (traffic).
+
+    Collisions are split by cause (`drivelab.sim.infractions.collision_cause`): "collided" the
+    ego drove into a car, "struck" a car drove into the stopped or slower ego."""
     routed = [r for r in reports if "success_rate" in r.aggregate]
     if not routed:
         return
-    table = Table(title="route outcomes (per episode)", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table = Table(title="route outcomes (per episode)", box=box.SIMPLE_HEAD, padding=(0, 1),
+                  pad_edge=False)
     table.add_column("driver", overflow="fold", min_width=12)
-    for col in ("success", "collisions", "off-road", "route failed", "timeouts"):
+    for col in ("success", "collided", "struck", "off-road", "route failed", "timeouts"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in routed:
         a = r.aggregate
-        table.add_row(escape(r.driver), f"{a['success_rate']:.1%}",
-                      *(f"{a[f'{k}_per_episode']:.2f}" for k in
-                        ("collisions", "off_road_events", "route_failures", "timeouts")))
+        by_ego = a["collisions_per_episode"] - a.get("collisions_struck_per_episode", 0.0)
+        table.add_row(escape(r.driver), f"{a['success_rate']:.1%}", f"{by_ego:.2f}",
+                      *(f"{a.get(f'{k}_per_episode', 0.0):.2f}" for k in
+                        ("collisions_struck", "off_road_events", "route_failures", "timeouts")))
     console.print(table)
