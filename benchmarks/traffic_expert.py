@@ -1,7 +1,7 @@
 """The traffic expert on held-out scenarios, in drivelab's world and as highway-env ships it.
 
     python benchmarks/traffic_expert.py [--scenario roundabout] [--seeds 10000-10199]
-        [--config drivelab|highway-env|both] [--workers 2] [--json out.json]
+        [--config drivelab|highway-env|highway-env+limit|all] [--workers 2] [--json out.json]
 
 Issue 31 asks for the expert's figures "with drivelab's world configuration and, for reference,
 highway-env's defaults". ``drivelab`` is the scenario as the verbs build it (5 decisions/s, the
@@ -11,7 +11,8 @@ roundabout), 1 decision per second (``policy_frequency`` 1; the 15 Hz simulation
 and its own spawn model (``traffic=highway-env``: 10 cars and p=0.6 per decision at the
 intersection, the roundabout's four cars and none later). drivelab's fixes to the world
 (routes, no reversing, right of way at the roundabout, towing of wrecks) stay: without them
-the stock env has no arrival to measure.
+the stock env has no arrival to measure. ``highway-env+limit`` keeps highway-env's decision
+rate and traffic but drivelab's per-route time limit, to tell which difference costs what.
 
 Prints one line per configuration: success, collisions per episode split by cause (the ego
 drove into a car / a car drove into the stopped or slower ego, `drivelab.sim.infractions`),
@@ -41,6 +42,12 @@ CONFIGS: dict[str, dict[str, str]] = {
     "highway-env": {
         "intersection": "intersection:duration=13,decision_hz=1,traffic=highway-env",
         "roundabout": "roundabout:duration=11,decision_hz=1,traffic=highway-env",
+    },
+    # highway-env's decision rate and traffic with drivelab's per-route time limit: which of
+    # the differences the reference's timeouts come from
+    "highway-env+limit": {
+        "intersection": "intersection:decision_hz=1,traffic=highway-env",
+        "roundabout": "roundabout:decision_hz=1,traffic=highway-env",
     },
 }
 
@@ -125,19 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=("intersection", "roundabout", "both"),
                         default="both")
-    parser.add_argument("--config", choices=(*CONFIGS, "both"), default="both")
+    parser.add_argument("--config", choices=(*CONFIGS, "all"), default="all")
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("10000-10199"))
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--extra", default="",
                         help="more scenario options for every configuration, e.g. duration=90")
     parser.add_argument("--rows", action="store_true", help="print every failed episode")
+    parser.add_argument("--progress", action="store_true",
+                        help="print each episode's row (JSON) to stderr as it finishes")
     parser.add_argument("--frames", action="store_true",
                         help="render every frame, as a recorder would (twice as slow)")
     parser.add_argument("--json", default=None, help="also write every episode here")
     args = parser.parse_args(argv)
 
     scenarios = ("intersection", "roundabout") if args.scenario == "both" else (args.scenario,)
-    configs = tuple(CONFIGS) if args.config == "both" else (args.config,)
+    configs = tuple(CONFIGS) if args.config == "all" else (args.config,)
     out: dict[str, object] = {}
     print(f"{'scenario':<13} {'config':<12} {'n':>4} {'success':>8} {'coll ego':>8} "
           f"{'coll other':>10} {'timeouts':>8} {'score':>13} {'time s':>7} {'ms/dec':>7} "
@@ -149,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                 name += ("," if ":" in name else ":") + args.extra
             start = time.perf_counter()
             with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-                rows = list(pool.map(run_episode, [name] * len(args.seeds), args.seeds,
-                                     [args.frames] * len(args.seeds)))
+                rows = []
+                for row in pool.map(run_episode, [name] * len(args.seeds), args.seeds,
+                                    [args.frames] * len(args.seeds)):
+                    rows.append(row)
+                    if args.progress:  # one line per episode: a cut run still has its rows
+                        print(json.dumps({k: v for k, v in asdict(row).items() if k != "act_ms"}),
+                              file=sys.stderr, flush=True)
             s = summarise(rows)
             print(f"{scenario:<13} {config:<12} {s['episodes']:>4} {s['success']:>8.1%} "
                   f"{s['collisions_ego']:>8.3f} {s['collisions_other']:>10.3f} "

@@ -72,7 +72,8 @@ def bare_env(scenario: str) -> Any:
 
     class Roundabout(RoundaboutEnv):
         def _rewards(self, action: Any) -> dict[str, float]:  # the stock one crashes (array)
-            return {"collision_reward": float(self.vehicle.crashed)}
+            return {"collision_reward": float(self.vehicle.crashed), "high_speed_reward": 0.0,
+                    "lane_change_reward": 0.0, "on_road_reward": float(self.vehicle.on_road)}
 
     config = {
         "action": {"type": "ContinuousAction", "steering_range": [-STEER_RANGE, STEER_RANGE],

@@ -39,7 +39,7 @@ def route_duration(scenario: Scenario, options: TrafficOptions, route_m: float) 
     needs for this route: ``SECONDS_PER_METRE`` of its length, at least the scenario's
     ``duration`` (30 s). One fixed limit for routes from 64 m (1st roundabout exit) to 177 m
     (4th) gave the short ones 0.6 s/m and the long ones 0.23 s/m: the long routes timed out
-    whenever the ring was busy. The intersection's routes (68-76 m) keep their 30 s."""
+    whenever the ring was busy. The intersection's routes (68-80 m) keep 30 s (up to 32 s)."""
     if options.duration is not None:
         return float(options.duration)
     return max(scenario.duration, SECONDS_PER_METRE * route_m)
