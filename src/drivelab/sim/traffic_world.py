@@ -135,6 +135,13 @@ class _DrivelabWorld:
             self.viewer.enabled = True
         return super().render()  # type: ignore[misc]
 
+    def _automatic_rendering(self) -> None:
+        """Draw nothing between decisions. Once render() has been called, highway-env redraws
+        the whole road on every intermediate simulation frame (2 extra frames per step at
+        5 decisions/s, 14 at 1/s; its "ignored offscreen" comment does not hold) and throws
+        them away: two thirds of a step's drawing at 5 Hz (found with cProfile,
+        benchmarks/traffic_world.py --profile)."""
+
     def step(self, action):
         out = super().step(action)  # type: ignore[misc]
         self._tow_wrecks()
