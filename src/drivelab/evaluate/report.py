@@ -143,21 +143,26 @@ def _print_laps(console: Console, reports: Sequence[EvalReport]) -> None:
 
 
 def _print_route_outcomes(console: Any, reports: Sequence[Any]) -> None:
-    """A route world's aggregate (traffic): driving score, success rate, infractions per episode."""
+    """A route world's aggregate (traffic): driving score, success rate, infractions per episode.
+
+    Collisions are split by cause (`drivelab.sim.infractions.collision_cause`): "crash" the ego
+    drove into a car, "struck" a car drove into the stopped or slower ego."""
     # short headers so it stays whole in an 80-column terminal, like CarRacing's table
-    table = Table(title="route outcomes: score mean ± std, success rate, then per episode: "
-                  "collisions (crash), wrong exit or route, timeouts (t-out)", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table = Table(title="route outcomes: score mean ± std, success rate, then per episode: ego "
+                  "collisions (crash), struck by a car, wrong exit or route, timeouts (t-out)",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     table.add_column("driver", overflow="fold", min_width=12)
     # (off-road events are in the score's penalty and the JSON rows)
-    for col in ("score", "success", "crash", "wrong", "t-out", "÷expert"):
+    for col in ("score", "success", "crash", "struck", "wrong", "t-out", "÷expert"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in reports:
         a = r.aggregate
         if "success_rate" not in a:  # every episode failed: no outcome to count
-            table.add_row(escape(r.driver), _pm(a, "score", ".3f"), *["-"] * 4, _ratio(a))
+            table.add_row(escape(r.driver), _pm(a, "score", ".3f"), *["-"] * 5, _ratio(a))
             continue
+        struck = a.get("collisions_struck_per_episode", 0.0)
         table.add_row(escape(r.driver), _pm(a, "score", ".3f"), f"{a['success_rate']:.1%}",
-                      *(f"{a[f'{k}_per_episode']:.2f}" for k in
-                        ("collisions", "route_failures", "timeouts")),
+                      f"{a['collisions_per_episode'] - struck:.2f}", f"{struck:.2f}",
+                      *(f"{a[f'{k}_per_episode']:.2f}" for k in ("route_failures", "timeouts")),
                       _ratio(a))
     console.print(table)
