@@ -115,6 +115,25 @@ def first_episodes(episodes: Sequence[EpisodeInfo], max_frames: int, where: str)
     return kept
 
 
+def finite_signal(store: DatasetStore, index: int, key: str) -> np.ndarray:
+    """A float signal of an episode, refused if it holds NaN/Inf.
+
+    The store refuses NaN at commit time, so a non-finite value here means the array was
+    damaged afterwards; fed to the policy it would surface as a "non-finite loss" that
+    blames the learning rate. Checked once per decoded episode (signals are small).
+    """
+    values = store.read_array(index, key).astype(np.float32, copy=False)
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(values.size - np.count_nonzero(finite))
+        raise DatasetError(
+            f"{store.path}: episode {episode_name(index)} array {key} holds {bad} NaN/Inf "
+            f"value(s), which the policy would read as input or target: run "
+            f"`drivelab data verify {store.path}`"
+        )
+    return values
+
+
 class EpisodeFrameDataset(Dataset):
     """Samples (frame stack, history window, targets) from one split of a dataset."""
 
@@ -130,7 +149,10 @@ class EpisodeFrameDataset(Dataset):
         delta_outputs: Sequence[str] = (),
         max_frames: int | None = None,
         decoded: DecodedEpisodes | None = None,
+        fitted: bool = False,
     ) -> None:
+        """``fitted``: the caller has checked these outputs and signals against the store
+        (`drivelab.processor.completion`, before training), so `check_fit` is not asked again."""
         self.store = store
         self.decoded = decoded
         self.split = split
@@ -141,7 +163,7 @@ class EpisodeFrameDataset(Dataset):
         self.k = int(frames)
         self.history_signals = list(history_signals)
         self.history_length = int(history_length)
-        self._check()
+        self._check(fitted)
         self.stack = FrameStack(self.k)
         self.window = Window(max(self.history_length, 1))
         self.delta = DeltaActions(tuple(self.delta_outputs))
@@ -160,11 +182,13 @@ class EpisodeFrameDataset(Dataset):
         sizes = {s.name: s.size for s in store.meta.telemetry}
         self.history_size = sum(sizes[s] for s in self.history_signals)
 
-    def _check(self) -> None:
+    def _check(self, fitted: bool) -> None:
         if self.k < 1:
             raise DatasetError(f"frames must be >= 1 (got {self.k})")
         if self.history_signals and self.history_length < 1:
             raise DatasetError("history signals are set but the history length is < 1")
+        if fitted:
+            return
         needs = PolicyNeeds(
             outputs=tuple(self.outputs),
             delta_outputs=tuple(self.delta_outputs),
@@ -263,23 +287,8 @@ class EpisodeFrameDataset(Dataset):
                 tuple(self.history_signals), tuple(self.delta_outputs))
 
     def signal(self, index: int, key: str) -> np.ndarray:
-        """A float signal of an episode, refused if it holds NaN/Inf.
-
-        The store refuses NaN at commit time, so a non-finite value here means the array was
-        damaged afterwards; fed to the policy it would surface as a "non-finite loss" that
-        blames the learning rate. Checked once per decoded episode (signals are small).
-        """
-        values = self.store.read_array(index, key).astype(np.float32, copy=False)
-        finite = np.isfinite(values)
-        if not finite.all():
-            bad = int(values.size - np.count_nonzero(finite))
-            path = self.store.path
-            raise DatasetError(
-                f"{path}: episode {episode_name(index)} array {key} holds {bad} NaN/Inf "
-                f"value(s), which the policy would read as input or target: run "
-                f"`drivelab data verify {path}`"
-            )
-        return values
+        """A float signal of an episode, refused if it holds NaN/Inf (`finite_signal`)."""
+        return finite_signal(self.store, index, key)
 
     def _gather(self, pos: int, steps: np.ndarray) -> dict[str, np.ndarray]:
         ep = self._episode(pos)

@@ -20,8 +20,8 @@ from lightning_fabric import Fabric
 from drivelab.config import ExperimentConfig
 from drivelab.models.freezing import FreezePlan
 from drivelab.models.objectives import Objective
+from drivelab.order.base import BatchOrder
 from drivelab.processor.pipeline import InputPipeline
-from drivelab.train.batches import BatchOrder
 from drivelab.train.schedules import LRSchedule
 
 #: What a step hands the loop: the logged values (device tensors) and whether the optimizer
