@@ -3,9 +3,10 @@
 A classification dataset (`drivelab.data.importers`) keeps one integer label per frame in
 ``actions/<output>`` (float32, exact for ids below 2**24) and records ``num_classes`` and
 ``class_names`` in the store attrs. Training, offline evaluation and the imbalance report all
-need the same facts, checked the same way: every label an integer in ``0 .. C-1``. A label
-outside the class count would otherwise be clamped into the last bin by the loss's bucketing,
-silently, so it is refused here before a run folder exists.
+need the same facts, checked the same way (`drivelab.processor.completion.count_labels`): every
+label an integer in ``0 .. C-1``. A label outside the class count would otherwise be clamped
+into the last bin by the loss's bucketing, silently, so training refuses it before a run folder
+exists (its class counts: `drivelab.processor.completion`).
 
 Class groups (`load_group_map`) merge classes before scoring: the GTSRB log proposes grouping
 rare, similar signs (e.g. all speed limits) so the class distribution is less uneven.

@@ -34,7 +34,7 @@ def read_facts(store: DatasetStore, config: ExperimentConfig) -> DatasetFacts:
         telemetry={t.name: t.size for t in meta.telemetry},
         action_ranges={a.name: (a.low, a.high) for a in meta.actions},
         attrs=dict(store.attrs),
-        split_lengths={split: tuple(e.length for e in episodes) for split, episodes in splits.items()},
+        episodes={split: tuple(episodes) for split, episodes in splits.items()},
         class_labels=_class_labels(store, config),
         balance_labels=_balance_labels(store, config, train),
         moments=store.moments(train) if train and needs_moments(config) else {},

@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+import numpy as np
+
+from drivelab.processor.facts import DatasetFacts
+
 
 class BatchOrder(Protocol):
     """What the loop and the trainer read from any training batch order.
@@ -70,3 +74,8 @@ class RankedOrder:
 
     def state(self, batches_done: int) -> dict[str, Any] | None:
         return None  # the position is a pure function of batches_done
+
+
+def episode_lengths(facts: DatasetFacts, split: str) -> np.ndarray:
+    """Frames per episode of ``split`` (train: after ``data.max_frames``): what orders are cut from."""
+    return np.array([e.length for e in facts.episodes.get(split, ())], np.int64)

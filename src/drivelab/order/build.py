@@ -29,7 +29,7 @@ from drivelab.order.balance import (
     inverse_frequency,
     normalized_output,
 )
-from drivelab.order.base import BatchOrder
+from drivelab.order.base import BatchOrder, episode_lengths
 from drivelab.order.buffers import BufferBatchSampler, mix_seed
 from drivelab.order.epochs import EpochBatchSampler, SchemeBatchSampler
 from drivelab.order.labels import binned_train_labels
@@ -99,7 +99,7 @@ def frame_order(
     balance = config.data.balance
     batch_size, seed = config.train.batch_size, config.seed
     if balance.scheme == "none":
-        samples = int(facts.lengths(config.data.train_split).sum())
+        samples = int(episode_lengths(facts, config.data.train_split).sum())
         return EpochBatchSampler(samples, batch_size, seed, rank, world_size, start=done)
     binned = binned_train_labels(config, facts)
     scheme = balance.scheme

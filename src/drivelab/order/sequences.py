@@ -31,7 +31,7 @@ import numpy as np
 
 from drivelab.config import BPTTConfig
 from drivelab.errors import DrivelabError
-from drivelab.order.base import RankedOrder
+from drivelab.order.base import RankedOrder, episode_lengths
 from drivelab.processor.facts import DatasetFacts
 
 #: One batch row: (episode position in the split, start step, frames read, zero state?, last window?)
@@ -56,12 +56,12 @@ def check_sequence_data(facts: DatasetFacts, split: str) -> np.ndarray:
     import, one "episode" per class) or of one-frame episodes has no sequence to learn from.
     """
     path = facts.source
-    if facts.task == "classification":
+    if facts.attrs.get("task") == "classification":
         raise SequenceError(
             f"{path} is an image-classification dataset (its episodes are classes, not drives): "
             "a recurrent policy (model.recurrent) needs recorded episodes; drop model.recurrent"
         )
-    lengths = facts.lengths(split)
+    lengths = episode_lengths(facts, split)
     if lengths.max(initial=0) < 2:
         raise SequenceError(
             f"{path} has no episode boundaries to learn from: every {split!r} episode holds a "

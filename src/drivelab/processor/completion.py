@@ -36,11 +36,11 @@ def complete(config: ExperimentConfig, facts: DatasetFacts) -> tuple[ExperimentC
     heads, frames and history (`check_fit`), then the class labels.
     """
     data = config.data
-    if not facts.split_lengths.get(data.train_split):
+    if not facts.episodes.get(data.train_split):
         raise InputError(
             f"{data.path} has no {data.train_split!r} episodes to train on: collect more episodes"
         )
-    if data.val_split is not None and not facts.split_lengths.get(data.val_split):
+    if data.val_split is not None and not facts.episodes.get(data.val_split):
         raise InputError(
             f"{data.path} has no {data.val_split!r} episodes to validate on: collect with "
             f"--val-episodes K, or set data.val_split=null to train without validation"

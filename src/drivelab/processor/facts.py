@@ -26,8 +26,8 @@ EpisodeLabels = tuple[int, np.ndarray]
 class DatasetFacts:
     """One dataset seen through a config: shapes, signal sizes, splits, labels and statistics.
 
-    ``split_lengths`` holds the frames of every episode of the train split (after
-    ``data.max_frames``) and of the val split; ``class_labels`` each ``kind: class`` head's labels
+    ``episodes`` lists the train split's episodes (after ``data.max_frames``) and the val
+    split's, as the store listed them (`drivelab.data.records.EpisodeInfo`); ``class_labels`` each ``kind: class`` head's labels
     per split (train and val, every split where the store records no class count);
     ``balance_labels`` the train split's raw labels of each balanced single-value action, in
     sample order (empty without ``data.balance``); ``moments`` the train split's merged signal
@@ -40,7 +40,7 @@ class DatasetFacts:
     telemetry: Mapping[str, int]  # telemetry signal -> values per step
     action_ranges: Mapping[str, tuple[float | None, float | None]]  # recorded (low, high)
     attrs: Mapping[str, Any] = field(default_factory=dict)  # the store's root attrs (task, classes)
-    split_lengths: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    episodes: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     class_labels: Mapping[str, Mapping[str, list[EpisodeLabels]]] = field(default_factory=dict)
     balance_labels: Mapping[str, np.ndarray] = field(default_factory=dict)
     moments: Mapping[str, Any] = field(default_factory=dict)  # key -> `data.stats.SignalMoments`
@@ -49,13 +49,3 @@ class DatasetFacts:
     def spec(self) -> DataSpec:
         """The data side of `drivelab.processor.fit.check_fit`."""
         return DataSpec(self.source, self.frame_shape, dict(self.actions), dict(self.telemetry))
-
-    @property
-    def task(self) -> str | None:
-        """``classification`` for an image-classification import (its episodes are classes)."""
-        task = self.attrs.get("task")
-        return str(task) if task is not None else None
-
-    def lengths(self, split: str) -> np.ndarray:
-        """Frames per episode of ``split`` (train: after ``data.max_frames``)."""
-        return np.array(self.split_lengths.get(split, ()), np.int64)

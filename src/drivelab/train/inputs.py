@@ -64,25 +64,13 @@ def open_inputs(config: ExperimentConfig, decoded: DecodedEpisodes | None = None
     facts = read_facts(store, config)
     config, processor = complete(config, facts)
     augmenter = training_augmenter(config, facts)
-    data, history = config.data, config.model.history
+    data = config.data
 
-    def dataset(split: str, max_frames: int | None = None,
-                decoded: DecodedEpisodes | None = None) -> EpisodeFrameDataset:
-        return EpisodeFrameDataset(
-            store,
-            split,
-            outputs=config.model.outputs,
-            frames=data.frames,
-            history_signals=history.signals if history else (),
-            history_length=history.length if history else 0,
-            delta_outputs=[h.output for h in config.model.heads if h.delta],
-            max_frames=max_frames,
-            decoded=decoded,
-            fitted=True,
-        )
+    def dataset(split: str, decoded: DecodedEpisodes | None = None) -> EpisodeFrameDataset:
+        return EpisodeFrameDataset.of_processor(store, split, facts.episodes[split], processor, decoded)
 
     # val stays whole; decoded episodes are shared only by the RAM cache (it keeps them all anyway)
-    train = dataset(data.train_split, data.max_frames, decoded if data.cache == "ram" else None)
+    train = dataset(data.train_split, decoded if data.cache == "ram" else None)
     if data.cache == "ram":
         train.preload("data.cache=ram")  # before loader workers fork: they share the pages
     val = dataset(data.val_split) if data.val_split is not None else None

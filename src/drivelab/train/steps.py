@@ -93,7 +93,7 @@ class FrameStep:
 class FrameValidation:
     """Loss and MAE per output over the val split's samples (padding masked by ``valid``)."""
 
-    loader: Iterable[dict[str, torch.Tensor]]  # `drivelab.train.batches.MaskedBatches` batches
+    loader: Iterable[dict[str, torch.Tensor]]  # `drivelab.order.validation.MaskedBatches` batches
 
     def sums(self, parts: LoopParts, names: list[str]) -> torch.Tensor:
         sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=parts.fabric.device)

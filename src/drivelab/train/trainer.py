@@ -46,7 +46,7 @@ from drivelab.models.transfer import InitReport, initialise_from, write_init_rep
 from drivelab.order.base import BatchOrder
 from drivelab.order.build import check_order, total_batches
 from drivelab.outputs import check_output_dir
-from drivelab.processor.state import TargetSteps
+from drivelab.processor.state import ProcessorState, TargetSteps
 from drivelab.runs.checkpoints import restore_rng_state
 from drivelab.runs.folder import RunError, RunFolder, parse_checkpoint_ref
 from drivelab.runs.world import check_data_world
@@ -213,7 +213,9 @@ def train(
     if resumed is not None:
         resume_at = resume_point(resumed, at_batch)
         if resumed.processor_path.is_file():  # continue with the statistics the run started with
-            inputs.processor = resumed.read_processor(config)
+            inputs.processor = ProcessorState.from_json(
+                resumed.processor_path.read_text(), str(resumed.processor_path)
+            )
     plan = _plan(config, inputs, resumed, runs_root, watch)
     with ExitStack() as stack:
         setup = _launch(plan, stack, runs_root, resumed, resume_at, version)
@@ -230,6 +232,7 @@ def _plan(
     """Everything that can refuse, before any process is launched: one error line, once."""
     seed_everything(config.seed)
     policy = build_policy(config.model, config.frame_shape, inputs.history_sizes, config.train.batch_size)
+    set_target_statistics(policy, inputs.processor.targets)
     speed = plan_speed(config.train, policy, resumed.read_status().get("speed") if resumed else None)
     fabric = make_fabric(config.train, speed.precision)
     if fabric.is_global_zero and speed.fallback:  # said at once, not after the run
@@ -239,7 +242,6 @@ def _plan(
         watch.check(config.train)
     probe: BatchOrder = check_order(config, inputs.facts, fabric.world_size)
     total = total_batches(config.train, probe)
-    set_target_statistics(policy, inputs.processor.targets)
     # Transfer learning and freezing are checked here too; sources are read for new runs only
     # (a resume takes every weight from its checkpoint).
     init_report = initialise_from(config.model, policy, runs_root) if resumed is None else None
