@@ -55,6 +55,8 @@ def build_order(
     position the order exactly where the interrupted run was.
     """
     done = int(state["batch"]) if state is not None else 0
+    # a kind that trains on sequences (`drivelab.config.POLICY_KINDS`) has a bptt mode: the
+    # config refuses any other pairing, so the mode alone decides here, below the models
     if config.train.bptt.mode != "none":
         lengths = check_sequence_data(facts, config.data.train_split)
         return build_sampler(
