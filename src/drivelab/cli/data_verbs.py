@@ -226,9 +226,9 @@ def data_balance(
     force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
     """Per-output bin counts and entropy before/after a balancing scheme (reads no frames)."""
-    from drivelab.data.balance import BinnedLabels
-    from drivelab.data.balance_report import balance_report, dataset_labels, plot_balance
     from drivelab.data.store import DatasetStore
+    from drivelab.order.balance import BinnedLabels
+    from drivelab.order.report import balance_report, dataset_labels, plot_balance
 
     if plot is not None:
         check_output(plot, "--plot", (".png",), force=force)
