@@ -44,6 +44,7 @@ class DatasetFacts:
     class_labels: Mapping[str, Mapping[str, list[EpisodeLabels]]] = field(default_factory=dict)
     balance_labels: Mapping[str, np.ndarray] = field(default_factory=dict)
     moments: Mapping[str, Any] = field(default_factory=dict)  # key -> `data.stats.SignalMoments`
+    world: str | None = None  # the env name the data was recorded in (None: imported)
 
     @property
     def spec(self) -> DataSpec:

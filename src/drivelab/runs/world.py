@@ -11,16 +11,9 @@ on a signal size much later. Runs whose data has no world (imports) keep the ver
 
 from __future__ import annotations
 
-from drivelab.config import ExperimentConfig
-from drivelab.data.store import DatasetStore
-from drivelab.errors import DrivelabError
 from drivelab.runs.folder import RunFolder
 from drivelab.seeds import DEFAULT_ENV
-from drivelab.sim.registry import env_world
-
-
-class WorldMismatch(DrivelabError):
-    """Data or an env of one world given to a run or config of another."""
+from drivelab.sim.registry import WorldMismatch, env_world
 
 
 def recorded_env(run: RunFolder) -> str | None:
@@ -54,18 +47,4 @@ def run_env(run: RunFolder, given: str | None, flag: str = "--env") -> str:
     return env_for(recorded_env(run), given, run.name, flag)
 
 
-def check_data_world(config: ExperimentConfig, store: DatasetStore, resumed: RunFolder | None = None) -> None:
-    """Refuse training on data of another world than the config names (``live.env``, when the
-    config sets it) or than a resumed run was trained in; both env ids named, before any file."""
-    data_env = store.meta.world_name()
-    if data_env is None:
-        return
-    live = config.live
-    if live is not None and "env" in live.model_fields_set and env_world(live.env) != env_world(data_env):
-        raise WorldMismatch(
-            f"{store.path} was recorded in {env_world(data_env)} ({data_env}), the config's live.env "
-            f"is {env_world(live.env)} ({live.env}): give data.path a dataset of the config's world, "
-            f"or a config for {data_env.partition(':')[0]}"
-        )
-    if resumed is not None:
-        check_same_world(recorded_env(resumed), data_env, resumed.name, f"the dataset {store.path}")
+__all__ = ["WorldMismatch", "check_same_world", "env_for", "recorded_env", "run_env"]

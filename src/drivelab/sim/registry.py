@@ -14,6 +14,7 @@ import inspect
 from dataclasses import fields
 from typing import Any
 
+from drivelab.errors import DrivelabError
 from drivelab.sim.base import DrivingEnv, SimError
 from drivelab.sim.carracing import CarRacingEnv
 from drivelab.sim.expert import CarRacingExpert
@@ -64,6 +65,22 @@ def env_world(name: str) -> str:
     if name.strip().lower() in CARRACING_NAMES:
         return CarRacingEnv.env_id
     return name.strip()
+
+
+class WorldMismatch(DrivelabError):
+    """Data or an env of one world given to a run or config of another."""
+
+
+def check_config_world(config_env: str | None, data_env: str | None, source: str) -> None:
+    """Refuse data recorded in another world than the config names (``live.env``, when the
+    config sets it), both env ids named; options may differ (a density study)."""
+    if config_env is None or data_env is None or env_world(config_env) == env_world(data_env):
+        return
+    raise WorldMismatch(
+        f"{source} was recorded in {env_world(data_env)} ({data_env}), the config's live.env "
+        f"is {env_world(config_env)} ({config_env}): give data.path a dataset of the config's world, "
+        f"or a config for {data_env.partition(':')[0]}"
+    )
 
 
 def canonical_env(name: str) -> str:

@@ -37,7 +37,6 @@ from lightning_fabric import Fabric
 
 from drivelab.config import ExperimentConfig, TrainConfig
 from drivelab.data.loader import DecodedEpisodes
-from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.freezing import FreezePlan, parameter_groups, plan_freeze
@@ -49,7 +48,7 @@ from drivelab.outputs import check_output_dir
 from drivelab.processor.state import ProcessorState, TargetSteps
 from drivelab.runs.checkpoints import restore_rng_state
 from drivelab.runs.folder import RunError, RunFolder, parse_checkpoint_ref
-from drivelab.runs.world import check_data_world
+from drivelab.runs.world import check_same_world, recorded_env
 from drivelab.train.failures import period_failed
 from drivelab.train.inputs import TrainInputs, open_inputs
 from drivelab.train.logs import MetricsLog
@@ -199,9 +198,7 @@ def train(
     """
     started = time.perf_counter()
     check_output_dir(runs_root, "--runs")  # a typo'd --runs (a file) fails before any work
-    if Path(config.data.path).exists():  # before the signal checks: "another world" says more
-        check_data_world(config, DatasetStore.open(config.data.path))
-    inputs = open_inputs(config, decoded)
+    inputs = open_inputs(config, decoded)  # data of another world than the config's: refused first
     config = inputs.config  # completed: history sizes, class counts (checked against the data)
     resumed: RunFolder | None = None
     resume_at: ResumePoint | None = None
@@ -209,7 +206,9 @@ def train(
         run_path, at_batch = parse_checkpoint_ref(str(resume))
         resumed = RunFolder.open(run_path, runs_root)
         check_resume_config(resumed, config)
-    check_data_world(config, inputs.store, resumed)  # data of another world: refused, nothing made
+    if resumed is not None and inputs.facts.world is not None:  # data of another world: nothing made
+        check_same_world(recorded_env(resumed), inputs.facts.world, resumed.name,
+                         f"the dataset {inputs.store.path}")
     if resumed is not None:
         resume_at = resume_point(resumed, at_batch)
         if resumed.processor_path.is_file():  # continue with the statistics the run started with
