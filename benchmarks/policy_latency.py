@@ -1,6 +1,7 @@
 """Policy latency at batch 1 on CPU: what one driving step costs the default policy.
 
     python benchmarks/policy_latency.py [--config configs/carracing/pilotnet.yaml] [--steps 2000]
+    python benchmarks/policy_latency.py --kinds [--steps 1000]
 
 Times `PolicyRuntime.act` (frame stack + history buffers, input pipeline, forward, head ->
 action) on real CarRacing observations, with randomly initialised weights (latency does not
@@ -8,6 +9,13 @@ depend on their values). Reports p50 / p99 / mean in ms (goal: p99 <= 5 ms) and 
 next to the bare `policy(frames, history)` forward as the baseline, measured in the same process,
 for fp32 and for bf16 autocast (`eval --precision bf16`; marked "emulated" on a CPU without
 AMX / AVX-512 BF16, where `--precision auto` stays in fp32 for that reason).
+
+``--kinds``: one row per policy kind (`KINDS`: the config's frame policy, an LSTM, the temporal
+transformer at K = 4 and 8), the same backbone, history and heads, batch 1, fp32, one step at a
+time with the kind's state carried: torch ``act()`` (host buffers included), then the exported
+graph's step (input pipeline, policy, action mapping; `export.graph.DeployedPolicy`) in torch
+and in onnxruntime on the same inputs, each kind's p50 against the frame policy's measured in
+the same sitting.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,12 +34,25 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 from drivelab.config import load_config
 from drivelab.evaluate.runtime import PolicyRuntime
+from drivelab.export.engine import make_session
+from drivelab.export.graph import DeployedPolicy, action_infos, example_inputs
+from drivelab.export.metadata import FRAMES, HISTORY, LAST_ACTION, STATE
+from drivelab.export.writer import to_onnx
 from drivelab.models import build_policy
 from drivelab.precision import bf16_support
 from drivelab.processor.state import ProcessorState
 from drivelab.sim import make_env, make_expert
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: ``--kinds``: overrides of the config per row (the first row is the baseline of the ratios).
+SEQUENCES = "train.bptt.mode=window"
+KINDS = {
+    "stateless": [],
+    "lstm 2x64": ["model.kind=lstm", "model.recurrent={layers: 2, hidden: 64}", SEQUENCES],
+    "transformer K=4": ["model.kind=transformer", "model.transformer={window: 4}", SEQUENCES],
+    "transformer K=8": ["model.kind=transformer", "model.transformer={window: 8}", SEQUENCES],
+}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -42,6 +64,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=REPO / "configs/carracing/pilotnet.yaml")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--kinds", action="store_true", help="one row per policy kind, torch and onnxruntime")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
@@ -66,6 +89,9 @@ def main() -> None:
         if result.done:
             obs = env.reset(seed=len(observations))
     env.close()
+    if args.kinds:
+        kind_rows(args, observations, facts)
+        return
     native, why = bf16_support("cpu")
     print(f"policy {config.line}, batch 1, {args.threads} CPU thread(s), {len(observations)} steps; {why}")
     for precision in ("32", "bf16"):
@@ -93,6 +119,63 @@ def main() -> None:
               f"bare forward p50 {percentile(bare, 50):.2f} ms; runtime/bare "
               f"{percentile(lat, 50) / percentile(bare, 50):.2f}x; goal p99 <= 5 ms: "
               f"{'met' if percentile(lat, 99) <= 5 else 'NOT met'}")
+
+
+def kind_rows(args: argparse.Namespace, observations: list, facts: dict) -> None:
+    """`KINDS`' rows: act(), and the exported step in torch and onnxruntime (see the docstring)."""
+    print(f"{args.config.name}, batch 1, fp32, {args.threads} thread(s) (torch and onnxruntime), "
+          f"{len(observations)} steps per row; p50 / p99 ms")
+    baseline: float | None = None
+    for label, overrides in KINDS.items():
+        config = load_config(args.config, overrides)
+        processor = ProcessorState.from_run_facts(config, facts)
+        torch.manual_seed(0)
+        weights = build_policy(config.model, config.frame_shape, facts["history_sizes"] or None).state_dict()
+        runtime = PolicyRuntime(config, processor, weights, label="random-init")
+        inputs = [runtime.observe(o) for o in observations]  # the raw samples the graph reads
+        runtime.reset()
+        for o in observations:
+            runtime.act(o)
+        act = [s * 1e3 for s in runtime.latencies_s[50:]]
+        module = DeployedPolicy(runtime.policy, processor, action_infos(runtime.policy, {})).eval()
+        session = make_session(to_onnx(module, example_inputs(module, processor), None, label).SerializeToString(),
+                               threads=args.threads)
+        graph = {"torch": _graph_steps(module, inputs, None), "onnxruntime": _graph_steps(module, inputs, session)}
+        p50 = {name: percentile(v, 50) for name, v in graph.items()}
+        baseline = baseline or p50["onnxruntime"]
+        print(f"{label:16s} act() {percentile(act, 50):6.2f} / {percentile(act, 99):6.2f}   "
+              + "   ".join(f"{name} {p50[name]:6.2f} / {percentile(v, 99):6.2f}" for name, v in graph.items())
+              + f"   onnxruntime/torch {p50['onnxruntime'] / p50['torch']:.2f}x"
+              + f"   onnxruntime vs stateless {p50['onnxruntime'] / baseline:.2f}x")
+
+
+def _graph_steps(module: DeployedPolicy, inputs: list[dict], session: Any | None) -> list[float]:
+    """ms per step of the graph (``module`` in torch, or its export's onnxruntime ``session``) on
+    each raw sample, the state it returns fed back (the runtime's loop)."""
+    stateful = module.stateful
+    state = module.kind.zero_state(module.policy, 1, "cpu") if stateful else None
+    times = []
+    with torch.inference_mode():
+        for i, sample in enumerate(inputs):
+            frames, history = sample["frames"], sample.get("history")
+            if stateful:  # a sequence graph: [B, L=1, ...]
+                frames, history = frames[:, None], history[:, None] if history is not None else None
+            started = time.perf_counter()
+            feed = (frames, history, None, state)
+            out = module(*feed) if session is None else session.run(None, _ort_feed(feed))
+            elapsed = time.perf_counter() - started
+            if stateful:
+                state = torch.as_tensor(out[-1])
+            if i >= 50:  # warm-up
+                times.append(elapsed * 1e3)
+    return times
+
+
+def _ort_feed(feed: tuple) -> dict[str, np.ndarray]:
+    """The graph's inputs by name (`export.metadata`'s), from the torch call's arguments."""
+    names = (FRAMES, HISTORY, LAST_ACTION, STATE)
+    return {name: value.numpy() for name, value in zip(names, feed, strict=True) if value is not None}
+
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ import torch
 
 from drivelab.config import BPTTConfig, ExperimentConfig
 from drivelab.data.loader import EpisodeFrameDataset
+from drivelab.models.kinds import kind_of
 from drivelab.models.recurrent import STATE_KEY
 from drivelab.processor.pipeline import InputPipeline
 from drivelab.train.inputs import TrainInputs
@@ -67,6 +68,7 @@ def sequence_probe(config: ExperimentConfig, inputs: TrainInputs, world_size: in
     Runs before a run folder exists; also warns when ``full``/``cut`` would drop many frames.
     """
     order = sequence_order(config, inputs.train, 0, world_size)
+    kind_of(config.model).check_episodes(config.model, order.lengths, config.data.train_split)
     if isinstance(order, FullSampler):
         warn_if_cut_drops(order)
     return order
