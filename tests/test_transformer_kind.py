@@ -23,6 +23,7 @@ from drivelab.export.run_export import ExportRequest, export_run
 from drivelab.models import build_policy
 from drivelab.models.kinds import kind_of
 from drivelab.models.temporal import TemporalPolicy
+from drivelab.reports.figures import architecture_blocks
 from drivelab.runs.checkpoints import load_weights, state_path, weights_path
 from drivelab.sim import make_env
 from drivelab.train import train
@@ -160,3 +161,10 @@ def test_bad_transformer_config_is_one_line(dataset: Path, tmp_path: Path, overr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_the_card_draws_the_temporal_block() -> None:
+    config = load_config(CONFIG, [*TINY, "train.bptt.mode=window"])
+    columns = architecture_blocks(config, {}, set(), {})
+    block = next(b for column in columns for b in column if b.key == "temporal")
+    assert "last 4 steps" in block.detail and "2 x 16, 2 heads" in block.detail
