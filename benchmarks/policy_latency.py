@@ -14,8 +14,9 @@ AMX / AVX-512 BF16, where `--precision auto` stays in fp32 for that reason).
 transformer at K = 4 and 8), the same backbone, history and heads, batch 1, fp32, one step at a
 time with the kind's state carried: torch ``act()`` (host buffers included), then the exported
 graph's step (input pipeline, policy, action mapping; `export.graph.DeployedPolicy`) in torch
-and in onnxruntime on the same inputs, each kind's p50 against the frame policy's measured in
-the same sitting.
+and in onnxruntime on the same inputs (exported with random weights, not parity-checked: latency
+does not depend on the values), each kind's p50 against the frame policy's, in the same sitting;
+the rows and engines alternate in blocks of `BLOCK` steps, so a noisy neighbour slows all alike.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: ``--kinds``: overrides of the config per row (the first row is the baseline of the ratios).
 SEQUENCES = "train.bptt.mode=window"
+BLOCK, WARMUP = 100, 50  # steps per alternating block; first steps of each engine not counted
 KINDS = {
     "stateless": [],
     "lstm 2x64": ["model.kind=lstm", "model.recurrent={layers: 2, hidden: 64}", SEQUENCES],
@@ -121,54 +122,75 @@ def main() -> None:
               f"{'met' if percentile(lat, 99) <= 5 else 'NOT met'}")
 
 
-def kind_rows(args: argparse.Namespace, observations: list, facts: dict) -> None:
-    """`KINDS`' rows: act(), and the exported step in torch and onnxruntime (see the docstring)."""
-    print(f"{args.config.name}, batch 1, fp32, {args.threads} thread(s) (torch and onnxruntime), "
-          f"{len(observations)} steps per row; p50 / p99 ms")
-    baseline: float | None = None
-    for label, overrides in KINDS.items():
-        config = load_config(args.config, overrides)
+class KindRow:
+    """One kind's policy (random init), its exported graph and the timings of its three engines.
+
+    Every engine carries its own state from step to step, as a driving loop does; the rows are
+    timed in alternating blocks (`BLOCK` steps each) so a noisy neighbour on a shared machine
+    slows every row alike.
+    """
+
+    def __init__(self, label: str, args: argparse.Namespace, observations: list, facts: dict) -> None:
+        config = load_config(args.config, KINDS[label])
         processor = ProcessorState.from_run_facts(config, facts)
         torch.manual_seed(0)
         weights = build_policy(config.model, config.frame_shape, facts["history_sizes"] or None).state_dict()
-        runtime = PolicyRuntime(config, processor, weights, label="random-init")
-        inputs = [runtime.observe(o) for o in observations]  # the raw samples the graph reads
-        runtime.reset()
-        for o in observations:
-            runtime.act(o)
-        act = [s * 1e3 for s in runtime.latencies_s[50:]]
-        module = DeployedPolicy(runtime.policy, processor, action_infos(runtime.policy, {})).eval()
-        session = make_session(to_onnx(module, example_inputs(module, processor), None, label).SerializeToString(),
-                               threads=args.threads)
-        graph = {"torch": _graph_steps(module, inputs, None), "onnxruntime": _graph_steps(module, inputs, session)}
-        p50 = {name: percentile(v, 50) for name, v in graph.items()}
-        baseline = baseline or p50["onnxruntime"]
-        print(f"{label:16s} act() {percentile(act, 50):6.2f} / {percentile(act, 99):6.2f}   "
-              + "   ".join(f"{name} {p50[name]:6.2f} / {percentile(v, 99):6.2f}" for name, v in graph.items())
-              + f"   onnxruntime/torch {p50['onnxruntime'] / p50['torch']:.2f}x"
-              + f"   onnxruntime vs stateless {p50['onnxruntime'] / baseline:.2f}x")
+        self.runtime = PolicyRuntime(config, processor, weights, label="random-init")
+        self.inputs = [self.runtime.observe(o) for o in observations]  # the raw samples the graph reads
+        self.runtime.reset()
+        self.module = DeployedPolicy(self.runtime.policy, processor, action_infos(self.runtime.policy, {})).eval()
+        model = to_onnx(self.module, example_inputs(self.module, processor), None, label)
+        self.session = make_session(model.SerializeToString(), threads=args.threads)
+        zero = self.module.kind.zero_state(self.module.policy, 1, "cpu")
+        self.state: dict[str, torch.Tensor | None] = {"torch": zero, "onnxruntime": zero}
+        self.ms: dict[str, list[float]] = {"act()": [], "torch": [], "onnxruntime": []}
 
+    def block(self, observations: list, start: int) -> None:
+        """Steps ``start`` .. ``start + BLOCK`` in each engine."""
+        end = min(start + BLOCK, len(observations))
+        for o in observations[start:end]:
+            self.runtime.act(o)
+        self.ms["act()"] += [s * 1e3 for s in self.runtime.latencies_s]
+        self.runtime.latencies_s.clear()
+        for engine in ("torch", "onnxruntime"):
+            for sample in self.inputs[start:end]:
+                self.ms[engine].append(self._graph_step(engine, sample))
 
-def _graph_steps(module: DeployedPolicy, inputs: list[dict], session: Any | None) -> list[float]:
-    """ms per step of the graph (``module`` in torch, or its export's onnxruntime ``session``) on
-    each raw sample, the state it returns fed back (the runtime's loop)."""
-    stateful = module.stateful
-    state = module.kind.zero_state(module.policy, 1, "cpu") if stateful else None
-    times = []
-    with torch.inference_mode():
-        for i, sample in enumerate(inputs):
-            frames, history = sample["frames"], sample.get("history")
-            if stateful:  # a sequence graph: [B, L=1, ...]
-                frames, history = frames[:, None], history[:, None] if history is not None else None
+    def _graph_step(self, engine: str, sample: dict) -> float:
+        """ms of one step of the exported graph: ``module`` in torch, or its onnxruntime session."""
+        frames, history, state = sample["frames"], sample.get("history"), self.state[engine]
+        if self.module.stateful:  # a sequence graph: [B, L=1, ...]
+            frames, history = frames[:, None], history[:, None] if history is not None else None
+        feed = (frames, history, None, state)
+        with torch.inference_mode():
             started = time.perf_counter()
-            feed = (frames, history, None, state)
-            out = module(*feed) if session is None else session.run(None, _ort_feed(feed))
+            out = self.module(*feed) if engine == "torch" else self.session.run(None, _ort_feed(feed))
             elapsed = time.perf_counter() - started
-            if stateful:
-                state = torch.as_tensor(out[-1])
-            if i >= 50:  # warm-up
-                times.append(elapsed * 1e3)
-    return times
+        if self.module.stateful:
+            self.state[engine] = torch.as_tensor(out[-1])
+        return elapsed * 1e3
+
+    def p50(self, engine: str) -> float:
+        return percentile(self.ms[engine][WARMUP:], 50)
+
+    def p99(self, engine: str) -> float:
+        return percentile(self.ms[engine][WARMUP:], 99)
+
+
+def kind_rows(args: argparse.Namespace, observations: list, facts: dict) -> None:
+    """`KINDS`' rows: act(), and the exported step in torch and onnxruntime (see the docstring)."""
+    rows = {label: KindRow(label, args, observations, facts) for label in KINDS}
+    for start in range(0, len(observations), BLOCK):
+        for row in rows.values():
+            row.block(observations, start)
+    print(f"{args.config.name}, batch 1, fp32, {args.threads} thread(s) (torch and onnxruntime), "
+          f"{len(observations) - WARMUP} timed steps per engine; p50 / p99 ms")
+    base = next(iter(rows.values()))
+    for label, row in rows.items():
+        print(f"{label:16s} " + "   ".join(f"{e} {row.p50(e):5.2f} / {row.p99(e):5.2f}" for e in row.ms)
+              + f"   onnxruntime/torch {row.p50('onnxruntime') / row.p50('torch'):.2f}x   vs {next(iter(rows))}: "
+              + f"torch {row.p50('torch') / base.p50('torch'):.2f}x, "
+              + f"onnxruntime {row.p50('onnxruntime') / base.p50('onnxruntime'):.2f}x")
 
 
 def _ort_feed(feed: tuple) -> dict[str, np.ndarray]:
