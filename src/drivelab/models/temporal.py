@@ -114,10 +114,6 @@ class TemporalPolicy(Policy):
         super().__init__(**parts)
         self.temporal = temporal
 
-    @property
-    def window_steps(self) -> int:
-        return self.temporal.window
-
     def zero_state(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
         """An empty buffer for ``batch`` streams: [1, K, B, width + 1] zeros."""
         if device is None:
