@@ -3,8 +3,8 @@
     python benchmarks/augment.py --dataset PATH [--batches 150] [--repeats 3] [--workers 2]
         [--batch-size 64]
 
-Reads the training split through the trainer's own loader path (`training_source` +
-`make_loader`): plain batches vs batches augmented in the workers with flip, colour jitter,
+Reads the training split through the trainer's own loader path (`build_order` +
+`make_loader` with the inputs' augmenter): plain batches vs batches augmented in the workers with flip, colour jitter,
 translation, noise and blur all on (the most expensive setting). Each repeat times
 ``--batches`` batches after a warm-up pass that decodes every episode into the workers' caches,
 so the numbers compare augmentation, not Zarr decoding. Prints medians and the on/off ratio;
@@ -24,8 +24,8 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 from drivelab.config import load_config
 from drivelab.data.batch_loader import make_loader
+from drivelab.order.build import build_order
 from drivelab.train.inputs import open_inputs
-from drivelab.train.sampling import build_train_sampler, training_source
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "carracing" / "pilotnet.yaml"
@@ -40,9 +40,8 @@ def samples_per_s(dataset: Path, augment: str | None, batches: int, workers: int
         overrides.append(augment)
     config = load_config(CONFIG, overrides)
     inputs = open_inputs(config)
-    sampler = build_train_sampler(config, inputs.train, 0, 1)
-    data, order = training_source(config, inputs, sampler, 0)
-    loader = make_loader(data, order, workers, False, config.seed)
+    order = build_order(inputs.config, inputs.facts, 0, 1)
+    loader = make_loader(inputs.train, order, workers, False, config.seed, augmenter=inputs.augmenter)
     it = iter(loader)
     warm = max(len(inputs.train) // batch_size // max(workers, 1), 10)
     for _ in range(min(warm, 400)):  # decode the episodes into the workers' caches

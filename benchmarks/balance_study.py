@@ -29,11 +29,11 @@ from typing import Any
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 from drivelab.config import load_config
-from drivelab.data.balance import SCHEMES, BinnedLabels
-from drivelab.data.balance_report import balance_report, dataset_labels, plot_balance
 from drivelab.data.store import DatasetStore
 from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.runner import evaluate
+from drivelab.order.balance import SCHEMES, BinnedLabels
+from drivelab.order.report import balance_report, dataset_labels, plot_balance
 from drivelab.runs.metrics import read_metrics
 from drivelab.train import train
 

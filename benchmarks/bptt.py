@@ -28,9 +28,9 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 from drivelab.config import load_config
 from drivelab.data.store import DatasetStore
+from drivelab.order.sequences import build_sampler
 from drivelab.runs.metrics import read_metrics
 from drivelab.train import train
-from drivelab.train.sequences import build_sampler
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pilot" / "tiny_lstm_net.yaml"
 MODES = ("window", "sliding", "full")

@@ -43,12 +43,12 @@ from drivelab.data.batch_loader import make_loader
 from drivelab.data.loader import EpisodeFrameDataset, collate_batch
 from drivelab.data.store import DatasetStore
 from drivelab.models import build_policy
+from drivelab.order.epochs import EpochBatchSampler
 from drivelab.precision import bf16_support
 from drivelab.processor.pipeline import normalize_frames
 from drivelab.runs.metrics import read_metrics
 from drivelab.train import train
-from drivelab.train.batches import EpochBatchSampler
-from drivelab.train.inputs import open_inputs, with_history_sizes
+from drivelab.train.inputs import open_inputs
 from drivelab.train.trainer import seed_everything
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carracing" / "pilotnet.yaml"
@@ -80,7 +80,7 @@ def bare_run(cfg: ExperimentConfig, batches: int, bf16: bool, channels_last: boo
              compile_model: bool = False) -> tuple[list[float], float]:
     """The same training written by hand: (samples/s of each window after the first, s of step 1)."""
     inputs = open_inputs(cfg)
-    cfg = with_history_sizes(cfg, inputs.history_sizes)
+    cfg = inputs.config
     seed_everything(cfg.seed)
     model = build_policy(cfg.model, cfg.frame_shape, inputs.history_sizes)
     if channels_last:
@@ -137,7 +137,7 @@ def flops_per_sample(cfg: ExperimentConfig, dataset: Path) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     inputs = open_inputs(cfg)
-    cfg = with_history_sizes(cfg, inputs.history_sizes)
+    cfg = inputs.config
     model = build_policy(cfg.model, cfg.frame_shape, inputs.history_sizes)
     batch = collate_batch(inputs.train.__getitems__(list(range(16))))
     frames = batch["frames"].float() / 255.0

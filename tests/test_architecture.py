@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "drivelab.processor": 2,
     "drivelab.sim": 3, "drivelab.data": 3,
     "drivelab.runs": 4,
+    "drivelab.order": 4,  # batch orders: balancing, bins, samplers over data facts; train reads them
     "drivelab.interop": 4,  # datasets from/to donkeycar and LeRobot: data, config, leaves
     "drivelab.models": 5,
     "drivelab.watch.spec": 6, "drivelab.watch.launcher": 6,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli_here
-from drivelab.data.balance import (
+from drivelab.errors import DrivelabError
+from drivelab.order.balance import (
     BinnedLabels,
     balance_v1,
     balance_v2,
@@ -20,8 +21,7 @@ from drivelab.data.balance import (
     kish_ess,
     normalized_output,
 )
-from drivelab.data.binning import Binning, preset_binning
-from drivelab.errors import DrivelabError
+from drivelab.order.binning import Binning, preset_binning
 
 
 def _expert_like(n: int = 3000, seed: int = 0) -> BinnedLabels:

@@ -15,19 +15,21 @@ import torch
 from conftest import PILOTNET, quick, run_cli_here
 from drivelab.config import AugmentConfig, BalanceConfig, load_config
 from drivelab.data.augment import BatchAugmenter, resolve_flip_targets
-from drivelab.data.balance import BinnedLabels
-from drivelab.data.binning import Binning
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.heads import StandardizedRegressionHead
 from drivelab.models.objectives import Objective
+from drivelab.order.balance import BinnedLabels
+from drivelab.order.binning import Binning
+from drivelab.order.buffers import BufferBatchSampler
+from drivelab.order.build import build_order
+from drivelab.order.epochs import SchemeBatchSampler
 from drivelab.processor.pipeline import InputPipeline
 from drivelab.runs.checkpoints import list_checkpoints, load_weights
 from drivelab.train import train
 from drivelab.train.helper_models import helper_backward
 from drivelab.train.inputs import open_inputs
-from drivelab.train.sampling import BufferBatchSampler, SchemeBatchSampler, build_train_sampler
 
 CONFIG = PILOTNET
 
@@ -283,7 +285,7 @@ def test_every_scheme_builds_a_sampler_on_real_data(small_dataset: Path) -> None
                                        "data.balance.skip_empty=true", "data.balance.buffer_size=64",
                                        "data.balance.bins=v1", "data.balance.cap=0.5"))
         inputs = open_inputs(cfg)
-        sampler = build_train_sampler(cfg, inputs.train, 0, 1)
+        sampler = build_order(inputs.config, inputs.facts, 0, 1)
         batch = next(iter(sampler))
         assert len(batch) == (16 if scheme == "v2" else 8), scheme
         assert all(0 <= i < len(inputs.train) for i in batch)

@@ -21,6 +21,14 @@ from drivelab.data.store import DatasetStore
 from drivelab.evaluate.runtime import PolicyRuntime
 from drivelab.models import build_policy
 from drivelab.models.recurrent import STATE_KEY, RecurrentPolicy
+from drivelab.order.sequences import (
+    BPTTWarning,
+    FullSampler,
+    SequenceError,
+    SlidingSampler,
+    WindowSampler,
+    warn_if_cut_drops,
+)
 from drivelab.runs.checkpoints import (
     list_checkpoints,
     load_trainer_state,
@@ -32,14 +40,6 @@ from drivelab.runs.metrics import read_metrics
 from drivelab.sim.base import Observation
 from drivelab.train import train
 from drivelab.train.sequence_batches import SequenceBatches
-from drivelab.train.sequences import (
-    BPTTWarning,
-    FullSampler,
-    SequenceError,
-    SlidingSampler,
-    WindowSampler,
-    warn_if_cut_drops,
-)
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pilot" / "tiny_lstm_net.yaml"
 LENGTHS = np.array([50, 23, 81, 40, 64, 35, 90])
@@ -348,14 +348,15 @@ def test_summary_counts_the_lstm() -> None:
 
 
 def test_image_classification_dataset_has_no_sequences(tmp_path: Path) -> None:
+    from drivelab.data.facts import read_facts
     from drivelab.data.gtsrb import import_gtsrb
     from drivelab.data.importers import ImportOptions
     from drivelab.data.synth_signs import synthesize_signs
-    from drivelab.train.sequences import check_sequence_data
+    from drivelab.order.sequences import check_sequence_data
 
     synthesize_signs(tmp_path / "signs", classes=2, per_class=4, seed=3, size=32, test_per_class=0)
     import_gtsrb(tmp_path / "signs", tmp_path / "signs.zarr", ImportOptions(size=16, val_fraction=0.0))
     store = DatasetStore.open(tmp_path / "signs.zarr")
-    dataset = EpisodeFrameDataset(store, "train", outputs=["class"])
+    facts = read_facts(store, load_config(CONFIG))
     with pytest.raises(SequenceError, match=r"image-classification dataset .* drop model\.recurrent"):
-        check_sequence_data(dataset, "train")
+        check_sequence_data(facts, "train")

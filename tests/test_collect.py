@@ -65,7 +65,7 @@ def test_cli_collect_info_plot(tmp_path: Path) -> None:
     r = run_cli("collect", "--episodes", "2", "--workers", "2", "--seed", "1", "--max-steps",
                 "30", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    r = run_cli_here("data", "info", str(out), "--json", "--plot", str(tmp_path / "h.png"))
+    r = run_cli_here("data", "info", str(out), "--json", "-", "--plot", str(tmp_path / "h.png"))
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["episodes"] == 2 and info["frames"] == 60

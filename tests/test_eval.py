@@ -165,3 +165,14 @@ def test_runtime_refuses_mismatched_env(tiny_run: Path) -> None:
     with pytest.raises(PolicyLoadError, match="no action for"):
         rt.check_env(env)
     env.close()
+
+
+def test_json_dash_puts_the_json_alone_on_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--json -` as Unix tools read it: stdout is the JSON document, the tables go to stderr."""
+    monkeypatch.chdir(tmp_path)
+    r = run_cli_here("eval", "--baseline", "random", "--episodes", "1", "--max-steps", "20", "--workers", "1",
+                     "--json", "-")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["drivers"][0]["driver"] == "random" and "driving score" in r.stderr
+    assert list(tmp_path.iterdir()) == []  # no file named "-"

@@ -281,3 +281,23 @@ def test_ctrl_c_then_kill_9_then_resume(tmp_path: Path, local_ray: str) -> None:
     assert load_config(run / "config.yaml").live.stop.batches == killed_at + 40
     with pytest.raises(DrivelabError, match=r"only the loop \(live\.\*\), not train\.lr"):
         run_live(None, runs, resume=str(run), overrides=["train.lr=0.5"], say=lambda _line: None)
+
+
+def test_live_on_the_traffic_world(tmp_path: Path, local_ray: str) -> None:
+    """`drivelab live` unchanged on the intersection (issue 31): a collector's expert episodes,
+    the policy driving once published (beta 0), the player, all in the config's world."""
+    from drivelab.live.runner import run_live
+
+    world = "intersection:density=0.5,frame_size=32"
+    data, runs = tmp_path / "t.zarr", tmp_path / "runs"
+    config = load_config(PILOTNET.parent.parent / "traffic" / "intersection_pilotnet.yaml", quick(
+        data, "data.val_split=null", "data.cache=none", "model.backbone.name=tiny", "train.checkpoint_every=2",
+        "train.log_every=2", "train.val_every=1000", "train.warmup_batches=0", f"live.env={world}",
+        "live.max_steps=12", "live.warmup_episodes=1", "live.refresh_every=2", "live.stop.batches=4",
+        "live.player.tracks=1", "live.player.max_steps=8", "live.beta.start=0", size=32))
+    summary = run_live(config, runs, say=lambda _line: None)
+    assert summary["batch"] == 4 and summary["episodes"] >= 1
+    assert DatasetStore.open(data).meta.world_name() == world
+    run = Path(summary["run"])
+    assert json.loads((run / "run.json").read_text())["provenance"]["env"] == world
+    assert all(a["env_id"] == "TrafficIntersection-v0" for a in committed_attrs(data))

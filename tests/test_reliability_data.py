@@ -125,7 +125,7 @@ def test_verify_never_deletes_a_committed_episode_with_truncated_metadata(ds: Pa
     r = run_cli_here("data", "info", str(ds))
     assert r.returncode == 0, r.stderr
     assert "damaged episodes/000001" in r.stdout
-    info = json.loads(run_cli_here("data", "info", "--json", str(ds)).stdout)
+    info = json.loads(run_cli_here("data", "info", "--json", "-", str(ds)).stdout)
     assert info["damaged"][0]["path"] == "episodes/000001" and info["leftovers"] == []
     # the loader refuses too: training on the rest would silently drop an episode of some split
     with pytest.raises(DatasetError, match=r"1 damaged episode group\(s\), first episodes/000001: its zarr.json"):
@@ -330,7 +330,7 @@ def test_nan_in_a_committed_array_shows_in_info_and_verify(ds: Path) -> None:
     r = run_cli_here("data", "info", str(ds))
     assert r.returncode == 0, r.stderr
     assert "steering (1 NaN/Inf)" in r.stdout and "2 non-finite (NaN/Inf) value(s)" in r.stdout
-    assert json.loads(run_cli_here("data", "info", "--json", str(ds)).stdout)["nonfinite"]["values"] == 2
+    assert json.loads(run_cli_here("data", "info", "--json", "-", str(ds)).stdout)["nonfinite"]["values"] == 2
     report = verify_dataset(DatasetStore.open(ds))
     assert report.nonfinite == 2 and any("000001: actions/steering holds NaN/Inf" in p for p in report.problems)
 

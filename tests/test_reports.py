@@ -383,7 +383,7 @@ def test_balance_panels_share_one_y_scale_per_output(tmp_path: Path) -> None:
     """Before and after are compared bar by bar: one y-scale per output row, labelled axes."""
     import matplotlib.pyplot as plt
 
-    from drivelab.data import balance_report
+    from drivelab.order import report as balance_report
 
     report = {"scheme": "inverse_frequency", "frames_before": 100, "frames_kept": 100,
               "effective_sample_size": 80.0,

@@ -8,13 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from highway_env.road.regulation import RegulatedRoad
+from highway_env.vehicle.kinematics import Vehicle
 
 from drivelab.data.collect import CollectPlan, drive_episode
 from drivelab.evaluate.drivers import ExpertDriver
 from drivelab.evaluate.metrics import EpisodeTracker, aggregate, finish_episode
 from drivelab.evaluate.runner import drive_and_measure
 from drivelab.sim import DrivingEnv, SimError, make_env, make_expert
-from drivelab.sim.infractions import Infraction, Outcome
+from drivelab.sim.infractions import Infraction, Outcome, collision_cause
 from drivelab.sim.traffic import TrafficEnv
 from drivelab.sim.traffic_regulation import conflict_pairs, predict_constant_steering
 from drivelab.sim.traffic_world import TrafficCar
@@ -116,8 +117,40 @@ def test_collision_is_detected(intersection: TrafficEnv) -> None:
     parked.route = [ego.lane_index]  # a car without a route is cleared by the intersection
     road.vehicles.append(parked)
     result = _drive(intersection, lambda env: [0.0, 1.0], 30)
-    assert Infraction.COLLISION in result.infractions
+    assert result.infractions == (Infraction.COLLISION,), "the ego drove into a standing car"
     assert result.outcome is Outcome.COLLISION and result.terminated
+
+
+def test_a_car_driving_into_the_stopped_ego_is_its_collision(intersection: TrafficEnv) -> None:
+    intersection.reset(seed=0)
+    ego, road = intersection.ego, intersection.world.road
+    _drive(intersection, lambda env: [0.0, -1.0], 15)  # the ego brakes to a standstill
+    assert ego.speed == 0.0 and not ego.crashed
+    lane = road.network.get_lane(ego.lane_index)
+    s = lane.local_coordinates(ego.position)[0]
+    # a car without a driver model (no IDM braking) rolls into the ego from behind at 10 m/s
+    rammer = Vehicle(road, lane.position(s - 12.0, 0.0), lane.heading_at(s - 12.0), speed=10.0)
+    rammer.route = [ego.lane_index]  # a car without a route is cleared by the intersection
+    road.vehicles.append(rammer)
+    result = _drive(intersection, lambda env: [0.0, -1.0], 30)
+    assert result.infractions == (Infraction.STRUCK,)
+    assert result.outcome is Outcome.COLLISION and result.terminated
+    tracker = EpisodeTracker(fps=5)
+    tracker.update(0.0, {}, 0.0, result.infractions)
+    row = finish_episode(0, tracker, {}, 0.2, result.outcome)
+    assert (row.collisions, row.collisions_struck, row.score) == (1, 1, pytest.approx(0.2 * 0.6))
+
+
+@pytest.mark.parametrize(("ego", "other", "cause"), [
+    # (position, velocity) of the ego and of the other car at the impact
+    (((0, 0), (10, 0)), ((5, 0), (3, 0)), Infraction.COLLISION),  # rear-ends a slower car
+    (((0, 0), (3, 0)), ((-5, 0), (10, 0)), Infraction.STRUCK),  # rear-ended while slower
+    (((0, 0), (0.2, 0)), ((5, 0), (0, 0)), Infraction.STRUCK),  # creeping: counts as stopped
+    (((0, 0), (8, 0)), ((3, 2), (0, -6)), Infraction.COLLISION),  # drives into a crossing car
+    (((0, 0), (8, 0)), ((0, 3), (0, -6)), Infraction.STRUCK),  # a car drives into its side
+])
+def test_collision_cause_from_closing_speeds(ego, other, cause) -> None:
+    assert collision_cause(*(np.array(x, float) for x in (*ego, *other))) is cause
 
 
 def test_wrong_exit_fails_the_route() -> None:
@@ -155,6 +188,19 @@ def test_timeout(intersection: TrafficEnv) -> None:
     assert result.infractions == (Infraction.TIMEOUT,) and result.outcome is Outcome.TIMEOUT
     with pytest.raises(SimError, match="after the episode ended"):
         env.step(np.zeros(2))
+
+
+def test_default_time_limit_follows_the_route_length() -> None:
+    """0.4 s per metre of route, at least 30 s: the intersection keeps 30 s, the roundabout's
+    4th exit (177 m) gets 71 s; an explicit duration wins."""
+    for name, low, high in (("intersection:exit=right,density=0", 30.0, 30.0),
+                            ("roundabout:exit=exit1,density=0", 30.0, 30.0),
+                            ("roundabout:exit=exit4,density=0", 70.0, 72.0),
+                            ("roundabout:exit=exit4,density=0,duration=11", 11.0, 11.0)):
+        env = make_env(name)
+        env.reset(seed=0)
+        env.close()
+        assert low <= env.duration <= high, (name, env.duration)
 
 
 def test_driving_score_counts_typed_infractions(intersection: TrafficEnv) -> None:
@@ -242,7 +288,7 @@ def test_collect_train_eval_end_to_end(tmp_path) -> None:
                         "expert", "--env", "intersection", "--episodes", "1", "--max-steps", "25",
                         "--json", str(report))
     assert done.returncode == 0, done.stderr
-    assert "route outcomes" in done.stdout
+    assert "route outcomes" in done.stdout and "struck" in done.stdout  # collisions by cause
     drivers = json.loads(report.read_text())["drivers"]
     assert [d["driver"] for d in drivers] == ["intersection_pilotnet_v1", "expert"]
     assert all("success_rate" in d["aggregate"] for d in drivers)

@@ -55,3 +55,11 @@ def test_the_heat_map_lights_up_where_the_maps_fire() -> None:
     assert heat.shape == frame.shape and heat.dtype == np.uint8
     assert heat[:12, :12].astype(int).sum() > heat[-12:, -12:].astype(int).sum() + 10_000
     assert (heat_map_over(np.ones((8, 4, 4), np.float32), frame) == 120).all()  # nothing stands out
+
+
+def test_a_small_frame_still_gets_a_readable_panel(tmp_path: Path) -> None:
+    """A 32x32 traffic frame (x3 = 96 px) is narrower than the panel: the canvas widens."""
+    video = OverlayVideo(fps=5, every=1)
+    video.add(np.zeros((32, 32, 3), np.uint8), steering=0.2, accel_brake=0.5, speed=3.0, command="left")
+    assert video._frames[0].size[0] == 288
+    assert video.save(tmp_path / "small.mp4").stat().st_size > 0

@@ -81,7 +81,7 @@ def test_watch_drives_each_checkpoint_and_logs_it(small_dataset: Path, tmp_path:
 
     (period,) = run.read_periods()
     assert period["watched"] is True and period["status"] == "finished"
-    assert period["watch"] == {"every": 3, "max_steps": 40, "seed": 10_000, "env": "CarRacing-v3",
+    assert period["watch"] == {"every": 3, "max_steps": 40, "seed": 10_000, "env": "carracing",
                                "watched_batches": [3, 6]}
     assert "done" in (run.path / "watch" / "player.log").read_text()
 

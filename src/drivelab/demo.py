@@ -27,11 +27,21 @@ from drivelab.evaluate.runner import EvalReport
 from drivelab.outputs import check_output_dir, write_text
 from drivelab.runs.evals import save_run_eval
 from drivelab.seeds import COLLECTION_SEED, DEFAULT_ENV, HELD_OUT_SEED
+from drivelab.sim import canonical_env
 from drivelab.train import train
 from drivelab.train.loop import ProgressSink
 
 #: the shipped demo config (package data, so an installed wheel has it too)
 DEFAULT_CONFIG = SHIPPED_DIR / "carracing" / "pilotnet.yaml"
+
+
+def default_config(env: str) -> Path:
+    """The demo's config for ``env``: the traffic scenario's own (frames + route command), else
+    CarRacing's PilotNet."""
+    from drivelab.sim.traffic_options import SCENARIOS, split_name_head
+
+    head = split_name_head(env)
+    return SHIPPED_DIR / "traffic" / f"{head}_pilotnet.yaml" if head in SCENARIOS else DEFAULT_CONFIG
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class DemoOptions:
     overrides: tuple[str, ...] = ()
     #: `--dagger`: DAgger rounds after behaviour cloning (0: the plain demo)
     dagger_rounds: int = 0
+    #: the world: CarRacing, or a traffic scenario (``intersection[:options]``)
+    env: str = DEFAULT_ENV
 
 
 @dataclass
@@ -103,6 +115,7 @@ def run_demo(
         raise DrivelabError("--eval-episodes must be at least 1")
     _check_flags(options)
     check_output_dir(options.out, "--out")
+    canonical_env(options.env)  # a bad scenario or option: one line before the demo folder exists
     overrides = list(options.overrides)
     if options.batches is not None:
         overrides.append(f"train.max_batches={options.batches}")
@@ -116,7 +129,7 @@ def run_demo(
     t0 = time.perf_counter()
     summary = collect(
         dataset,
-        CollectPlan(env=DEFAULT_ENV, seed=options.seed, noise=options.noise, max_steps=options.max_steps),
+        CollectPlan(env=options.env, seed=options.seed, noise=options.noise, max_steps=options.max_steps),
         episodes=options.episodes,
         workers=options.workers,
         val_episodes=max(1, options.episodes // 8),
@@ -147,7 +160,7 @@ def run_demo(
     t0 = time.perf_counter()
     seeds = list(range(HELD_OUT_SEED, HELD_OUT_SEED + options.eval_episodes))
     specs = [DriverSpec("policy", run=str(result.run)), DriverSpec("expert")]
-    result.reports = evaluate_many(specs, seeds, workers=options.workers, max_steps=options.max_steps,
+    result.reports = evaluate_many(specs, seeds, env=options.env, workers=options.workers, max_steps=options.max_steps,
                                    on_progress=on_eval)
     times["evaluate"] = time.perf_counter() - t0
     if any(r.interrupted for r in result.reports):
@@ -155,7 +168,7 @@ def run_demo(
                           f"evaluate again with `drivelab eval {result.run} --baseline expert`")
     # kept with the run too, as `drivelab eval RUN` keeps it: `runs` and the card show it
     result.run_eval = save_run_eval(str(result.run), folder / "runs", {
-        "env": DEFAULT_ENV, "max_steps": options.max_steps, "tracks": seeds,
+        "env": options.env, "max_steps": options.max_steps, "tracks": seeds,
         "drivers": [r.to_dict() for r in result.reports]})
     result.report_path = write_report(result, options)
     return result
@@ -171,7 +184,7 @@ def demo_dagger(config: Any, options: DemoOptions, runs_root: Path, bc_run: Path
     from drivelab.config.live_section import LiveConfig, StopConfig
     from drivelab.live.dagger import run_dagger
 
-    live = LiveConfig(seed=options.seed, max_steps=options.max_steps, noise=options.noise,
+    live = LiveConfig(env=options.env, seed=options.seed, max_steps=options.max_steps, noise=options.noise,
                       round_episodes=max(1, options.episodes // 4),
                       round_batches=max(1, config.train.max_batches // 4), stop=StopConfig(batches=1))
     summary = run_dagger(config.model_copy(update={"live": live}), runs_root, options.dagger_rounds,
@@ -188,19 +201,11 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         f"{result.info['frames']} frames, DART noise {options.noise}",
         f"- policy: `{result.run}` (config `{options.config.name}`"
         + (f", then {options.dagger_rounds} DAgger rounds" if options.dagger_rounds else "") + ")",
-        f"- evaluation: {options.eval_episodes} held-out tracks (seeds {HELD_OUT_SEED}..), "
-        "same tracks for policy and expert",
+        f"- evaluation: {options.eval_episodes} held-out tracks (seeds {HELD_OUT_SEED}..) of "
+        f"`{options.env}`, same tracks for policy and expert",
         "",
-        "| driver | driving score | reward | min reward | completion | off-track events | laps |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for r in result.reports:
-        a = r.aggregate
-        lines.append(
-            f"| {r.driver} | {a['score_mean']:.3f} ± {a['score_std']:.3f} | {a['reward_mean']:.1f} ± "
-            f"{a['reward_std']:.1f} | {a['reward_min']:.1f} | {a['completion_mean']:.3f} | "
-            f"{a['off_track_events_mean']:.2f} | {a['laps_finished']}/{a['episodes']} |"
-        )
+    lines += _result_table(result.reports)
     ratio = result.reports[0].aggregate.get("score_ratio_to_expert") if result.reports else None
     if ratio is not None:
         lines += ["", f"Policy driving score / expert driving score: **{ratio:.3f}**"]
@@ -215,3 +220,27 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         "stage_seconds": result.stage_seconds,
     }, indent=2, default=str) + "\n")
     return path
+
+
+def _result_table(reports: list[EvalReport]) -> list[str]:
+    """The report's markdown table, with the columns of the world (as `drivelab eval` prints)."""
+    if any("success_rate" in r.aggregate for r in reports):  # a route world (traffic): no laps
+        lines = ["| driver | driving score | success | collisions / ep. | off-road / ep. | "
+                 "wrong exit or route / ep. | timeouts / ep. |", "|---|---|---|---|---|---|---|"]
+        for r in reports:
+            a = r.aggregate
+            per = " | ".join(f"{a.get(f'{k}_per_episode', float('nan')):.2f}" for k in
+                             ("collisions", "off_road_events", "route_failures", "timeouts"))
+            lines.append(f"| {r.driver} | {a['score_mean']:.3f} ± {a['score_std']:.3f} | "
+                         f"{a.get('success_rate', float('nan')):.1%} | {per} |")
+        return lines
+    lines = ["| driver | driving score | reward | min reward | completion | off-track events | laps |",
+             "|---|---|---|---|---|---|---|"]
+    for r in reports:
+        a = r.aggregate
+        lines.append(
+            f"| {r.driver} | {a['score_mean']:.3f} ± {a['score_std']:.3f} | {a['reward_mean']:.1f} ± "
+            f"{a['reward_std']:.1f} | {a['reward_min']:.1f} | {a['completion_mean']:.3f} | "
+            f"{a['off_track_events_mean']:.2f} | {a['laps_finished']}/{a['episodes']} |"
+        )
+    return lines

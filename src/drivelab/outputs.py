@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -72,6 +73,15 @@ def protected_owner(path: Path) -> str | None:
     return None
 
 
+#: ``--json -`` (or any output flag given ``-``): the file is standard output, as Unix tools read it
+STDOUT = "-"
+
+
+def is_stdout(path: str | Path | None) -> bool:
+    """Whether an output path names standard output (``-``)."""
+    return path is not None and str(path) == STDOUT
+
+
 def check_output(
     path: str | Path,
     flag: str,
@@ -85,6 +95,8 @@ def check_output(
     (never a directory, a dataset or a run's bookkeeping).
     """
     path = Path(path)
+    if is_stdout(path):  # nothing to clobber
+        return path
     allowed = tuple(s.lower() for s in suffixes)
     if allowed and path.suffix.lower() not in allowed:
         raise OutputError(
@@ -180,7 +192,16 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_bytes(path: str | Path, payload: bytes, force: bool = False, flag: str = "output") -> Path:
-    """Write a whole file atomically (see the module docstring)."""
+    """Write a whole file atomically (see the module docstring); ``-`` writes to standard output."""
+    if is_stdout(path):
+        sys.stdout.flush()
+        buffer = getattr(sys.stdout, "buffer", None)  # a text-only stdout (captured) takes text
+        if buffer is None:
+            sys.stdout.write(payload.decode("utf-8"))
+        else:
+            buffer.write(payload)
+            buffer.flush()
+        return Path(path)
     with atomic_output(path, force=force, flag=flag) as tmp:
         tmp.write_bytes(payload)
     return Path(path)

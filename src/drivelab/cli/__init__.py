@@ -13,6 +13,7 @@ import sys
 import typer
 
 from drivelab.cli import (  # noqa: F401  (registers the verbs)
+    data_edit_verbs,
     data_verbs,
     demo_verb,
     diagnose_verb,

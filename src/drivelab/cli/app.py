@@ -174,3 +174,9 @@ def lazy_progress(
             progress.stop()
 
 
+def console_beside(json_out: object) -> Console:
+    """Where a verb's tables go: stdout, or stderr when ``--json -`` puts the JSON on stdout
+    (so `drivelab eval ... --json - | jq` reads JSON alone)."""
+    from drivelab.outputs import is_stdout
+
+    return err if is_stdout(json_out) else out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +11,7 @@ from rich.table import Table
 
 from drivelab.cli.app import FORCE_OPTION, app, data_app, err, lazy_progress, out
 from drivelab.errors import DrivelabError
-from drivelab.outputs import check_output, write_json
+from drivelab.outputs import check_output, is_stdout, write_json
 from drivelab.seeds import COLLECTION_SEED, DEFAULT_ENV
 from drivelab.workers import DEFAULT_WORKERS
 
@@ -76,24 +74,29 @@ def collect(
 @data_app.command("info")
 def data_info(
     path: Annotated[Path, typer.Argument(help="Dataset folder.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Write the facts as JSON to this file (-: stdout, instead of the tables).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write per-output histograms to this PNG.")] = None,
     force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
     """Episodes, frames, splits and per-signal statistics of a dataset."""
+    from drivelab.data.edit import describe_edits
     from drivelab.data.inspect import dataset_info, plot_histograms
     from drivelab.data.store import DatasetStore
 
     if plot is not None:
         check_output(plot, "--plot", (".png",), force=force)
+    if json_out is not None:
+        check_output(json_out, "--json", (".json",), force=force)
     store = DatasetStore.open(path)
     info = dataset_info(store)
     if plot is not None:
         written = plot_histograms(store, plot, force=force)
         info["plot"] = str(written)
-    if as_json:
-        sys.stdout.write(json.dumps(info, indent=2) + "\n")
-        return
+    if json_out is not None:
+        write_json(json_out, info, force=force, flag="--json")
+        if is_stdout(json_out):
+            return
     out.print(
         f"[bold]{escape(str(info['path']))}[/]  {escape(str(info['env_id']))} @ {info['fps']:g} fps, frames "
         f"{'x'.join(map(str, info['frame_shape']))}, format v{info['version']}"
@@ -128,6 +131,8 @@ def data_info(
             "frame mean (RGB, /255): " + ", ".join(f"{v:.3f}" for v in fs["mean"])
             + "   std: " + ", ".join(f"{v:.3f}" for v in fs["std"])
         )
+    for line in describe_edits(info):
+        out.print(f"made by data edit: {line}", markup=False, highlight=False, soft_wrap=True)
     _print_data_warnings(info)
     if plot is not None:
         out.print(f"histograms -> {info['plot']}", markup=False, highlight=False)
@@ -221,9 +226,9 @@ def data_balance(
     force: Annotated[bool, FORCE_OPTION] = False,
 ) -> None:
     """Per-output bin counts and entropy before/after a balancing scheme (reads no frames)."""
-    from drivelab.data.balance import BinnedLabels
-    from drivelab.data.balance_report import balance_report, dataset_labels, plot_balance
     from drivelab.data.store import DatasetStore
+    from drivelab.order.balance import BinnedLabels
+    from drivelab.order.report import balance_report, dataset_labels, plot_balance
 
     if plot is not None:
         check_output(plot, "--plot", (".png",), force=force)

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from drivelab.cli.app import FORCE_OPTION, app, err, out
+from drivelab.cli.app import FORCE_OPTION, app, console_beside, err
+from drivelab.outputs import is_stdout
 from drivelab.seeds import HELD_OUT_SEED
 from drivelab.workers import DEFAULT_WORKERS
 
@@ -28,7 +29,7 @@ def diagnose(
     thresholds: Annotated[
         list[str] | None, typer.Option("--set", hidden=True, help="Older spelling of a positional override.")
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the diagnosis here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the diagnosis to this file (-: stdout).")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also write the reliance figure here (.png).")] = None,
     runs: Annotated[Path, typer.Option("--runs", help="Root folder of the model lines.")] = Path("runs"),
     force: Annotated[bool, FORCE_OPTION] = False,
@@ -48,6 +49,8 @@ def diagnose(
         err.print(f"[dim]{time.monotonic() - started:5.0f} s[/]  {escape(text)}", highlight=False)
 
     report = run_diagnosis(request, on_stage=stage)
-    render(out, report)
+    shown = console_beside(json_out)  # `--json -`: the JSON alone on stdout, the tables on stderr
+    render(shown, report)
     for path in save_report(report, request):
-        out.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+        if not is_stdout(path):
+            shown.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)

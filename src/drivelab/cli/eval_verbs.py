@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
-from drivelab.cli.app import FORCE_OPTION, app, err, lazy_progress, out
+from drivelab.cli.app import FORCE_OPTION, app, console_beside, err, lazy_progress
+from drivelab.outputs import is_stdout
 from drivelab.seeds import DEFAULT_ENV, HELD_OUT_SEED
 from drivelab.workers import DEFAULT_WORKERS
 
@@ -23,14 +25,16 @@ def eval_(
     baseline: Annotated[
         list[str] | None, typer.Option(help="Also drive `expert` and/or `random` on the same tracks.")
     ] = None,
-    env: Annotated[str, typer.Option(help="Environment.")] = DEFAULT_ENV,
+    env: Annotated[
+        str | None, typer.Option(help=f"Environment (default: the run's world, else {DEFAULT_ENV}).")
+    ] = None,
     max_steps: Annotated[int, typer.Option(help="Step cap per track.")] = 1000,
-    video: Annotated[Path | None, typer.Option(help="Write one GIF per track here.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write rows + aggregates here.")] = None,
+    video: Annotated[Path | None, typer.Option(help="Write one H.264 MP4 per track here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write rows + aggregates to this file (-: stdout).")] = None,
     runs: Annotated[Path, typer.Option("--runs", help="Root folder of the model lines.")] = Path("runs"),
     sample: Annotated[bool, typer.Option("--sample", help="Sample classification heads.")] = False,
     convcam: Annotated[
-        bool, typer.Option("--convcam", help="Tile the last conv layer's maps beside the --video frames.")
+        bool, typer.Option("--convcam", help="Add a heat map of the last conv layer's maps beside the --video frames.")
     ] = False,
     offline: Annotated[
         str | None, typer.Option("--offline", help="Score RUN's predictions on this split instead of driving.")
@@ -65,14 +69,15 @@ def eval_(
         offline=offline, dataset=dataset, top_k=top_k, group_map=group_map, precision=precision,
         engine=tuple(engine or ()), force=force,
     )
+    shown = console_beside(json_out)  # `--json -`: stdout holds the JSON alone, the tables go to stderr
     if offline is not None:
         report = score_offline(request, lazy_progress)
-        render_offline(out, report)
-        _say_kept(keep_offline(request, report))
+        render_offline(shown, report)
+        _say_kept(keep_offline(request, report), shown)
         return
     outcome = drive(request, lazy_progress, _note)
-    render_report(out, outcome.reports)
-    _say_kept(keep_drive(request, outcome))
+    render_report(shown, outcome.reports)
+    _say_kept(keep_drive(request, outcome), shown)
     outcome.check_complete()
 
 
@@ -80,7 +85,8 @@ def _note(text: str) -> None:
     err.print(f"note: {text}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _say_kept(kept: Iterable[tuple[str, Path]]) -> None:
+def _say_kept(kept: Iterable[tuple[str, Path]], shown: Console) -> None:
     """One line per file as it lands (a later failure leaves the earlier lines true)."""
     for what, where in kept:
-        out.print(f"{what} -> {where}", markup=False, highlight=False)
+        if not is_stdout(where):
+            shown.print(f"{what} -> {where}", markup=False, highlight=False)

@@ -72,7 +72,7 @@ def train(
     if result.watch is not None and result.watch["watched_batches"]:
         batches = result.watch["watched_batches"]
         out.print(f"watched batches {', '.join(map(str, batches))} on track {result.watch['seed']}: "
-                  f"{result.run.path}/watch.jsonl, GIFs in {result.run.path}/watch/, "
+                  f"{result.run.path}/watch.jsonl, videos in {result.run.path}/watch/, "
                   f"TensorBoard {result.run.tb}/watch", markup=False, highlight=False)
 
 

@@ -15,7 +15,7 @@ from pydantic import (
 
 from drivelab.config.base import _field_error, _Section
 
-#: Balancing schemes (`drivelab.data.balance`); `v2` trains with helper models.
+#: Balancing schemes (`drivelab.order.balance`); `v2` trains with helper models.
 BALANCE_SCHEMES = ("none", "v1", "v2", "v3", "v4", "inverse_frequency", "normalized_output")
 #: An interval bin ``[lo, hi]`` or an exact-value bin ``x`` (Charles' bin lists).
 BinItem = float | tuple[float, float]

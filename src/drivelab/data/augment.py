@@ -13,15 +13,17 @@ resume.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from drivelab.config import AugmentConfig
+from drivelab.config import AugmentConfig, ExperimentConfig
 from drivelab.errors import DrivelabError
+from drivelab.processor.completion import InputError
+from drivelab.processor.facts import DatasetFacts
 
 _COMPONENT = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)(\[(?P<index>\d+)\])?$")
 
@@ -78,6 +80,28 @@ def resolve_flip_targets(
             comps = range(telemetry[name]) if index is None else [int(index)]
             columns += [offsets[name] + c for c in comps]
     return FlipTargets(tuple(dict.fromkeys(out)), tuple(sorted(set(columns))))
+
+
+def training_augmenter(config: ExperimentConfig, facts: DatasetFacts) -> BatchAugmenter | None:
+    """The augmenter ``data.augment`` asks for on this dataset (None without one), checked now.
+
+    Built before a run folder exists, so a ``flip_negate`` typo or a ``translate_output`` the
+    policy lacks is one line; the training loader applies it (`drivelab.data.batch_loader`).
+    """
+    aug = config.data.augment
+    if aug is None:
+        return None
+    history = config.model.history
+    flip = resolve_flip_targets(
+        aug.flip_negate, config.model.outputs, dict(facts.actions),
+        list(history.signals) if history else [], dict(facts.telemetry),
+    )
+    if aug.translate and aug.translate_steering and aug.translate_output not in config.model.outputs:
+        raise InputError(f"data.augment.translate_output: {aug.translate_output!r} is not an "
+                         f"output of the policy ({', '.join(config.model.outputs)})")
+    ranges = {name: (low if low is not None else -1.0, high if high is not None else 1.0)
+              for name, (low, high) in facts.action_ranges.items()}
+    return BatchAugmenter(aug, config.seed, flip, ranges)
 
 
 class BatchAugmenter:
@@ -211,3 +235,31 @@ class AugmentedFrames(torch.utils.data.Dataset):
         number, indices = request
         batch = self.base.__getitems__(indices)
         return self.augmenter(batch, number)
+
+
+class BatchRequest(NamedTuple):
+    """A batch's sample indices with its global batch number (seeds the batch's augmentation)."""
+
+    number: int
+    indices: list[int]
+
+
+def numbered(batches: Iterable[Any], start: int) -> Iterator[BatchRequest]:
+    """Tag each index list of ``batches`` with its batch number, counting from ``start``."""
+    for offset, indices in enumerate(batches):
+        yield BatchRequest(start + offset, list(indices))
+
+
+class NumberedBatches:
+    """A batch order whose batches carry their number: what `AugmentedFrames` reads.
+
+    A DataLoader iterates it once; the number is the batch's place in the whole run (``start``:
+    the batches a resumed run had done), never worker state.
+    """
+
+    def __init__(self, base: Iterable[Any], start: int) -> None:
+        self.base = base
+        self.start = start
+
+    def __iter__(self) -> Iterator[BatchRequest]:
+        return numbered(self.base, self.start)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from drivelab.data.augment import AugmentedFrames, BatchAugmenter, NumberedBatches
 from drivelab.data.loader import collate_batch
 from drivelab.errors import DrivelabError
 
@@ -68,13 +69,20 @@ def make_loader(
     workers: int,
     pin_memory: bool,
     seed: int,
+    augmenter: BatchAugmenter | None = None,
+    start: int = 0,
 ) -> DataLoader:
     """A DataLoader that reads whole batches through ``__getitems__``.
 
     It gets its own seeded generator: a DataLoader otherwise draws its worker seed from the
     global torch RNG whenever an iterator starts, which would make training depend on how often
-    validation ran.
+    validation ran. With ``augmenter`` (`drivelab.data.augment.training_augmenter`) the batches
+    come out augmented; each travels with its number (``start``: the batches done before this
+    loader) so the worker that reads it seeds its augmentation with the number alone.
     """
+    if augmenter is not None:
+        dataset = AugmentedFrames(dataset, augmenter)
+        batches = NumberedBatches(batches, start)
     generator = torch.Generator()
     generator.manual_seed(seed)
     return OneLineErrorLoader(

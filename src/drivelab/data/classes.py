@@ -3,9 +3,10 @@
 A classification dataset (`drivelab.data.importers`) keeps one integer label per frame in
 ``actions/<output>`` (float32, exact for ids below 2**24) and records ``num_classes`` and
 ``class_names`` in the store attrs. Training, offline evaluation and the imbalance report all
-need the same facts, checked the same way: every label an integer in ``0 .. C-1``. A label
-outside the class count would otherwise be clamped into the last bin by the loss's bucketing,
-silently, so it is refused here before a run folder exists.
+need the same facts, checked the same way (`drivelab.processor.completion.count_labels`): every
+label an integer in ``0 .. C-1``. A label outside the class count would otherwise be clamped
+into the last bin by the loss's bucketing, silently, so training refuses it before a run folder
+exists (its class counts: `drivelab.processor.completion`).
 
 Class groups (`load_group_map`) merge classes before scoring: the GTSRB log proposes grouping
 rare, similar signs (e.g. all speed limits) so the class distribution is less uneven.
@@ -17,13 +18,11 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from drivelab.data.records import SPLITS
 from drivelab.data.store import DatasetStore
-from drivelab.errors import DrivelabError
+from drivelab.processor.completion import LabelError, count_labels
 
 __all__ = [
     "ClassGroups",
@@ -32,13 +31,7 @@ __all__ = [
     "group_classes",
     "label_counts",
     "load_group_map",
-    "resolve_class_count",
-    "with_dataset_classes",
 ]
-
-
-class LabelError(DrivelabError):
-    """Labels that do not fit the class count, or a class-group map that does not fit the classes."""
 
 
 def class_names(store: DatasetStore, count: int) -> list[str]:
@@ -51,74 +44,9 @@ def class_names(store: DatasetStore, count: int) -> list[str]:
 
 def label_counts(store: DatasetStore, output: str, split: str, classes: int) -> np.ndarray:
     """Frames per class [C] in one split, refusing non-integer labels and labels >= ``classes``."""
-    counts = np.zeros(classes, np.int64)
-    for info in store.split_episodes(split):
-        labels = store.read_array(info.index, f"actions/{output}").astype(np.float64).reshape(-1)
-        if labels.size == 0:
-            continue
-        ids = np.rint(labels)
-        bad = np.flatnonzero((ids != labels) | (ids < 0) | (ids >= classes))
-        if bad.size:
-            value = labels[bad[0]]
-            raise LabelError(
-                f"{store.path} episode {info.index} frame {int(bad[0])}: label {value:g} of "
-                f"{output!r} is outside the {classes} classes (integers 0..{classes - 1}); "
-                "re-import the data or set the head's classes"
-            )
-        counts += np.bincount(ids.astype(np.int64), minlength=classes)
-    return counts
-
-
-def resolve_class_count(store: DatasetStore, output: str, configured: int | None, where: str) -> int:
-    """The class count of a head: the dataset's ``num_classes``, which a configured count must equal.
-
-    A store without ``num_classes`` (not written by an importer) gets its count from the config,
-    or from the largest label + 1 over all splits.
-    """
-    recorded = store.attrs.get("num_classes")
-    if recorded is not None:
-        recorded = int(recorded)
-        if configured is not None and configured != recorded:
-            raise LabelError(
-                f"{where}: {configured} classes, but {store.path} has {recorded} "
-                f"(labels 0..{recorded - 1}); drop classes or set it to {recorded}"
-            )
-        return recorded
-    if configured is not None:
-        return configured
-    largest = -1.0
-    for split in SPLITS:
-        for info in store.split_episodes(split):
-            labels = store.read_array(info.index, f"actions/{output}").astype(np.float64)
-            if labels.size:
-                largest = max(largest, float(labels.max()))
-    if largest < 1:
-        raise LabelError(
-            f"{where}: {store.path} records no num_classes and its labels of {output!r} name "
-            "fewer than 2 classes; set classes"
-        )
-    return int(largest) + 1
-
-
-def with_dataset_classes(config: Any, store: DatasetStore) -> Any:
-    """The config with every ``kind: class`` head's class count filled in and its labels checked.
-
-    The count is written into the run's config.yaml, so the runtime and offline evaluation
-    build the same head without opening the dataset.
-    """
-    heads = list(config.model.heads)
-    if not any(h.kind == "class" for h in heads):
-        return config
-    splits = [config.data.train_split] + ([config.data.val_split] if config.data.val_split else [])
-    for index, head in enumerate(heads):
-        if head.kind != "class":
-            continue
-        count = resolve_class_count(store, head.output, head.classes, f"model.heads.{index}.classes")
-        for split in splits:
-            label_counts(store, head.output, split, count)
-        heads[index] = head.model_copy(update={"classes": count})
-    model = config.model.model_copy(update={"heads": heads})
-    return config.model_copy(update={"model": model})
+    episodes = [(info.index, store.read_array(info.index, f"actions/{output}"))
+                for info in store.split_episodes(split)]
+    return count_labels(str(store.path), output, episodes, classes)
 
 
 # ------------------------------------------------------------------------- class groups

@@ -25,7 +25,7 @@ from drivelab.data.recorder import ActionNoise, EpisodeRecorder
 from drivelab.data.records import DatasetError, DatasetMeta, EpisodeRecord
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError, Interrupted
-from drivelab.sim import DrivingEnv, Observation, make_env, make_expert
+from drivelab.sim import DrivingEnv, Observation, canonical_env, make_env, make_expert
 from drivelab.workers import WorkersDied, run_jobs
 
 #: How long a DART perturbation lasts by default: long enough to push the car off its line.
@@ -216,11 +216,17 @@ def check_collect_flags(
         raise DrivelabError("--env is empty: use `carracing` or a gymnasium id with image frames")
 
 
-def open_for_collection(path: Path, env: DrivingEnv, append: bool, chunk_frames: int) -> DatasetStore:
-    """A new dataset, or an existing one checked to hold the same env and signals."""
+def open_for_collection(path: Path, env: DrivingEnv, append: bool, chunk_frames: int,
+                        name: str | None = None) -> DatasetStore:
+    """A new dataset, or an existing one checked to hold the same env and signals.
+
+    ``name`` is the env name ``env`` was built from; a new dataset records it (options
+    included, see `canonical_env`) so a run trained on it drives in the same world later.
+    """
     if not append:
         meta = DatasetMeta(
             env_id=env.env_id,
+            env=canonical_env(name) if name is not None else None,
             fps=env.fps,
             frame_shape=tuple(env.frame_shape),  # type: ignore[arg-type]
             telemetry=tuple(env.telemetry_specs),
@@ -268,7 +274,7 @@ def collect(
     probe = make_env(plan.env, max_steps=plan.max_steps)  # fails fast on a bad env id
     try:
         make_expert(probe)
-        store = open_for_collection(path, probe, append, chunk_frames)
+        store = open_for_collection(path, probe, append, chunk_frames, name=plan.env)
     finally:
         probe.close()
 

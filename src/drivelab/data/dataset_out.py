@@ -21,8 +21,9 @@ import errno
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from drivelab.data.episode_writer import discard_store, write_episode
+from drivelab.data.episode_writer import copy_episode, discard_store, write_episode
 from drivelab.data.records import DatasetError, DatasetMeta, EpisodeRecord
 from drivelab.data.skeleton import interrupted_skeleton, skeleton_hint
 from drivelab.data.store import DatasetStore
@@ -61,10 +62,19 @@ class DatasetOut:
         """Commit ``record`` as the next episode (one writer per episode) and return its index."""
         index = self.episodes
         write_episode(self.store, index, record)
+        return self._committed(index, len(record))
+
+    def add_copy(self, source: Path, attrs: dict[str, Any]) -> int:
+        """Commit an episode folder of a dataset with the same layout unchanged (`copy_episode`)."""
+        index = self.episodes
+        copy_episode(self.store, index, source, attrs)
+        return self._committed(index, int(attrs["length"]))
+
+    def _committed(self, index: int, frames: int) -> int:
         self.episodes += 1
-        self.frames += len(record)
+        self.frames += frames
         if self._on_progress is not None:  # every importer's progress bar, from one place
-            self._on_progress(len(record), self.episodes, self._total)
+            self._on_progress(frames, self.episodes, self._total)
         return index
 
 

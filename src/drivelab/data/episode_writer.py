@@ -23,6 +23,7 @@ import signal
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -92,6 +93,31 @@ def write_episode(store: DatasetStore, index: int, record: EpisodeRecord) -> Epi
     committed = zarr.open_group(str(final), mode="r+", zarr_format=3)
     committed.attrs["committed"] = True
     return EpisodeInfo(index=index, length=len(record), attrs={**attrs, "committed": True})
+
+
+def copy_episode(store: DatasetStore, index: int, source: Path, attrs: dict[str, Any]) -> EpisodeInfo:
+    """Commit a committed episode of another dataset with the same layout, byte for byte.
+
+    For edits that keep an episode whole (`data edit` drop, split, merge): its chunk files are
+    copied unchanged (staging -> rename -> marker, as `write_episode`), so nothing is decoded or
+    re-encoded, and its moments, taken at its own commit from these very bytes, still hold.
+    ``attrs`` replace the copied group's attrs (the caller keeps the source's, adds its own).
+    """
+    name = episode_name(index)
+    staging = store.path / STAGING / f"{name}-{uuid.uuid4().hex[:8]}"
+    staging.parent.mkdir(exist_ok=True)
+    shutil.copytree(source, staging, symlinks=False)
+    length = int(attrs["length"])
+    group = zarr.open_group(str(staging), mode="r+", zarr_format=3)
+    group.attrs.put({**jsonable(attrs), "index": index, "committed": False})
+    final = store.path / EPISODES / name
+    try:
+        os.rename(staging, final)
+    except OSError as exc:
+        raise DatasetError(f"cannot commit episode {index}: {final} already exists (another recorder?)") from exc
+    committed = zarr.open_group(str(final), mode="r+", zarr_format=3)
+    committed.attrs["committed"] = True
+    return EpisodeInfo(index=index, length=length, attrs={**attrs, "index": index, "committed": True})
 
 
 def settle_pending_writes(timeout_s: float = 300.0) -> None:

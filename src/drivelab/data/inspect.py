@@ -78,6 +78,7 @@ def dataset_info(store: DatasetStore) -> dict[str, Any]:
         "writer_active": store.writer_active(),
         "damaged": [{"path": d.path, "reason": d.reason} for d in damaged],
         "nonfinite": nonfinite,
+        "edits": attrs.get("edits", []),
         "episode_rows": [
             {
                 "index": e.index,
@@ -92,6 +93,17 @@ def dataset_info(store: DatasetStore) -> dict[str, Any]:
             for e in episodes
         ],
     }
+
+
+def episode_source(attrs: dict, dataset_source: str = "") -> str:
+    """Where an episode came from, as a user would name it (`data view`, the live loop's summary)."""
+    driver = attrs.get("live_driver")
+    if driver in ("policy", "mixed"):
+        return "policy-driven from live/dagger"
+    if driver == "expert":
+        return "expert-driven from live/dagger"
+    source = str(attrs.get("source") or dataset_source)
+    return f"imported from {source[:40]}" if source else "expert-driven from collect"
 
 
 def count_nonfinite(store: DatasetStore, episodes: list[EpisodeInfo]) -> dict[str, Any]:
@@ -151,8 +163,10 @@ def plot_histograms(store: DatasetStore, out: str | Path, bins: int = 41, force:
             panels.append((label, values[:, col], "label", bounds))
     if any(s.name == "speed" for s in store.meta.telemetry):
         panels.append(("speed", read_signal(store, "telemetry", "speed")[:, 0], "telemetry", None))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (label, values, kind, bounds) in zip(axes[0], panels, strict=True):
+    command = next((s for s in store.meta.telemetry if s.name == "command"), None)
+    fig, axes = plt.subplots(1, len(panels) + (command is not None),
+                             figsize=(4.2 * (len(panels) + (command is not None)), 3.4), squeeze=False)
+    for ax, (label, values, kind, bounds) in zip(axes[0], panels, strict=False):
         # over the action's full range, so unused parts of it (empty bins) show as such
         ax.hist(values, bins=bins, range=bounds, color="#3a7ca5", edgecolor="white", linewidth=0.4)
         ax.set_yscale("log")
@@ -160,6 +174,8 @@ def plot_histograms(store: DatasetStore, out: str | Path, bins: int = 41, force:
         ax.set_xlabel(label)
         ax.set_ylabel("frames (log)")
         ax.grid(alpha=0.3)
+    if command is not None:
+        _command_bars(axes[0][-1], command, read_signal(store, "telemetry", "command"))
     n = sum(e.length for e in store.episodes())
     fig.suptitle(f"{store.path.name}: {n} frames, {len(store.episodes())} episodes")
     fig.tight_layout()
@@ -168,6 +184,20 @@ def plot_histograms(store: DatasetStore, out: str | Path, bins: int = 41, force:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out
+
+
+def _command_bars(ax: Any, spec: Any, one_hot: np.ndarray) -> None:
+    """Frames per route command (the traffic world's one-hot): a policy sees only the commands
+    its data holds, so a missing exit shows here before training, like an unused steering bin."""
+    described = (spec.description or "").partition(":")[2].split(",")
+    names = [n.strip() for n in described if n.strip()]
+    if len(names) != spec.size:
+        names = [str(i) for i in range(spec.size)]
+    counts = np.bincount(np.argmax(one_hot, axis=1), minlength=spec.size) if len(one_hot) else np.zeros(spec.size)
+    ax.bar(names, counts, color="#3a7ca5", edgecolor="white")
+    ax.set_title("command (telemetry, one-hot)")
+    ax.set_ylabel("frames")
+    ax.grid(alpha=0.3, axis="y")
 
 
 @dataclass

@@ -32,6 +32,7 @@ from drivelab.data.store import DatasetStore
 from drivelab.memory import available_bytes, format_bytes
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 from drivelab.processor.layout import DeltaActions, FrameStack, Window
+from drivelab.processor.state import ProcessorState
 
 
 @dataclass
@@ -115,6 +116,29 @@ def first_episodes(episodes: Sequence[EpisodeInfo], max_frames: int, where: str)
     return kept
 
 
+def finite_signal(store: DatasetStore, index: int, key: str) -> np.ndarray:
+    """A float signal of an episode, refused if it holds NaN/Inf.
+
+    The store refuses NaN at commit time, so a non-finite value here means the array was
+    damaged afterwards; fed to the policy it would surface as a "non-finite loss" that
+    blames the learning rate. Checked once per decoded episode (signals are small).
+    """
+    values = store.read_array(index, key).astype(np.float32, copy=False)
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(values.size - np.count_nonzero(finite))
+        raise DatasetError(
+            f"{store.path}: episode {episode_name(index)} array {key} holds {bad} NaN/Inf "
+            f"value(s), which the policy would read as input or target: run "
+            f"`drivelab data verify {store.path}`"
+        )
+    return values
+
+
+#: Decoded episodes a split keeps in memory by default (`EpisodeCache`).
+CACHE_BYTES = 4 << 30
+
+
 class EpisodeFrameDataset(Dataset):
     """Samples (frame stack, history window, targets) from one split of a dataset."""
 
@@ -126,14 +150,54 @@ class EpisodeFrameDataset(Dataset):
         frames: int = 1,
         history_signals: Sequence[str] = (),
         history_length: int = 0,
-        cache_bytes: int = 4 << 30,
+        cache_bytes: int = CACHE_BYTES,
         delta_outputs: Sequence[str] = (),
         max_frames: int | None = None,
         decoded: DecodedEpisodes | None = None,
     ) -> None:
-        self.store = store
-        self.decoded = decoded
-        self.split = split
+        self._lay_out(outputs, frames, history_signals, history_length, delta_outputs)
+        needs = PolicyNeeds(
+            outputs=tuple(self.outputs),
+            delta_outputs=tuple(self.delta_outputs),
+            history=dict.fromkeys(self.history_signals),
+        )
+        check_fit(DataSpec.of_dataset(store), needs, who="these samples", error=DatasetError)
+        episodes = store.split_episodes(split)
+        if not episodes:
+            raise DatasetError(
+                f"{store.path} has no committed episodes in the {split!r} split: collect with "
+                f"--{split}-episodes K (or pick another split)"
+            )
+        if max_frames is not None:
+            episodes = first_episodes(episodes, max_frames, f"{store.path} {split!r}")
+        self._open(store, split, episodes, cache_bytes, decoded)
+
+    @classmethod
+    def of_processor(
+        cls,
+        store: DatasetStore,
+        split: str,
+        episodes: Sequence[EpisodeInfo],
+        state: ProcessorState,
+        decoded: DecodedEpisodes | None = None,
+    ) -> EpisodeFrameDataset:
+        """The samples ``state`` reads from ``episodes`` of ``store``: what the trainer opens.
+
+        The state and the episode list come from this dataset's facts (`drivelab.data.facts`;
+        `drivelab.processor.completion.complete` ran the fit check and refused an empty
+        split), so neither the store's listing nor `check_fit` is asked again.
+        """
+        dataset = cls.__new__(cls)
+        dataset._lay_out(state.targets.outputs, state.frames.stack, state.history.signals,
+                         state.history.length, tuple(state.targets.delta))
+        dataset._open(store, split, episodes, CACHE_BYTES, decoded)
+        return dataset
+
+    def _lay_out(
+        self, outputs: Sequence[str], frames: int, history_signals: Sequence[str], history_length: int,
+        delta_outputs: Sequence[str],
+    ) -> None:
+        """The sample layout: outputs, frame stack, history window, delta targets."""
         self.outputs = list(outputs)
         # targets of these outputs are changes of the last executed action (telemetry of the
         # same name, recorded before acting): Charles' "discrete delta" heads
@@ -141,36 +205,29 @@ class EpisodeFrameDataset(Dataset):
         self.k = int(frames)
         self.history_signals = list(history_signals)
         self.history_length = int(history_length)
-        self._check()
+        if self.k < 1:
+            raise DatasetError(f"frames must be >= 1 (got {self.k})")
+        if self.history_signals and self.history_length < 1:
+            raise DatasetError("history signals are set but the history length is < 1")
         self.stack = FrameStack(self.k)
         self.window = Window(max(self.history_length, 1))
         self.delta = DeltaActions(tuple(self.delta_outputs))
-        self.episodes: list[EpisodeInfo] = store.split_episodes(split)
-        if not self.episodes:
-            raise DatasetError(
-                f"{store.path} has no committed episodes in the {split!r} split: collect with "
-                f"--{split}-episodes K (or pick another split)"
-            )
-        if max_frames is not None:
-            self.episodes = first_episodes(self.episodes, max_frames, f"{store.path} {split!r}")
+
+    def _open(
+        self, store: DatasetStore, split: str, episodes: Sequence[EpisodeInfo], cache_bytes: int,
+        decoded: DecodedEpisodes | None,
+    ) -> None:
+        """The split's episodes, checked from metadata, and their cache."""
+        self.store = store
+        self.decoded = decoded
+        self.split = split
+        self.episodes: list[EpisodeInfo] = list(episodes)
         self._check_episodes()
         lengths = np.array([e.length for e in self.episodes], np.int64)
         self._starts = np.concatenate([[0], np.cumsum(lengths)])
         self._cache = EpisodeCache(cache_bytes)
         sizes = {s.name: s.size for s in store.meta.telemetry}
         self.history_size = sum(sizes[s] for s in self.history_signals)
-
-    def _check(self) -> None:
-        if self.k < 1:
-            raise DatasetError(f"frames must be >= 1 (got {self.k})")
-        if self.history_signals and self.history_length < 1:
-            raise DatasetError("history signals are set but the history length is < 1")
-        needs = PolicyNeeds(
-            outputs=tuple(self.outputs),
-            delta_outputs=tuple(self.delta_outputs),
-            history=dict.fromkeys(self.history_signals),
-        )
-        check_fit(DataSpec.of_dataset(self.store), needs, who="these samples", error=DatasetError)
 
     def _needed_arrays(self) -> list[ArraySpec]:
         meta = self.store.meta
@@ -263,23 +320,8 @@ class EpisodeFrameDataset(Dataset):
                 tuple(self.history_signals), tuple(self.delta_outputs))
 
     def signal(self, index: int, key: str) -> np.ndarray:
-        """A float signal of an episode, refused if it holds NaN/Inf.
-
-        The store refuses NaN at commit time, so a non-finite value here means the array was
-        damaged afterwards; fed to the policy it would surface as a "non-finite loss" that
-        blames the learning rate. Checked once per decoded episode (signals are small).
-        """
-        values = self.store.read_array(index, key).astype(np.float32, copy=False)
-        finite = np.isfinite(values)
-        if not finite.all():
-            bad = int(values.size - np.count_nonzero(finite))
-            path = self.store.path
-            raise DatasetError(
-                f"{path}: episode {episode_name(index)} array {key} holds {bad} NaN/Inf "
-                f"value(s), which the policy would read as input or target: run "
-                f"`drivelab data verify {path}`"
-            )
-        return values
+        """A float signal of an episode, refused if it holds NaN/Inf (`finite_signal`)."""
+        return finite_signal(self.store, index, key)
 
     def _gather(self, pos: int, steps: np.ndarray) -> dict[str, np.ndarray]:
         ep = self._episode(pos)

@@ -76,10 +76,14 @@ class DatasetMeta:
     telemetry: tuple[SignalSpec, ...]
     actions: tuple[SignalSpec, ...]
     chunk_frames: int = 32
+    #: The env name ``make_env`` rebuilds this world from (``intersection:density=0.5``), as
+    #: `collect` and `live` record it; ``None`` for imports and datasets made before it existed.
+    env: str | None = None
 
     def to_attrs(self) -> dict[str, Any]:
         return {
             "env_id": self.env_id,
+            **({"env": self.env} if self.env is not None else {}),
             "fps": self.fps,
             "frame_shape": list(self.frame_shape),
             "telemetry": [s.to_dict() for s in self.telemetry],
@@ -96,7 +100,19 @@ class DatasetMeta:
             telemetry=tuple(SignalSpec(**s) for s in attrs["telemetry"]),
             actions=tuple(SignalSpec(**s) for s in attrs["actions"]),
             chunk_frames=int(attrs.get("chunk_frames", 32)),
+            env=attrs.get("env"),
         )
+
+    def world_name(self) -> str | None:
+        """The env name a run trained on this data drives in by default (``None``: no world
+        drivelab can rebuild, e.g. an import: the verbs' own default applies)."""
+        if self.env:
+            return self.env
+        if self.fps <= 0:
+            return None
+        from drivelab.sim.registry import env_name_of_id  # older datasets: their env id
+
+        return env_name_of_id(self.env_id, self.frame_shape)
 
     def signal_names(self) -> dict[str, list[str]]:
         return {

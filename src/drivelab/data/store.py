@@ -118,6 +118,9 @@ class DatasetStore:
                 f"{path} uses dataset format version {version}, newer than this drivelab "
                 f"reads ({FORMAT_VERSION}): upgrade drivelab"
             )
+        if attrs.get("edit_state") == "writing":  # `data edit` renames it into place only when done
+            raise DatasetError(f"{path} is an unfinished `drivelab data edit` (killed while writing): delete it "
+                               "and run the edit again")
         try:
             meta = DatasetMeta.from_attrs(attrs)
         except (KeyError, TypeError, ValueError) as exc:

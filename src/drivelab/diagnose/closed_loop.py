@@ -21,7 +21,9 @@ from drivelab.evaluate.runner import evaluate
 
 NORMAL, HISTORY_MEAN, BLANK_FRAMES = "normal", "history_mean", "blank_frames"
 AB_KEYS = ("score_mean", "score_std", "reward_mean", "reward_std", "completion_mean",
-           "off_track_events_mean", "unstuck_mean", "mean_speed_mean")
+           "off_track_events_mean", "unstuck_mean", "mean_speed_mean",
+           # a route world's (traffic) outcomes; absent (None) on CarRacing
+           "success_rate", "collisions_per_episode", "route_failures_per_episode", "timeouts_per_episode")
 
 
 @dataclass

@@ -29,7 +29,8 @@ from drivelab.errors import DrivelabError
 from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.offline import OfflineJob
 from drivelab.runs.folder import resolve_checkpoint
-from drivelab.seeds import HELD_OUT_SEED
+from drivelab.runs.world import check_same_world, recorded_env
+from drivelab.seeds import DEFAULT_ENV, HELD_OUT_SEED
 
 
 class DiagnoseError(DrivelabError):
@@ -77,6 +78,7 @@ def diagnose(request: DiagnoseRequest, on_stage: Callable[[str], None] | None = 
     job = OfflineJob(request.ref, request.split, request.dataset, request.runs_root, device=request.device)
     train_job = OfflineJob(request.ref, job.runtime.config.data.train_split, request.dataset, request.runs_root,
                            device=request.device)
+    env = _world(request, job)
     check_outputs(request)
     if job.runtime.kind.stateful:
         raise DiagnoseError(f"{job.runtime.label} carries state between steps (model.kind "
@@ -99,7 +101,6 @@ def diagnose(request: DiagnoseRequest, on_stage: Callable[[str], None] | None = 
     copies = copy_baseline(heads, val_pass, val, set(runtime.processor.targets.delta))
     offline_s = time.perf_counter() - started
     ab = inertia = None
-    env = job.store.meta.env_id
     history_mean = np.asarray(runtime.processor.history.mean, np.float32) if runtime.processor.history.signals else None
     if request.tracks:
         tracks = list(range(request.seed, request.seed + request.tracks))
@@ -110,6 +111,16 @@ def diagnose(request: DiagnoseRequest, on_stage: Callable[[str], None] | None = 
     found = verdicts(reliance, copies, probe, set(actions), ab, inertia, config)
     return DiagnosisReport(runtime.label, str(job.store.path), request.split, len(val), reliance, probe, copies,
                            ab, inertia, found, config, offline_s, actions)
+
+
+def _world(request: DiagnoseRequest, job: OfflineJob) -> str:
+    """The env of the closed-loop tests: the run's world (`drivelab.runs.world`), else its
+    data's; a ``--dataset`` of another world than the run's is refused naming both."""
+    run, _, _ = resolve_checkpoint(request.ref, request.runs_root)
+    trained, data_env = recorded_env(run), job.store.meta.world_name()
+    if request.dataset is not None and data_env is not None:
+        check_same_world(trained, data_env, run.name, f"--dataset {request.dataset}")
+    return trained or data_env or DEFAULT_ENV
 
 
 def _inertia(request: DiagnoseRequest, env: str, config: DiagnoseConfig,

@@ -204,11 +204,18 @@ def render(console: Console, report: DiagnosisReport) -> None:
                       highlight=False, soft_wrap=True)
     if report.closed_loop is not None:
         ab = Table(title=f"closed loop on tracks {report.closed_loop.tracks[0]}-{report.closed_loop.tracks[-1]}")
-        for col in ("variant", "score", "reward", "completion", "off-track", "speed"):
+        routes = any(a.get("success_rate") is not None for a in report.closed_loop.variants.values())
+        columns = (("success", "crash/ep", "wrong/ep", "t-out/ep") if routes  # traffic: route outcomes
+                   else ("reward", "completion", "off-track"))
+        for col in ("variant", "score", *columns, "speed"):
             ab.add_column(col, justify="left" if col == "variant" else "right")
         for name, a in report.closed_loop.variants.items():
-            ab.add_row(escape(name), f"{_fmt(a['score_mean'])} ± {_fmt(a['score_std'])}", _fmt(a["reward_mean"], ".1f"),
-                       _fmt(a["completion_mean"]), _fmt(a["off_track_events_mean"], ".1f"), _fmt(a["mean_speed_mean"], ".1f"))
+            cells = ([_fmt(a.get("success_rate"), ".0%"), _fmt(a.get("collisions_per_episode"), ".2f"),
+                      _fmt(a.get("route_failures_per_episode"), ".2f"), _fmt(a.get("timeouts_per_episode"), ".2f")]
+                     if routes else
+                     [_fmt(a["reward_mean"], ".1f"), _fmt(a["completion_mean"]), _fmt(a["off_track_events_mean"], ".1f")])
+            ab.add_row(escape(name), f"{_fmt(a['score_mean'])} ± {_fmt(a['score_std'])}", *cells,
+                       _fmt(a["mean_speed_mean"], ".1f"))
         console.print(ab)
     for who, findings in report.verdicts.items():
         for f in findings:

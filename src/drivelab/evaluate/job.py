@@ -21,7 +21,7 @@ from drivelab.errors import DrivelabError, Interrupted
 from drivelab.evaluate.drivers import BASELINES, ENGINES, DriverSpec
 from drivelab.evaluate.offline import OfflineReport
 from drivelab.evaluate.runner import EvalReport
-from drivelab.outputs import check_output, check_output_dir, write_json
+from drivelab.outputs import check_output, check_output_dir, is_stdout, write_json
 from drivelab.seeds import DEFAULT_ENV, HELD_OUT_SEED
 
 ProgressFn = Callable[[int, int, int], None]
@@ -39,7 +39,8 @@ class EvalRequest:
     seed: int = HELD_OUT_SEED
     workers: int = 2
     baseline: tuple[str, ...] = ()
-    env: str = DEFAULT_ENV
+    #: None: the world the run was trained in (`drivelab.runs.world`), CarRacing without a run
+    env: str | None = None
     max_steps: int = 1000
     video: Path | None = None
     json_out: Path | None = None
@@ -147,6 +148,7 @@ def drive(request: EvalRequest, progress: Progress, note: Note) -> DriveOutcome:
 
     engines = engines_for(request)
     _check_drive(request, engines)
+    env = drive_env(request)
     resolved, said = inference_precision(request.precision)
     if said:
         note(said)
@@ -164,10 +166,29 @@ def drive(request: EvalRequest, progress: Progress, note: Note) -> DriveOutcome:
                 for s in seeds:
                     check_output(video_path(request.video, spec, s), "--video", (".mp4",), force=request.force)
         with progress(request.episodes * len(specs), "eval", unit="tracks") as on_progress:
-            reports = evaluate_many(specs, seeds, env=request.env, workers=request.workers,
+            reports = evaluate_many(specs, seeds, env=env, workers=request.workers,
                                     max_steps=request.max_steps, video_dir=request.video,
                                     on_progress=on_progress, replace_videos=request.force)
     return DriveOutcome(reports, request.episodes * len(specs))
+
+
+def drive_env(request: EvalRequest) -> str:
+    """The env to drive in: ``--env`` if given (refused for a run of another world), else the
+    world the run (or the exported file's run) was trained in, else `DEFAULT_ENV`."""
+    from drivelab.runs.world import env_for, recorded_env
+
+    if request.run is None:
+        return request.env or DEFAULT_ENV
+    if request.onnx_file:
+        from drivelab.export.engine import OnnxRuntime
+
+        path = Path(request.run)
+        card = OnnxRuntime(path).card if path.is_file() else None  # a missing file: refused later
+        return env_for(card.env if card else None, request.env, path.name)
+    from drivelab.runs.folder import resolve_checkpoint
+
+    folder, _, _ = resolve_checkpoint(request.run, request.runs_root)
+    return env_for(recorded_env(folder), request.env, folder.name)
 
 
 def _baselines(names: tuple[str, ...]) -> list[DriverSpec]:
@@ -223,7 +244,7 @@ def keep_drive(request: EvalRequest, outcome: DriveOutcome) -> Iterator[tuple[st
         from drivelab.runs.evals import save_run_eval  # kept with the run for `runs`, its card
 
         yield "kept with the run", save_run_eval(request.run, request.runs_root, {
-            "env": request.env, "max_steps": request.max_steps, "tracks": request.seeds, "drivers": drivers})
+            "env": reports[0].env if reports else request.env, "max_steps": request.max_steps, "tracks": request.seeds, "drivers": drivers})
 
 
 # --------------------------------------------------------------------------- offline
@@ -245,7 +266,7 @@ def score_offline(request: EvalRequest, progress: Progress) -> OfflineReport:
     assert request.offline is not None
     job = OfflineJob(request.run, request.offline, dataset=request.dataset, runs_root=request.runs_root,
                      workers=request.workers, top_k=request.top_k or DEFAULT_TOP_K, group_map=request.group_map)
-    if request.json_out is not None:  # the confusion PNGs beside --json: checked before scoring
+    if request.json_out is not None and not is_stdout(request.json_out):  # the confusion PNGs beside --json
         for head in job.runtime.config.model.heads:
             if head.kind != "regression":
                 check_output(confusion_beside(request.json_out, head.output), "--json", (".png",),
@@ -269,7 +290,7 @@ def keep_offline(request: EvalRequest, report: OfflineReport) -> Iterator[tuple[
         for output, classes in report.classification.items():
             title = f"{report.run} on {request.offline}: {output}"
             save_confusion_png(classes, offline_confusion(target, output), title)
-            if request.json_out is not None:
+            if request.json_out is not None and not is_stdout(request.json_out):
                 save_confusion_png(classes, confusion_beside(request.json_out, output), title, force=request.force)
         yield "classification metrics + confusion PNG", target
     if request.json_out is not None:

@@ -32,6 +32,7 @@ UNSTUCK_FACTOR = 0.6
 #: Penalty factor per typed infraction (CARLA leaderboard values where CARLA has one).
 INFRACTION_FACTORS: dict[Infraction, float] = {
     Infraction.COLLISION: 0.60,
+    Infraction.STRUCK: 0.60,  # CARLA penalises every collision alike; the cause is reported
     Infraction.OFF_ROAD: 0.65,
     Infraction.TIMEOUT: 0.70,
     Infraction.WRONG_EXIT: 1.0,  # the route fails: the episode ends there
@@ -85,7 +86,8 @@ class EpisodeResult:
     failed: str | None = None
     # typed outcome and infractions, for envs that report them (traffic); defaults otherwise
     outcome: str | None = None
-    collisions: int = 0
+    collisions: int = 0  # every collision, whoever caused it
+    collisions_struck: int = 0  # of those, another car drove into the stopped or slower ego
     off_road_events: int = 0
     route_failures: int = 0
     wrong_exits: int = 0  # the part of route_failures that took another exit (a command ignored)
@@ -126,7 +128,8 @@ def finish_episode(
         steps=tracker.steps,
         score=round(driving_score(completion, tracker.off_track_events, unstuck, typed), 4),
         outcome=None if outcome is None else Outcome(outcome).value,
-        collisions=typed[Infraction.COLLISION],
+        collisions=typed[Infraction.COLLISION] + typed[Infraction.STRUCK],
+        collisions_struck=typed[Infraction.STRUCK],
         off_road_events=typed[Infraction.OFF_ROAD],
         route_failures=typed[Infraction.WRONG_EXIT] + typed[Infraction.ROUTE_DEVIATION],
         wrong_exits=typed[Infraction.WRONG_EXIT],
@@ -160,7 +163,8 @@ def aggregate(rows: Sequence[EpisodeResult]) -> dict[str, Any]:
     typed = [r for r in ok if r.outcome is not None]
     if typed:  # envs with typed outcomes (traffic): success rate and infractions per episode
         out["success_rate"] = sum(r.outcome == Outcome.SUCCESS for r in typed) / len(typed)
-        for key in ("collisions", "off_road_events", "route_failures", "timeouts"):
+        for key in ("collisions", "collisions_struck", "off_road_events", "route_failures",
+                    "timeouts"):
             out[f"{key}_per_episode"] = sum(getattr(r, key) for r in typed) / len(typed)
     out["laps_finished"] = len(laps)
     out["lap_time_mean"] = sum(laps) / len(laps) if laps else None

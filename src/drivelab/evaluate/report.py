@@ -74,10 +74,15 @@ def _pm(agg: dict[str, Any], key: str, fmt: str) -> str:
 
 
 def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
-    """A per-track table (reward / score per driver) and an aggregate table."""
+    """A per-track table and an aggregate table, with the columns that mean something in the
+    env's world: CarRacing's reward, off-track/unstuck and laps; a route world's (traffic)
+    outcome, success rate and infractions per episode (it has no laps; its reward is
+    highway-env's, not a lap's)."""
     if not reports:
         return
-    tracks = Table(title=f"closed-loop evaluation on {reports[0].env}: reward (driving score)")
+    routed = any("success_rate" in r.aggregate for r in reports)
+    what = "outcome (driving score)" if routed else "reward (driving score)"
+    tracks = Table(title=f"closed-loop evaluation on {reports[0].env}: {what}")
     tracks.add_column("track", justify="right")
     for r in reports:
         tracks.add_column(escape(r.driver), justify="right")
@@ -90,31 +95,16 @@ def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
                 cells.append("-")
             elif row.failed:
                 cells.append("[red]failed[/]")
+            elif routed:
+                cells.append(f"{escape(str(row.outcome or '-'))} ({row.score:.2f})")
             else:
                 cells.append(f"{row.reward:.0f} ({row.score:.2f})")
         tracks.add_row(str(seed), *cells)
     console.print(tracks)
-    # compact (no vertical rules, tight padding) so it stays whole in an 80-column terminal;
-    # completion and every per-episode number are in the per-track table and the JSON
-    agg = Table(title="mean ± std over tracks", box=box.SIMPLE_HEAD, padding=(0, 1))
-    agg.add_column("driver", overflow="fold", min_width=12)
-    for col in ("score", "reward", "min", "off/stuck", "laps", "÷expert"):
-        agg.add_column(col, justify="right", no_wrap=True)
-    for r in reports:
-        a = r.aggregate
-        ratio = a.get("score_ratio_to_expert")
-        off, unstuck = a.get("off_track_events_mean", math.nan), a.get("unstuck_mean", math.nan)
-        agg.add_row(
-            escape(r.driver),
-            _pm(a, "score", ".3f"),
-            _pm(a, "reward", ".1f"),
-            "-" if math.isnan(a["reward_min"]) else f"{a['reward_min']:.1f}",
-            "-" if math.isnan(off) else f"{off:.1f}/{unstuck:.1f}",
-            f"{a['laps_finished']}/{a['episodes']}",
-            "-" if ratio is None or math.isnan(ratio) else f"{ratio:.3f}",
-        )
-    console.print(agg)
-    _print_route_outcomes(console, reports)
+    if routed:
+        _print_route_outcomes(console, reports)
+    else:
+        _print_laps(console, reports)
     for r in reports:
         if r.aggregate["failed"]:
             for row in r.rows:
@@ -124,18 +114,55 @@ def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
             console.print(f"[yellow]{escape(r.driver)}: interrupted after {len(r.rows)} tracks[/]")
 
 
-def _print_route_outcomes(console: Any, reports: Sequence[Any]) -> None:
-    """Success rate and infractions per episode, for envs with typed outcomes (traffic)."""
-    routed = [r for r in reports if "success_rate" in r.aggregate]
-    if not routed:
-        return
-    table = Table(title="route outcomes (per episode)", box=box.SIMPLE_HEAD, padding=(0, 1))
-    table.add_column("driver", overflow="fold", min_width=12)
-    for col in ("success", "collisions", "off-road", "route failed", "timeouts"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for r in routed:
+def _ratio(a: dict[str, Any]) -> str:
+    ratio = a.get("score_ratio_to_expert")
+    return "-" if ratio is None or math.isnan(ratio) else f"{ratio:.3f}"
+
+
+def _print_laps(console: Console, reports: Sequence[EvalReport]) -> None:
+    """CarRacing's aggregate: score, reward, worst reward, off-track/unstuck, laps."""
+    # compact (no vertical rules, tight padding) so it stays whole in an 80-column terminal;
+    # completion and every per-episode number are in the per-track table and the JSON
+    agg = Table(title="mean ± std over tracks", box=box.SIMPLE_HEAD, padding=(0, 1))
+    agg.add_column("driver", overflow="fold", min_width=12)
+    for col in ("score", "reward", "min", "off/stuck", "laps", "÷expert"):
+        agg.add_column(col, justify="right", no_wrap=True)
+    for r in reports:
         a = r.aggregate
-        table.add_row(escape(r.driver), f"{a['success_rate']:.1%}",
-                      *(f"{a[f'{k}_per_episode']:.2f}" for k in
-                        ("collisions", "off_road_events", "route_failures", "timeouts")))
+        off, unstuck = a.get("off_track_events_mean", math.nan), a.get("unstuck_mean", math.nan)
+        agg.add_row(
+            escape(r.driver),
+            _pm(a, "score", ".3f"),
+            _pm(a, "reward", ".1f"),
+            "-" if math.isnan(a["reward_min"]) else f"{a['reward_min']:.1f}",
+            "-" if math.isnan(off) else f"{off:.1f}/{unstuck:.1f}",
+            f"{a['laps_finished']}/{a['episodes']}",
+            _ratio(a),
+        )
+    console.print(agg)
+
+
+def _print_route_outcomes(console: Any, reports: Sequence[Any]) -> None:
+    """A route world's aggregate (traffic): driving score, success rate, infractions per episode.
+
+    Collisions are split by cause (`drivelab.sim.infractions.collision_cause`): "crash" the ego
+    drove into a car, "struck" a car drove into the stopped or slower ego."""
+    # short headers so it stays whole in an 80-column terminal, like CarRacing's table
+    table = Table(title="route outcomes: score mean ± std, success rate, then per episode: ego "
+                  "collisions (crash), struck by a car, wrong exit or route, timeouts (t-out)",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table.add_column("driver", overflow="fold", min_width=12)
+    # (off-road events are in the score's penalty and the JSON rows)
+    for col in ("score", "success", "crash", "struck", "wrong", "t-out", "÷expert"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in reports:
+        a = r.aggregate
+        if "success_rate" not in a:  # every episode failed: no outcome to count
+            table.add_row(escape(r.driver), _pm(a, "score", ".3f"), *["-"] * 5, _ratio(a))
+            continue
+        struck = a.get("collisions_struck_per_episode", 0.0)
+        table.add_row(escape(r.driver), _pm(a, "score", ".3f"), f"{a['success_rate']:.1%}",
+                      f"{a['collisions_per_episode'] - struck:.2f}", f"{struck:.2f}",
+                      *(f"{a[f'{k}_per_episode']:.2f}" for k in ("route_failures", "timeouts")),
+                      _ratio(a))
     console.print(table)

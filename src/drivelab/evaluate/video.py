@@ -27,6 +27,7 @@ from drivelab.outputs import atomic_output
 FORMATS = (".mp4", ".gif")
 HEADER = 20
 PANEL_ROW = 16
+MIN_WIDTH = 288  # px: the panel's labels, bars and values
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)
 MUTED = (150, 150, 150)
@@ -69,7 +70,7 @@ class OverlayVideo:
         s = self.scale
         side_w = 0 if side is None else side.shape[1] * s * h // side.shape[0]
         rows = 4 + (command is not None)
-        width = w * s + side_w
+        width = max(w * s + side_w, MIN_WIDTH)  # a 32-px frame still gets a readable panel
         panel = rows * PANEL_ROW + 6
         canvas = Image.new("RGB", (width + width % 2, HEADER + h * s + panel + (h * s + panel) % 2), BACKGROUND)
         canvas.paste(Image.fromarray(frame).resize((w * s, h * s), Image.NEAREST), (0, HEADER))
@@ -84,7 +85,7 @@ class OverlayVideo:
         draw.text((4, 3), self.caption, fill=TEXT, font=font(12))
         draw.text((width - 4, 3), header, fill=MUTED, font=font(12), anchor="ra")
         y = HEADER + h * s + 4
-        bar = (70, min(w * s, 400) - 130)  # x, width of the bars: label left, value right
+        bar = (70, min(width, 400) - 130)  # x, width of the bars: label left, value right
         lines = [
             ("steering", steering, "centre", (90, 170, 250), f"{steering:+.2f}"),
             ("throttle", max(accel_brake, 0.0), "left", (80, 200, 90), f"{max(accel_brake, 0.0):.2f}"),

@@ -65,6 +65,7 @@ class PolicyCard(BaseModel):
     run_path: str
     weights_sha256: str  # of the checkpoint's .safetensors file
     dataset: str  # the data the parity check read
+    env: str | None = None  # the world the run was trained in (`drivelab eval FILE` drives there)
     frame_shape: tuple[int, int, int]  # one source frame [H, W, 3], uint8
     frame_stack: int  # k frames stacked oldest first on the channel axis: [B, 3k, H, W]
     history_signals: tuple[str, ...] = ()  # telemetry signals, concatenated in this order

@@ -36,6 +36,7 @@ from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 from drivelab.runs.checkpoints import load_weights
 from drivelab.runs.dataset_path import run_dataset
 from drivelab.runs.folder import resolve_checkpoint
+from drivelab.runs.world import check_same_world, recorded_env
 
 FORMATS = ("onnx",)
 DEFAULT_FRAMES = 64
@@ -90,6 +91,9 @@ def export_run(request: ExportRequest) -> ExportResult:
     # the run's own dataset, found from any working directory (the parity check runs on its frames)
     source = Path(request.dataset) if request.dataset is not None else run_dataset(run, config.data.path)
     store = DatasetStore.open(source)
+    trained_in = recorded_env(run)
+    if request.dataset is not None and store.meta.world_name() is not None:
+        check_same_world(trained_in, store.meta.world_name() or "", label, f"--dataset {source}")
     check_fit(DataSpec.of_dataset(store), PolicyNeeds.of_processor(processor), who=label, error=ExportError)
     policy = load_trained_policy(config, processor.history.sizes, load_weights(weights_file), label)
     actions = action_infos(policy, {s.name: (s.low, s.high) for s in store.meta.actions})
@@ -101,7 +105,7 @@ def export_run(request: ExportRequest) -> ExportResult:
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     card = PolicyCard(
         run=label, run_path=str(run.path.resolve()), weights_sha256=_sha256(weights_file),
-        dataset=str(store.path), frame_shape=processor.frames.source_shape,
+        dataset=str(store.path), env=trained_in, frame_shape=processor.frames.source_shape,
         frame_stack=processor.frames.stack, history_signals=processor.history.signals,
         history_sizes=dict(processor.history.sizes), history_length=processor.history.length,
         actions=tuple(actions), delta_heads=tuple(a.name for a in actions if a.delta is not None),

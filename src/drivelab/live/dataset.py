@@ -18,6 +18,7 @@ from pathlib import Path
 from drivelab.config import ExperimentConfig
 from drivelab.config.live_section import LiveConfig
 from drivelab.data.collect import open_for_collection
+from drivelab.data.inspect import episode_source
 from drivelab.data.locks import check_creatable
 from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
@@ -58,7 +59,7 @@ def open_live_dataset(config: ExperimentConfig, live: LiveConfig, resuming: bool
     probe = make_env(live.env, max_steps=live.max_steps)
     try:
         make_expert(probe)
-        return open_for_collection(path, probe, path.exists(), CHUNK_FRAMES)
+        return open_for_collection(path, probe, path.exists(), CHUNK_FRAMES, name=live.env)
     finally:
         probe.close()
 
@@ -81,17 +82,6 @@ def existing_episodes(config: ExperimentConfig) -> str | None:
     """What ``data.path`` holds before this run adds to it (None: nothing there yet)."""
     path = Path(config.data.path)
     return describe_episodes(DatasetStore.open(path)) if path.exists() else None
-
-
-def episode_source(attrs: dict, dataset_source: str = "") -> str:
-    """Where an episode came from, as a user would name it."""
-    driver = attrs.get("live_driver")
-    if driver in ("policy", "mixed"):
-        return "policy-driven from live/dagger"
-    if driver == "expert":
-        return "expert-driven from live/dagger"
-    source = str(attrs.get("source") or dataset_source)
-    return f"imported from {source[:40]}" if source else "expert-driven from collect"
 
 
 def next_slot(path: Path | str, seed: int = 0) -> int:

@@ -109,9 +109,10 @@ def write_init_report(run: Any, report: InitReport) -> None:
     """Keep the report in the run: ``init_report.json`` in full, the counts in ``run.json``."""
     import json
 
-    atomic_write_text(run.path / INIT_REPORT_NAME, json.dumps(report.to_json(), indent=2) + "\n")
+    record = report.to_json()
+    atomic_write_text(run.path / INIT_REPORT_NAME, json.dumps(record, indent=2) + "\n")
     status = run.read_status().get("status", "created")
-    run.write_status(status, init_from=report.to_json()["counts"])
+    run.write_status(status, init_from=record["counts"])
 
 
 def _rename(key: str, rename: Mapping[str, str]) -> str:

@@ -4,7 +4,8 @@ The dataset stores exact per-episode moments (`drivelab.data.stats`); merged ove
 episodes they give the frame channel mean/std (``scaled`` normalisation), each history
 component's mean/std (telemetry mixes scales: speed reaches ~100 m/s, steering stays within 0.4,
 and standardised inputs keep an LSTM's gates out of saturation) and each standardised head's
-action mean/std. Stds are floored at 1e-6 so a constant signal cannot divide by zero.
+action mean/std. Stds are floored at 1e-6 so a constant signal cannot divide by zero (a constant
+history component is only centred: std 1).
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ def history_statistics(
     for name in signals:
         m = moments[f"telemetry/{name}"]
         mean += m.mean
-        std += [max(v, STD_FLOOR) for v in m.std]
+        # a component constant over the training split (a route command no training episode
+        # had) is centred, not scaled: dividing by the floor turned a 1 seen only later into
+        # 1e6 and the policy's output into garbage (found on the traffic world's one-hot)
+        std += [v if v >= STD_FLOOR else 1.0 for v in m.std]
     return tuple(mean), tuple(std)
 
 

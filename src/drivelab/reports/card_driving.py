@@ -44,20 +44,11 @@ def driving_section(
     doc.para(f"Checkpoint batch *{record.get('batch')}*, {span}, "
              f"evaluated {str(record.get('created', ''))[:16].replace('T', ' ')}; mean ± std over tracks. "
              + cap_note(record))
-    rows = []
-    for driver in record.get("drivers", []):
-        a = driver.get("aggregate", {})
-        ratio = a.get("score_ratio_to_expert")
-        rows.append([
-            driver.get("driver", "?"),
-            score_text(a),
-            _pm(a, "reward", ".1f"),
-            _pm(a, "completion", ".3f"),
-            _mean(a, "off_track_events_mean") + " / " + _mean(a, "unstuck_mean"),
-            f"{a.get('laps_finished', 0)}/{a.get('episodes', 0)}",
-            "-" if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)) else f"{ratio:.3f}",
-        ])
-    doc.table(["driver", "driving score", "reward", "completion", "off-track / unstuck", "laps", "÷ expert"], rows)
+    drivers = record.get("drivers", [])
+    if any("success_rate" in d.get("aggregate", {}) for d in drivers):
+        _route_table(doc, drivers, record.get("env"))
+    else:
+        _lap_table(doc, drivers)
     from drivelab.runs.evals import policy_report
 
     report = policy_report(record) or {}
@@ -71,6 +62,48 @@ def driving_section(
         doc.image(f"{media_dir.name}/driving.gif", f"{run.name} driving")
     elif videos:
         doc.para(f"(the evaluation's videos are gone from {Path(videos[0]).parent})")
+
+
+def _ratio(a: dict[str, Any]) -> str:
+    ratio = a.get("score_ratio_to_expert")
+    return "-" if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)) else f"{ratio:.3f}"
+
+
+def _lap_table(doc: Document, drivers: list[dict[str, Any]]) -> None:
+    """CarRacing: reward, completion, off-track / unstuck and laps."""
+    rows = []
+    for driver in drivers:
+        a = driver.get("aggregate", {})
+        rows.append([
+            driver.get("driver", "?"),
+            score_text(a),
+            _pm(a, "reward", ".1f"),
+            _pm(a, "completion", ".3f"),
+            _mean(a, "off_track_events_mean") + " / " + _mean(a, "unstuck_mean"),
+            f"{a.get('laps_finished', 0)}/{a.get('episodes', 0)}",
+            _ratio(a),
+        ])
+    doc.table(["driver", "driving score", "reward", "completion", "off-track / unstuck", "laps", "÷ expert"], rows)
+
+
+def _route_table(doc: Document, drivers: list[dict[str, Any]], env: str | None) -> None:
+    """A route world (traffic): success and infractions per episode; it has no laps."""
+    if env:
+        doc.para(f"World: `{env}`.")
+    rows = []
+    for driver in drivers:
+        a = driver.get("aggregate", {})
+        rate = a.get("success_rate")
+        per = [_per(a, k) for k in ("collisions", "off_road_events", "route_failures", "timeouts")]
+        rows.append([driver.get("driver", "?"), score_text(a),
+                     "-" if rate is None else f"{rate:.1%}", *per, _ratio(a)])
+    doc.table(["driver", "driving score", "success", "collisions / episode", "off-road / episode",
+               "wrong exit or route / episode", "timeouts / episode", "÷ expert"], rows)
+
+
+def _per(a: dict[str, Any], key: str) -> str:
+    value = a.get(f"{key}_per_episode")
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _watch_gif(doc: Document, run: RunFolder, status: VersionStatus, media_dir: Path, media: list[Path], gif_bytes: int) -> None:

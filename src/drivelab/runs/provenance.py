@@ -92,6 +92,8 @@ def run_provenance(config: Any, store: DatasetStore) -> dict[str, Any]:
         "config": "config.yaml",
         "dataset": {"path": str(Path(store.path).resolve()), "checksum": dataset_checksum(store),
                     "episodes": len(store.episodes())},
+        # the world it was trained in: the verbs that drive the run default to it (`runs.world`)
+        "env": store.meta.world_name(),
         "init_sources": init_sources(config.model),
         "code": code_version(),
     }

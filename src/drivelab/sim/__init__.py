@@ -7,7 +7,7 @@ from drivelab.sim.base import DrivingEnv, Observation, SignalSpec, SimError, Ste
 from drivelab.sim.carracing import CarRacingEnv
 from drivelab.sim.expert import CarRacingExpert, ExpertConfig
 from drivelab.sim.gym_adapter import GymImageEnv
-from drivelab.sim.registry import make_env, make_expert
+from drivelab.sim.registry import canonical_env, env_name_of_id, env_world, make_env, make_expert
 
 __all__ = [
     "CarRacingEnv",
@@ -19,6 +19,9 @@ __all__ = [
     "SignalSpec",
     "SimError",
     "StepResult",
+    "canonical_env",
+    "env_name_of_id",
+    "env_world",
     "make_env",
     "make_expert",
 ]

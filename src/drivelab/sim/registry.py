@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from dataclasses import fields
 from typing import Any
 
 from drivelab.sim.base import DrivingEnv, SimError
 from drivelab.sim.carracing import CarRacingEnv
 from drivelab.sim.expert import CarRacingExpert
 from drivelab.sim.gym_adapter import GymImageEnv
-from drivelab.sim.traffic_options import SCENARIOS, split_name_head
+from drivelab.sim.traffic_options import SCENARIOS, TrafficOptions, resolve, split_name_head
 
 #: Names (lower-cased) that select the dedicated CarRacing adapter.
-CARRACING_NAMES = frozenset({"carracing", CarRacingEnv.env_id.lower()})
+CARRACING = "carracing"
+CARRACING_NAMES = frozenset({CARRACING, CarRacingEnv.env_id.lower()})
 
 
 def make_env(name: str, *, generic: bool = False, **options: Any) -> DrivingEnv:
@@ -47,6 +49,52 @@ def make_env(name: str, *, generic: bool = False, **options: Any) -> DrivingEnv:
         return CarRacingEnv(**options)
     gym_id = CarRacingEnv.env_id if name.strip().lower() in CARRACING_NAMES else name
     return GymImageEnv(gym_id, **options)
+
+
+def env_world(name: str) -> str:
+    """The env id ``name`` builds, without building it: what two names must share to be one world.
+
+    Options (traffic density, a timeout) leave the world the same: a policy trained at one
+    density may be driven at another. A different world (CarRacing vs a junction, or the
+    intersection vs the roundabout) has other roads, commands and signals.
+    """
+    head = split_name_head(name)
+    if head in SCENARIOS:
+        return SCENARIOS[head].env_id
+    if name.strip().lower() in CARRACING_NAMES:
+        return CarRacingEnv.env_id
+    return name.strip()
+
+
+def canonical_env(name: str) -> str:
+    """``name`` as a dataset or run records it: ``make_env`` rebuilds the same world from it.
+
+    Traffic options are checked and written out when they differ from the defaults (sorted by
+    the option table, ``max_steps`` dropped: it is every verb's own flag); CarRacing's aliases
+    become ``carracing``; any other (gymnasium) id is kept as given.
+    """
+    head = split_name_head(name)
+    if head in SCENARIOS:
+        _, options = resolve(name)
+        default = TrafficOptions()
+        changed = [f"{f.name}={getattr(options, f.name)}" for f in fields(options)
+                   if f.name != "max_steps" and getattr(options, f.name) != getattr(default, f.name)]
+        return head + (":" + ",".join(changed) if changed else "")
+    if name.strip().lower() in CARRACING_NAMES:
+        return CARRACING
+    return name.strip()
+
+
+def env_name_of_id(env_id: str, frame_shape: tuple[int, ...]) -> str | None:
+    """The env name of a world known by its recorded id (datasets made before names were
+    recorded), or ``None`` for an id drivelab cannot rebuild (an import, a generic gym id)."""
+    if env_id.strip().lower() in CARRACING_NAMES:
+        return CARRACING
+    for scenario in SCENARIOS.values():
+        if scenario.env_id == env_id:
+            size = int(frame_shape[0]) if frame_shape else TrafficOptions.frame_size
+            return scenario.name + (f":frame_size={size}" if size != TrafficOptions.frame_size else "")
+    return None
 
 
 def make_expert(env: DrivingEnv) -> Any:

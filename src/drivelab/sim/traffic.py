@@ -17,7 +17,7 @@ import numpy as np
 
 from drivelab.sim.base import Observation, SignalSpec, SimError, StepResult
 from drivelab.sim.infractions import Infraction, Outcome
-from drivelab.sim.traffic_options import Scenario, exit_index, resolve
+from drivelab.sim.traffic_options import Scenario, TrafficOptions, exit_index, resolve
 from drivelab.sim.traffic_route import Path, bearing
 
 #: Steering angle (rad) at steering = ±1, and acceleration (m/s²) at accel_brake = ±1.
@@ -29,6 +29,21 @@ SIM_HZ = 15
 OFF_ROAD_MARGIN = 1.0
 #: Metres from the route centre-line beyond which the route counts as failed.
 DEVIATION_M = 8.0
+
+#: Seconds a route gets per metre (CARLA scenario_runner's route timeout allowance).
+SECONDS_PER_METRE = 0.4
+
+
+def route_duration(scenario: Scenario, options: TrafficOptions, route_m: float) -> float:
+    """The episode's time limit: the ``duration`` option if given, else what a careful driver
+    needs for this route: ``SECONDS_PER_METRE`` of its length, at least the scenario's
+    ``duration`` (30 s). One fixed limit for routes from 64 m (1st roundabout exit) to 177 m
+    (4th) gave the short ones 0.6 s/m and the long ones 0.23 s/m: the long routes timed out
+    whenever the ring was busy. The intersection's routes (68-80 m) keep 30 s (up to 32 s)."""
+    if options.duration is not None:
+        return float(options.duration)
+    return max(scenario.duration, SECONDS_PER_METRE * route_m)
+
 
 ACTION_SPECS: tuple[SignalSpec, ...] = (
     SignalSpec("steering", size=1, low=-1.0, high=1.0,
@@ -80,7 +95,7 @@ class TrafficEnv:
         self.fps = float(o.decision_hz)
         self.frame_shape = (o.frame_size, o.frame_size, 3)
         self.telemetry_specs = telemetry_specs(sc)
-        self.duration = float(o.duration if o.duration is not None else sc.duration)
+        self.duration = float(o.duration if o.duration is not None else sc.duration)  # reset
         self._timeout_steps = max(1, round(self.duration * o.decision_hz))
         sim_hz = o.decision_hz * math.ceil(SIM_HZ / o.decision_hz)
         config = {
@@ -89,12 +104,15 @@ class TrafficEnv:
             "observation": {"type": "Kinematics"},
             "policy_frequency": o.decision_hz,
             "simulation_frequency": sim_hz,
-            "duration": self.duration + 1.0,  # the adapter times out itself, by step count
+            "duration": 3600.0,  # the adapter times out itself, by step count (route_duration)
             "other_vehicles_type": "drivelab.sim.traffic_world."
             + ("IntersectionCar" if sc.name == "intersection" else "TrafficCar"),
             # highway-env spawns once per env step: per-step probability = rate / decision rate
-            "spawn_probability": min(1.0, sc.spawn_per_s * o.density / o.decision_hz),
-            "initial_vehicle_count": round(sc.initial_cars * o.density),
+            "spawn_probability": min(1.0, sc.spawn_per_s * o.density / o.decision_hz
+                                     if o.traffic == "drivelab"
+                                     else sc.stock_spawn_per_step * o.density),
+            "initial_vehicle_count": round(
+                (sc.initial_cars if o.traffic == "drivelab" else sc.stock_cars) * o.density),
             "arrival_distance": sc.arrival_distance,
             "exit_index": exit_index(sc, o.exit),
             "screen_width": o.frame_size,
@@ -126,6 +144,8 @@ class TrafficEnv:
         last = sum(ln.length for ln in lanes[:-1])
         self._goal_s = min(last + self.scenario.arrival_distance, self._route.length)
         self._route_s = self._start_s = self._route.project(ego.position)[0]
+        self.duration = route_duration(self.scenario, self.options, self._goal_s - self._start_s)
+        self._timeout_steps = max(1, round(self.duration * self.options.decision_hz))
         self._progress = 0.0
         self._last_action = np.zeros(2, np.float32)
         self._steps = 0
@@ -152,7 +172,7 @@ class TrafficEnv:
         self._was_off = off
         reached = world.exit_reached(ego)
         if ego.crashed:
-            infractions.append(Infraction.COLLISION)
+            infractions.append(ego.collision or Infraction.COLLISION)  # by cause
             outcome = Outcome.COLLISION
         elif world.has_arrived(ego):
             outcome, self._progress = Outcome.SUCCESS, 1.0

@@ -173,7 +173,7 @@ class TrafficExpert:
                 continue  # both wait for each other: its IDM follows the ego, so go first
             conflict = self._conflict(other, pts, arc)
             if conflict is not None and not self._gives_way(ego, other, conflict):
-                stop = self._yield_point(conflict, s, v, v0)
+                stop = self._yield_point(conflict, s, v, v0, _behind_on_route(ego, other))
                 if stop is not None:
                     out.append((stop - s - CAR_LENGTH / 2, 0.0))
         return out
@@ -197,8 +197,15 @@ class TrafficExpert:
         v = float(other.speed)
         return bool(conflict.o_lead > v * v / (2 * self.config.decel) + CAR_LENGTH)
 
-    def _yield_point(self, c: _Conflict, s: float, v: float, v0: float) -> float | None:
-        """Where to stop before a conflict zone (route arc of the stop), or None to go on."""
+    def _yield_point(self, c: _Conflict, s: float, v: float, v0: float,
+                     follower: bool = False) -> float | None:
+        """Where to stop before a conflict zone (route arc of the stop), or None to go on.
+
+        A ``follower`` (a car behind the ego on a road the ego has driven, e.g. the outer ring
+        lane that the ego crosses to its exit) need not be let past: the ego goes when it
+        reaches the zone ``after_margin`` before that car can, and the car follows it.
+        Stopping for it braked the ego hard in front of whoever drove behind it (seed 10085:
+        rear-ended)."""
         cfg = self.config
         front = s + CAR_LENGTH / 2
         if front > c.ego_in:  # already in the zone: clear it
@@ -207,6 +214,8 @@ class TrafficExpert:
         if stop - front < v * v / (2 * cfg.max_brake):  # cannot stop before it any more
             return None
         t_in = _time_to_cover(c.ego_in - front, v, max(v0, 3.0), cfg.accel)
+        if follower and t_in + cfg.after_margin < c.t_in:
+            return None
         t_out = _time_to_cover(c.ego_out + CAR_LENGTH - front, v, max(v0, 3.0), cfg.accel)
         if t_out + cfg.pass_margin < c.t_in or t_in > c.t_out + cfg.after_margin:
             return None
@@ -271,6 +280,20 @@ class TrafficExpert:
         if index not in self._lanes:
             self._lanes[index] = lane_points(self._network.get_lane(index))
         return self._lanes[index]
+
+
+def _behind_on_route(ego: Any, other: Any) -> bool:
+    """True when ``other`` is on a road segment of the ego's route that the ego already drove
+    (any lane of it), or on the ego's own segment behind it."""
+    segments = [lane[:2] for lane in getattr(ego, "route", ())]
+    mine, theirs = tuple(ego.lane_index[:2]), tuple(other.lane_index[:2])
+    if mine not in segments or theirs not in segments:
+        return False
+    if theirs != mine:
+        return segments.index(theirs) < segments.index(mine)
+    lane = ego.lane
+    return bool(lane.local_coordinates(other.position)[0]
+                < lane.local_coordinates(ego.position)[0] - CAR_LENGTH)
 
 
 def _time_to_cover(distance: float, v: float, v_max: float, accel: float) -> float:

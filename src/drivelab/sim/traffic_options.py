@@ -23,17 +23,19 @@ class Scenario:
     name: str
     env_id: str
     commands: tuple[str, ...]  # one label per exit, in one-hot order
-    duration: float  # default seconds before a timeout
+    duration: float  # least seconds before a timeout (more on long routes: `route_duration`)
     spawn_per_s: float  # new cars per second at density 1
     initial_cars: int  # cars on the map at reset at density 1
     arrival_distance: float  # metres down the exit road that count as arrived
+    stock_spawn_per_step: float  # highway-env's own spawn probability per env step
+    stock_cars: int  # highway-env's own cars at reset
 
 
 SCENARIOS: dict[str, Scenario] = {
     "intersection": Scenario("intersection", "TrafficIntersection-v0",
-                             ("left", "straight", "right"), 30.0, 0.6, 10, 25.0),
+                             ("left", "straight", "right"), 30.0, 0.6, 10, 25.0, 0.6, 10),
     "roundabout": Scenario("roundabout", "TrafficRoundabout-v0",
-                           ("exit1", "exit2", "exit3", "exit4"), 40.0, 0.25, 6, 10.0),
+                           ("exit1", "exit2", "exit3", "exit4"), 30.0, 0.25, 6, 10.0, 0.0, 4),
 }
 
 
@@ -42,13 +44,16 @@ class TrafficOptions:
     """Options of a traffic scenario (all optional).
 
     density: traffic relative to highway-env's default (spawn rate and cars at reset).
-    duration: seconds before the episode times out.
+    duration: seconds before the episode times out; default per route (`traffic.route_duration`).
     decision_hz: decisions (env steps) per second; spawns are scaled by 1/rate per step.
     frame_size: side of the square RGB frame in pixels.
     view: metres of road the frame spans (ego-centred).
     exit: fix the destination (a command label or index); default: drawn from the seed.
     purpose_distance: metres along the route to the ``purpose`` target point.
     max_steps: hard cap on env steps (the verbs' --max-steps), on top of ``duration``.
+    traffic: ``drivelab`` (spawns per second, cars from every side) or ``highway-env`` (its own
+        spawn model, for reference figures: a probability per env step whatever the decision
+        rate, and at the roundabout its four cars at reset and none later); x density.
     """
 
     density: float = 1.0
@@ -59,8 +64,10 @@ class TrafficOptions:
     exit: str | None = None
     purpose_distance: float = 20.0
     max_steps: int = 1000
+    traffic: str = "drivelab"
 
 
+TRAFFIC_MODELS = ("drivelab", "highway-env")
 OPTION_NAMES = tuple(f.name for f in fields(TrafficOptions))
 
 
@@ -137,6 +144,9 @@ def _check(scenario: Scenario, o: TrafficOptions) -> None:
         problems.append(f"purpose_distance must be in [1, 100] m, got {o.purpose_distance}")
     if o.max_steps < 1:
         problems.append(f"max_steps must be >= 1, got {o.max_steps}")
+    if o.traffic not in TRAFFIC_MODELS:
+        problems.append(f"traffic must be one of {', '.join(TRAFFIC_MODELS)}, got "
+                        f"{_short(o.traffic)!r}")
     if o.exit is not None:
         try:
             exit_index(scenario, o.exit)

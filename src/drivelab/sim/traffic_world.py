@@ -27,6 +27,7 @@ from highway_env.envs.roundabout_env import RoundaboutEnv
 from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
+from drivelab.sim.infractions import Infraction, collision_cause
 from drivelab.sim.traffic_regulation import FastRegulatedRoad
 
 #: Exit nodes per scenario, in command order: the one-hot ``command`` indexes this tuple.
@@ -71,10 +72,34 @@ class EgoCar(Vehicle):
     def __init__(self, road, position, heading: float = 0.0, speed: float = 0.0) -> None:
         super().__init__(road, position, heading, speed)
         self.route: list[tuple[str, str, int]] = []
+        #: who caused the ego's collision, set by `JunctionRoad` at the frame of the impact
+        self.collision: Infraction | None = None
 
     def step(self, dt: float) -> None:
         super().step(dt)
         self.speed = float(np.clip(self.speed, self.MIN_SPEED, self.MAX_SPEED))
+
+
+class JunctionRoad(FastRegulatedRoad):
+    """The junctions' road: records who caused the ego's collision, at the frame it happened.
+
+    highway-env only flags both cars ``crashed``; by the end of the env step (several frames)
+    the crashed cars have braked and turned, so the cause is judged here, on the simulation
+    frame of the impact, from the two cars' positions and velocities
+    (`infractions.collision_cause`). The other car is the nearest crashed one.
+    """
+
+    def step(self, dt: float) -> None:
+        super().step(dt)
+        for ego in self.vehicles:
+            if isinstance(ego, EgoCar) and ego.crashed and ego.collision is None:
+                hit = [v for v in self.vehicles if v is not ego and v.crashed]
+                if not hit:  # crashed into a road object: nothing else moves
+                    ego.collision = Infraction.COLLISION
+                    continue
+                other = min(hit, key=lambda v: float(np.linalg.norm(v.position - ego.position)))
+                ego.collision = collision_cause(ego.position, ego.velocity, other.position,
+                                                other.velocity)
 
 
 class NoObservation(ObservationType):
@@ -109,6 +134,13 @@ class _DrivelabWorld:
             # drivelab runs headless; offscreen surfaces need no display, so draw anyway.
             self.viewer.enabled = True
         return super().render()  # type: ignore[misc]
+
+    def _automatic_rendering(self) -> None:
+        """Draw nothing between decisions. Once render() has been called, highway-env redraws
+        the whole road on every intermediate simulation frame (2 extra frames per step at
+        5 decisions/s, 14 at 1/s; its "ignored offscreen" comment does not hold) and throws
+        them away: two thirds of a step's drawing at 5 Hz (found with cProfile,
+        benchmarks/traffic_world.py --profile)."""
 
     def step(self, action):
         out = super().step(action)  # type: ignore[misc]
@@ -192,7 +224,7 @@ class TrafficIntersection(_DrivelabWorld, IntersectionEnv):
 
     def _make_road(self) -> None:
         super()._make_road()
-        road = FastRegulatedRoad(network=self.road.network, np_random=self.np_random,
+        road = JunctionRoad(network=self.road.network, np_random=self.np_random,
                                  record_history=False)
         self.road = road
 
@@ -243,7 +275,7 @@ class TrafficRoundabout(_DrivelabWorld, RoundaboutEnv):
                     ring = _from in self.RING and _to in self.RING
                     leaving = _to.endswith(("xs", "xr"))  # nothing to yield to on the way out
                     lane.priority = 2 if leaving else 1 if ring else 0
-        self.road = FastRegulatedRoad(network=network, np_random=self.np_random,
+        self.road = JunctionRoad(network=network, np_random=self.np_random,
                                       record_history=False)
 
     def _rewards(self, action) -> dict[str, float]:

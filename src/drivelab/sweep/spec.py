@@ -29,7 +29,7 @@ from drivelab.config.base import NonNegativeFloat, PositiveInt, Seed, _field_err
 from drivelab.config.loading import _config_error, apply_overrides, parse_config
 from drivelab.config.yaml_text import read_yaml_file
 from drivelab.errors import DrivelabError
-from drivelab.seeds import DEFAULT_ENV, HELD_OUT_SEED
+from drivelab.seeds import HELD_OUT_SEED
 
 #: Metrics a sweep can rank cells by (closed-loop ones need ``evaluate``).
 CLOSED_LOOP_METRICS = ("score", "reward", "laps")
@@ -58,7 +58,8 @@ class TrialResources(_Section):
 class SweepEvaluation(_Section):
     """Closed-loop driving of every trial's last checkpoint on held-out tracks."""
 
-    env: str = DEFAULT_ENV
+    #: null: the world each trial's run was trained in (its dataset's), as `drivelab eval RUN` drives
+    env: str | None = None
     episodes: PositiveInt = 10
     first_seed: Annotated[int, Field(ge=HELD_OUT_SEED)] = HELD_OUT_SEED
     max_steps: PositiveInt = 1000

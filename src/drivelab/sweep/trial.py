@@ -90,15 +90,18 @@ def _drive(plan: SweepPlan, path: Path) -> dict[str, Any]:
     from drivelab.evaluate.drivers import DriverSpec
     from drivelab.evaluate.runner import evaluate
     from drivelab.runs.evals import save_run_eval
+    from drivelab.runs.folder import RunFolder
+    from drivelab.runs.world import run_env
 
     options = plan.spec.evaluate
     assert options is not None
     seeds = list(range(options.first_seed, options.first_seed + options.episodes))
     spec = DriverSpec(kind="policy", run=str(path), runs_root=str(path.parent.parent))
-    report = evaluate(spec, seeds, env=options.env, workers=options.workers, max_steps=options.max_steps)
+    env = run_env(RunFolder.open(path), options.env, flag="evaluate.env")  # another world: one line
+    report = evaluate(spec, seeds, env=env, workers=options.workers, max_steps=options.max_steps)
     if not report.complete:
         raise DrivelabError(f"closed-loop evaluation of {path.name} incomplete "
                             f"({report.aggregate['failed']} failed episode(s))")
-    save_run_eval(str(path), path.parent.parent, {"env": options.env, "max_steps": options.max_steps,
+    save_run_eval(str(path), path.parent.parent, {"env": env, "max_steps": options.max_steps,
                                                   "tracks": seeds, "drivers": [report.to_dict()]})
     return report.aggregate

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "InputError": "drivelab.train.inputs",
+    "InputError": "drivelab.processor.completion",
     "LRSchedule": "drivelab.train.schedules",
     "MetricsLog": "drivelab.train.logs",
     "ProgressSink": "drivelab.train.loop",

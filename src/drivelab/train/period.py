@@ -17,23 +17,24 @@ import torch
 from lightning_fabric import Fabric
 
 from drivelab.config import ExperimentConfig
-from drivelab.data.balance import BinnedLabels
 from drivelab.data.batch_loader import make_loader
 from drivelab.models.freezing import FreezePlan
 from drivelab.models.kinds import kind_of
 from drivelab.models.objectives import Objective
+from drivelab.order.base import BatchOrder
+from drivelab.order.build import build_order
+from drivelab.order.sequences import check_sequence_data
+from drivelab.order.validation import MaskedBatches, val_batches
 from drivelab.processor.pipeline import InputPipeline
 from drivelab.runs.folder import RunFolder, now_iso
 from drivelab.runs.provenance import run_provenance
-from drivelab.train.batches import BatchOrder, MaskedBatches, val_batches
+from drivelab.seeds import DEFAULT_ENV
 from drivelab.train.helper_models import HelperStep
 from drivelab.train.inputs import TrainInputs
 from drivelab.train.loop import TrainLoop
 from drivelab.train.optimizers import build_schedule
-from drivelab.train.sampling import build_train_sampler, training_source
 from drivelab.train.sequence_batches import SequenceBatches, sequence_inputs
-from drivelab.train.sequence_steps import SequenceStep, SequenceValidation, sequence_order
-from drivelab.train.sequences import check_sequence_data
+from drivelab.train.sequence_steps import SequenceStep, SequenceValidation
 from drivelab.train.speed import SpeedPlan
 from drivelab.train.steps import FrameStep, FrameValidation, LoopParts, StepKind, Validation
 from drivelab.watch.launcher import WatchPlayer
@@ -55,7 +56,6 @@ class PeriodSetup:
     state: dict[str, Any] | None  # the trainer state resumed from (None: a new run)
     fresh: bool  # a new run (removed again if it fails before its first checkpoint)
     freeze: FreezePlan | None = None
-    binned: BinnedLabels | None = None  # the training labels in their bins (balancing)
     speed: SpeedPlan | None = None
 
     @property
@@ -77,7 +77,8 @@ def open_period(setup: PeriodSetup, watch: WatchOptions | None) -> tuple[int, Wa
     if not fabric.is_global_zero:
         return 0, None
     speed = {"speed": setup.speed.describe()} if setup.speed is not None else {}
-    watch_env = (watch.env or setup.inputs.store.meta.env_id) if watch is not None else ""
+    # the player drives in the dataset's world (options included) unless watch.env names one
+    watch_env = (watch.env or setup.inputs.store.meta.world_name() or DEFAULT_ENV) if watch is not None else ""
     if setup.fresh:
         run.write_config(setup.config)
         run.write_processor(setup.inputs.processor)
@@ -100,22 +101,18 @@ def open_period(setup: PeriodSetup, watch: WatchOptions | None) -> tuple[int, Wa
 
 def batch_order(setup: PeriodSetup) -> BatchOrder:
     """The training batch order, where the resumed run's stood (sequence rows or samples)."""
-    rank, world = setup.fabric.global_rank, setup.fabric.world_size
-    if setup.sequences:
-        return sequence_order(setup.config, setup.inputs.train, rank, world, setup.state)
-    return build_train_sampler(setup.config, setup.inputs.train, rank, world, setup.state, setup.binned)
+    fabric = setup.fabric
+    return build_order(setup.config, setup.inputs.facts, fabric.global_rank, fabric.world_size, setup.state)
 
 
 def training_loader(setup: PeriodSetup, order: BatchOrder) -> Iterable[dict[str, torch.Tensor]]:
     """The loader that reads ``order``'s batches (sequences, or samples augmented if configured)."""
-    config = setup.config
-    if setup.sequences:
-        data: Any = sequence_inputs(config, setup.inputs.train)
-        batches: BatchOrder = order
-    else:
-        data, batches = training_source(config, setup.inputs, order, setup.batches_done)
+    config, inputs = setup.config, setup.inputs
     pin = setup.fabric.device.type == "cuda"
-    return make_loader(data, batches, config.data.workers, pin, config.seed)
+    if setup.sequences:
+        return make_loader(sequence_inputs(config, inputs.train), order, config.data.workers, pin, config.seed)
+    return make_loader(inputs.train, order, config.data.workers, pin, config.seed,
+                       augmenter=inputs.augmenter, start=setup.batches_done)
 
 
 def validation(setup: PeriodSetup) -> Validation | None:
@@ -124,7 +121,7 @@ def validation(setup: PeriodSetup) -> Validation | None:
     if val is None:
         return None
     if setup.sequences:
-        lengths = check_sequence_data(val, config.data.val_split or "val")
+        lengths = check_sequence_data(setup.inputs.facts, config.data.val_split or "val")
         return SequenceValidation(lengths, SequenceBatches(val))
     rank, world = setup.fabric.global_rank, setup.fabric.world_size
     batches = val_batches(len(val), config.train.batch_size, rank, world)

@@ -1,6 +1,6 @@
 """Sequence rows -> tensors: what a recurrent policy's batches hold, read like single frames.
 
-A row (`drivelab.train.sequences.Row`) names frames of one episode; `SequenceBatches` gathers
+A row (`drivelab.order.sequences.Row`) names frames of one episode; `SequenceBatches` gathers
 them with the frame dataset's own gather (so sequences and single frames decode the same way),
 pads them to one length with a mask, and adds each row's earlier frames for a warmup.
 """
@@ -14,7 +14,7 @@ import torch
 
 from drivelab.config import ExperimentConfig
 from drivelab.data.loader import EpisodeFrameDataset
-from drivelab.train.sequences import Row
+from drivelab.order.sequences import Row
 
 
 class SequenceBatches(torch.utils.data.Dataset):

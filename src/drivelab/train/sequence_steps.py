@@ -3,7 +3,7 @@
 Everything around a step is the loop's (`drivelab.train.loop`: logging, boundaries, checkpoints,
 NaN checks); what differs for sequences is here:
 
-- the step reads a sequence batch (`drivelab.train.sequences`), runs the policy over time from
+- the step reads a sequence batch (`drivelab.order.sequences`), runs the policy over time from
   the row's initial state (zeros, a no-gradient warmup over earlier frames, or — sliding — the
   state the row ended the previous batch with, detached) and averages the per-frame losses over
   the real (unmasked) frames;
@@ -22,56 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from drivelab.config import BPTTConfig, ExperimentConfig
-from drivelab.data.loader import EpisodeFrameDataset
-from drivelab.models.kinds import kind_of
+from drivelab.config import BPTTConfig
 from drivelab.models.recurrent import STATE_KEY
 from drivelab.processor.pipeline import InputPipeline
-from drivelab.train.inputs import TrainInputs
 from drivelab.train.sequence_batches import SequenceBatches, val_rows
-from drivelab.train.sequences import (
-    FullSampler,
-    SlidingSampler,
-    WindowSampler,
-    build_sampler,
-    check_sequence_data,
-    warn_if_cut_drops,
-)
 from drivelab.train.steps import Backward, LoopParts, gather_ranks
 
 #: Validation runs val episodes through the LSTM this many steps at a time (state carried).
 VAL_CHUNK = 256
-
-
-def sequence_order(
-    config: ExperimentConfig,
-    train: EpisodeFrameDataset,
-    rank: int,
-    world_size: int,
-    state: dict[str, Any] | None = None,
-) -> FullSampler | WindowSampler | SlidingSampler:
-    """The training split's order for ``train.bptt``, where a resumed trainer ``state`` stood.
-
-    The data is checked first (one error line when it cannot train a recurrent policy).
-    """
-    lengths = check_sequence_data(train, config.data.train_split)
-    saved = state.get("sequence") if state is not None else None
-    return build_sampler(
-        config.train.bptt, lengths, config.train.batch_size, config.seed, rank, world_size,
-        state=saved, batches_done=int(state["batch"]) if state is not None else 0,
-    )
-
-
-def sequence_probe(config: ExperimentConfig, inputs: TrainInputs, world_size: int) -> Any:
-    """Check the data fits the sequences asked for (one error line) and size an epoch.
-
-    Runs before a run folder exists; also warns when ``full``/``cut`` would drop many frames.
-    """
-    order = sequence_order(config, inputs.train, 0, world_size)
-    kind_of(config.model).check_episodes(config.model, order.lengths, config.data.train_split)
-    if isinstance(order, FullSampler):
-        warn_if_cut_drops(order)
-    return order
 
 
 def time_inputs(

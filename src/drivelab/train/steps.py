@@ -20,8 +20,8 @@ from lightning_fabric import Fabric
 from drivelab.config import ExperimentConfig
 from drivelab.models.freezing import FreezePlan
 from drivelab.models.objectives import Objective
+from drivelab.order.base import BatchOrder
 from drivelab.processor.pipeline import InputPipeline
-from drivelab.train.batches import BatchOrder
 from drivelab.train.schedules import LRSchedule
 
 #: What a step hands the loop: the logged values (device tensors) and whether the optimizer
@@ -93,7 +93,7 @@ class FrameStep:
 class FrameValidation:
     """Loss and MAE per output over the val split's samples (padding masked by ``valid``)."""
 
-    loader: Iterable[dict[str, torch.Tensor]]  # `drivelab.train.batches.MaskedBatches` batches
+    loader: Iterable[dict[str, torch.Tensor]]  # `drivelab.order.validation.MaskedBatches` batches
 
     def sums(self, parts: LoopParts, names: list[str]) -> torch.Tensor:
         sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=parts.fabric.device)

@@ -36,23 +36,23 @@ import torch
 from lightning_fabric import Fabric
 
 from drivelab.config import ExperimentConfig, TrainConfig
-from drivelab.data.balance import BinnedLabels
-from drivelab.data.classes import with_dataset_classes
 from drivelab.data.loader import DecodedEpisodes
+from drivelab.data.store import DatasetStore
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.freezing import FreezePlan, parameter_groups, plan_freeze
 from drivelab.models.heads import StandardizedRegressionHead
-from drivelab.models.kinds import kind_of
 from drivelab.models.transfer import InitReport, initialise_from, write_init_report
+from drivelab.models.kinds import kind_of
+from drivelab.order.base import BatchOrder, episode_lengths
+from drivelab.order.build import check_order, total_batches
 from drivelab.outputs import check_output_dir
-from drivelab.processor.state import TargetSteps
+from drivelab.processor.state import ProcessorState, TargetSteps
 from drivelab.runs.checkpoints import restore_rng_state
 from drivelab.runs.folder import RunError, RunFolder, parse_checkpoint_ref
-from drivelab.train.balance_labels import binned_train_labels
-from drivelab.train.batches import BatchOrder
+from drivelab.runs.world import check_data_world
 from drivelab.train.failures import period_failed
-from drivelab.train.inputs import TrainInputs, open_inputs, with_history_sizes
+from drivelab.train.inputs import TrainInputs, open_inputs
 from drivelab.train.logs import MetricsLog
 from drivelab.train.loop import LoopRecords, ProgressSink, TrainLoop
 from drivelab.train.optimizers import build_optimizer
@@ -67,8 +67,6 @@ from drivelab.train.period import (
     validation,
 )
 from drivelab.train.resume import ResumePoint, check_resume_config, load_resume_state, resume_point
-from drivelab.train.sampling import build_train_sampler
-from drivelab.train.sequence_steps import sequence_probe
 from drivelab.train.speed import SpeedPlan, plan_speed, prepare_policy
 from drivelab.watch.spec import WatchOptions
 
@@ -170,13 +168,6 @@ def set_target_statistics(policy: torch.nn.Module, targets: TargetSteps) -> None
                 module.set_target_statistics(targets.mean[name], targets.std[name])
 
 
-def total_batches(train: TrainConfig, order: BatchOrder) -> int:
-    if train.max_batches is not None:
-        return train.max_batches
-    assert train.epochs is not None
-    return train.epochs * order.batches_per_epoch
-
-
 @dataclass
 class TrainingPlan:
     """What `train` checked before any process is launched: the policy and how to train it."""
@@ -187,7 +178,6 @@ class TrainingPlan:
     speed: SpeedPlan
     fabric: Fabric
     total: int
-    binned: BinnedLabels | None
     freeze: FreezePlan | None
     init_report: InitReport | None
 
@@ -210,21 +200,24 @@ def train(
     """
     started = time.perf_counter()
     check_output_dir(runs_root, "--runs")  # a typo'd --runs (a file) fails before any work
-    if watch is not None:
-        watch.check(config.train)
+    if Path(config.data.path).exists():  # before the signal checks: "another world" says more
+        check_data_world(config, DatasetStore.open(config.data.path))
     inputs = open_inputs(config, decoded)
-    config = with_history_sizes(config, inputs.history_sizes)
-    config = with_dataset_classes(config, inputs.store)  # kind: class heads: count + labels
+    config = inputs.config  # completed: history sizes, class counts (checked against the data)
     resumed: RunFolder | None = None
     resume_at: ResumePoint | None = None
     if resume is not None:
         run_path, at_batch = parse_checkpoint_ref(str(resume))
         resumed = RunFolder.open(run_path, runs_root)
         check_resume_config(resumed, config)
+    check_data_world(config, inputs.store, resumed)  # data of another world: refused, nothing made
+    if resumed is not None:
         resume_at = resume_point(resumed, at_batch)
         if resumed.processor_path.is_file():  # continue with the statistics the run started with
-            inputs.processor = resumed.read_processor(config)
-    plan = _plan(config, inputs, resumed, runs_root)
+            inputs.processor = ProcessorState.from_json(
+                resumed.processor_path.read_text(), str(resumed.processor_path)
+            )
+    plan = _plan(config, inputs, resumed, runs_root, watch)
     with ExitStack() as stack:
         setup = _launch(plan, stack, runs_root, resumed, resume_at, version)
         result = _train_period(setup, progress, started, watch)
@@ -234,23 +227,24 @@ def train(
 
 
 def _plan(
-    config: ExperimentConfig, inputs: TrainInputs, resumed: RunFolder | None, runs_root: Path
+    config: ExperimentConfig, inputs: TrainInputs, resumed: RunFolder | None, runs_root: Path,
+    watch: WatchOptions | None = None,
 ) -> TrainingPlan:
     """Everything that can refuse, before any process is launched: one error line, once."""
     seed_everything(config.seed)
     policy = build_policy(config.model, config.frame_shape, inputs.history_sizes, config.train.batch_size)
+    set_target_statistics(policy, inputs.processor.targets)
     speed = plan_speed(config.train, policy, resumed.read_status().get("speed") if resumed else None)
     fabric = make_fabric(config.train, speed.precision)
     if fabric.is_global_zero and speed.fallback:  # said at once, not after the run
         for note in speed.notes:
             print(f"note: {note}", file=sys.stderr)
-    binned = binned_train_labels(config, inputs.train) if config.data.balance.scheme != "none" else None
-    # The frame order's checks hold for sequences too (enough samples for one batch).
-    probe: BatchOrder = build_train_sampler(config, inputs.train, 0, fabric.world_size, binned=binned)
-    if kind_of(config.model).step_kind == "sequences":  # the kind trains on sequences: checked here
-        probe = sequence_probe(config, inputs, fabric.world_size)
+    if watch is not None:  # the player drives checkpoints: its cadence must be theirs
+        watch.check(config.train)
+    probe: BatchOrder = check_order(config, inputs.facts, fabric.world_size)
+    split = config.data.train_split  # the kind's own look at the episodes (a transformer window must fit)
+    kind_of(config.model).check_episodes(config.model, episode_lengths(inputs.facts, split), split)
     total = total_batches(config.train, probe)
-    set_target_statistics(policy, inputs.processor.targets)
     # Transfer learning and freezing are checked here too; sources are read for new runs only
     # (a resume takes every weight from its checkpoint).
     init_report = initialise_from(config.model, policy, runs_root) if resumed is None else None
@@ -258,7 +252,7 @@ def _plan(
     if freeze is not None:
         freeze.check(total, fabric.world_size)
         freeze.apply(policy, 0)
-    return TrainingPlan(config, inputs, policy, speed, fabric, total, binned, freeze, init_report)
+    return TrainingPlan(config, inputs, policy, speed, fabric, total, freeze, init_report)
 
 
 def _launch(
@@ -294,7 +288,7 @@ def _launch(
             write_init_report(run, plan.init_report)
     return PeriodSetup(
         fabric, config, plan.inputs, policy, model, optimizer, run, plan.total, state,
-        fresh=resumed is None, freeze=freeze, binned=plan.binned, speed=plan.speed,
+        fresh=resumed is None, freeze=freeze, speed=plan.speed,
     )
 
 

@@ -121,6 +121,8 @@ class CheckpointWatcher:
             self._add_video(video, batch)
         self.writer.flush()  # TensorBoard first: the jsonl row is the "watched" marker
         row: dict[str, Any] = {k: v if math.isfinite(v) else str(v) for k, v in values.items()}
+        if result.outcome is not None:  # a route world (traffic): how the episode ended
+            row["watch/outcome"] = result.outcome
         row.update({"watch/steps": result.steps, "watch/seed": self.seed,
                     "watch/video": str(gif.relative_to(self.run.path)) if len(video) else None})
         return row

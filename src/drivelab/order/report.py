@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from drivelab.data.balance import (
+from drivelab.data.inspect import read_signal
+from drivelab.data.store import DatasetStore
+from drivelab.errors import DrivelabError
+from drivelab.order.balance import (
     SCHEMES,
     BinnedLabels,
     balance_v1,
@@ -25,10 +28,7 @@ from drivelab.data.balance import (
     kish_ess,
     normalized_output,
 )
-from drivelab.data.binning import Binning, preset_binning
-from drivelab.data.inspect import read_signal
-from drivelab.data.store import DatasetStore
-from drivelab.errors import DrivelabError
+from drivelab.order.binning import Binning, preset_binning
 from drivelab.outputs import atomic_output
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivelab.data.binning import Binning
 from drivelab.errors import DrivelabError
+from drivelab.order.binning import Binning
 
 SCHEMES = ("none", "v1", "v2", "v3", "v4", "inverse_frequency", "normalized_output")
 

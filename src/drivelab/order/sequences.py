@@ -6,7 +6,7 @@ from a zero state (``reset``) and whether it is the episode's last window (``las
 pure function of (seed, batch number) for ``full`` and ``window``; ``sliding`` moves through
 every row's episodes in order, so its position is a cursor per row, computable from the batch
 number and saved in the trainer state as it is. `drivelab.train.sequence_batches` turns rows into
-tensors. Every sampler is a `drivelab.train.batches.BatchOrder`.
+tensors. Every sampler is a `drivelab.order.base.RankedOrder`.
 
 - ``full`` (F-BPTT): epoch ``e`` visits the episodes in ``default_rng([seed, e])`` order, B whole
   episodes per batch, cut to the shortest (``cut``) or padded to the longest with a mask (``pad``).
@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivelab.config import BPTTConfig
-from drivelab.data.loader import EpisodeFrameDataset
 from drivelab.errors import DrivelabError
+from drivelab.order.base import RankedOrder, episode_lengths
+from drivelab.processor.facts import DatasetFacts
 
 #: One batch row: (episode position in the split, start step, frames read, zero state?, last window?)
 Row = tuple[int, int, int, bool, bool]
@@ -48,20 +49,19 @@ class BPTTWarning(UserWarning):
     """Sequence training will run, but not quite as the config suggests (frames dropped)."""
 
 
-def check_sequence_data(dataset: EpisodeFrameDataset, split: str) -> np.ndarray:
+def check_sequence_data(facts: DatasetFacts, split: str) -> np.ndarray:
     """Episode lengths of a split that can train a recurrent policy, or one clear error.
 
     A recurrent policy learns from time: a dataset of unordered samples (an image-classification
     import, one "episode" per class) or of one-frame episodes has no sequence to learn from.
     """
-    store = dataset.store
-    path = store.path
-    if store.attrs.get("task") == "classification":
+    path = facts.source
+    if facts.attrs.get("task") == "classification":
         raise SequenceError(
             f"{path} is an image-classification dataset (its episodes are classes, not drives): "
             "a recurrent policy (model.recurrent) needs recorded episodes; drop model.recurrent"
         )
-    lengths = np.array([e.length for e in dataset.episodes], np.int64)
+    lengths = episode_lengths(facts, split)
     if lengths.max(initial=0) < 2:
         raise SequenceError(
             f"{path} has no episode boundaries to learn from: every {split!r} episode holds a "
@@ -71,16 +71,17 @@ def check_sequence_data(dataset: EpisodeFrameDataset, split: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- samplers
-class _Sampler:
-    """The `BatchOrder` part the three sequence orders share (their state: the data position)."""
+class _Sampler(RankedOrder):
+    """The part the three sequence orders share: rows per global batch, frames counted nominally.
 
-    batch_size: int  # rows per rank
-    global_batch: int  # frames per global batch, nominal (for samples/s in the logs)
-    batches_per_epoch: int
-    helper_outputs: list[str] | None = None  # helper models are a frame-training scheme (v2)
+    ``batch_size`` counts rows per rank; ``global_batch`` frames per global batch (nominal, for
+    samples/s in the logs); the saved state is the data position.
+    """
 
-    def position(self, batches_done: int) -> tuple[int, int]:
-        return divmod(batches_done, self.batches_per_epoch)
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, rank: int, world_size: int,
+                 start_batch: int) -> None:
+        super().__init__(batch_size, seed, rank, world_size, start_batch)
+        self.lengths = lengths
 
     def state(self, batches_done: int) -> dict[str, object]:
         """The data position after ``batches_done`` batches, as plain values for the checkpoint."""
@@ -101,14 +102,8 @@ class FullSampler(_Sampler):
         world_size: int = 1,
         start_batch: int = 0,
     ) -> None:
-        self.lengths = lengths
-        self.batch_size = batch_size
-        self.seed = seed
+        super().__init__(lengths, batch_size, seed, rank, world_size, start_batch)
         self.policy = policy
-        self.rank = rank
-        self.world_size = world_size
-        self.start_batch = start_batch
-        self.rows = batch_size * world_size
         self.batches_per_epoch = len(lengths) // self.rows
         if self.batches_per_epoch < 1:
             raise SequenceError(
@@ -128,7 +123,7 @@ class FullSampler(_Sampler):
         return order[in_epoch * self.rows : (in_epoch + 1) * self.rows]
 
     def rows_of(self, batch: int) -> list[Row]:
-        mine = self.episodes(batch)[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+        mine = self.mine(self.episodes(batch))
         lengths = [int(self.lengths[e]) for e in mine]
         shortest = min(lengths)
         return [
@@ -173,14 +168,8 @@ class WindowSampler(_Sampler):
         world_size: int = 1,
         start_batch: int = 0,
     ) -> None:
-        self.lengths = lengths
-        self.batch_size = batch_size
+        super().__init__(lengths, batch_size, seed, rank, world_size, start_batch)
         self.window = window
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.start_batch = start_batch
-        self.rows = batch_size * world_size
         if window > int(lengths.max()):
             raise SequenceError(
                 f"train.bptt.window={window} is longer than every training episode (the longest "
@@ -196,10 +185,9 @@ class WindowSampler(_Sampler):
         picks = rng.integers(0, int(self._cumulative[-1]), size=self.rows)
         episodes = np.searchsorted(self._cumulative, picks, side="right")
         starts = picks - (self._cumulative[episodes] - self.starts[episodes])
-        lo = self.rank * self.batch_size
         return [
             (int(e), int(s), self.window, True, False)
-            for e, s in zip(episodes[lo : lo + self.batch_size], starts[lo : lo + self.batch_size], strict=True)
+            for e, s in zip(self.mine(episodes), self.mine(starts), strict=True)
         ]
 
     def __iter__(self) -> Iterator[list[Row]]:
@@ -233,14 +221,9 @@ class SlidingSampler(_Sampler):
         start: Sequence[Sequence[int]] | None = None,
         start_batch: int = 0,
     ) -> None:
-        self.lengths = lengths
-        self.batch_size = batch_size
+        super().__init__(lengths, batch_size, seed, rank, world_size, start_batch)
         self.window = window
         self.stride = stride
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.rows = batch_size * world_size
         if self.rows > len(lengths):
             raise SequenceError(
                 f"train.batch_size={batch_size} x {world_size} device(s) = {self.rows} sliding "
@@ -255,7 +238,6 @@ class SlidingSampler(_Sampler):
         self.global_batch = self.rows * window
         windows = sum(self.windows_in(int(n)) for n in lengths)
         self.batches_per_epoch = max(1, windows // self.rows)
-        self.start_batch = start_batch
         self.start = [RowCursor(*c) for c in start] if start is not None else [
             RowCursor() for _ in range(self.rows)
         ]
@@ -325,9 +307,8 @@ class SlidingSampler(_Sampler):
 
     def __iter__(self) -> Iterator[list[Row]]:
         cursors = [RowCursor(**vars(c)) for c in self.start]
-        lo = self.rank * self.batch_size
         while True:
-            yield [self._row(r, cursors[r]) for r in range(lo, lo + self.batch_size)]
+            yield [self._row(r, cursors[r]) for r in self.mine(range(self.rows))]
             for row, cursor in enumerate(cursors):
                 self._advance(row, cursor)
 
