@@ -42,8 +42,8 @@ from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.freezing import FreezePlan, parameter_groups, plan_freeze
 from drivelab.models.heads import StandardizedRegressionHead
-from drivelab.models.transfer import InitReport, initialise_from, write_init_report
 from drivelab.models.kinds import kind_of
+from drivelab.models.transfer import InitReport, initialise_from, write_init_report
 from drivelab.order.base import BatchOrder, episode_lengths
 from drivelab.order.build import check_order, total_batches
 from drivelab.outputs import check_output_dir
