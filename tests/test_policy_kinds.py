@@ -60,12 +60,12 @@ def _config(dataset: Path, variant: str, *extra: str):
 
 
 def test_registry_matches_the_config_table() -> None:
-    assert kind_names() == list(POLICY_KINDS) == ["stateless", "lstm"]
+    assert kind_names() == list(POLICY_KINDS) == ["stateless", "lstm", "transformer"]
     assert kind_of(ModelConfig()).name == "stateless"
     assert kind_of(ModelConfig(recurrent={"layers": 1})).name == "lstm"  # old configs: derived
     assert get_kind("lstm").step_kind == "sequences" and get_kind("stateless").step_kind == "frames"
-    with pytest.raises(ConfigError, match="valid kinds: stateless, lstm"):
-        get_kind("transformer")
+    with pytest.raises(ConfigError, match="valid kinds: stateless, lstm, transformer"):
+        get_kind("gru")
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -138,7 +138,7 @@ def test_command_picks_the_branch_and_concat_reads_it() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.kind=transformer"], "valid kinds: stateless, lstm"),
+        (["model.kind=gru"], "valid kinds: stateless, lstm, transformer"),
         (["model.kind=stateless", "model.recurrent={layers: 1}"], "configures kind 'lstm'"),
         (["model.command={signal: route, mode: concat, values: 3}"], "route"),
         (["model.command={signal: command, mode: branched, values: 4}"], "command"),

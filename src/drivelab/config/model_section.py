@@ -26,7 +26,12 @@ from drivelab.backbone_registry import (
 )
 from drivelab.config.base import _field_error, _Section
 from drivelab.config.head_section import QUARTER, HeadConfig, quarter_widths
-from drivelab.config.policy_section import POLICY_KINDS, CommandConfig, SpeedHeadConfig
+from drivelab.config.policy_section import (
+    POLICY_KINDS,
+    CommandConfig,
+    SpeedHeadConfig,
+    TransformerConfig,
+)
 
 
 class BackboneConfig(_Section):
@@ -212,6 +217,8 @@ class ModelConfig(_Section):
     heads: list[HeadConfig] = Field(default_factory=_default_heads, min_length=1)
     #: Per-frame backbone -> LSTM stack -> heads at every step (see RecurrentConfig).
     recurrent: RecurrentConfig | None = None
+    #: ``model.kind: transformer``: attention over the last K steps (see TransformerConfig).
+    transformer: TransformerConfig | None = None
     #: A navigation command, concatenated or selecting a head branch (see CommandConfig).
     command: CommandConfig | None = None
     #: CILRS's auxiliary speed prediction from the frames (see SpeedHeadConfig).

@@ -1,7 +1,7 @@
 """The policy's kind and its conditioning: ``model.kind``, ``model.command``, ``model.speed_head``.
 
 A *kind* is how a policy treats time (``stateless``: one frame (stack) at a time; ``lstm``: an
-LSTM carried from step to step). `drivelab.models.kinds` registers one class per kind name; the
+LSTM carried from step to step; ``transformer``: attention over the last K frames' features). `drivelab.models.kinds` registers one class per kind name; the
 config only needs each kind's name, the `ModelConfig` field holding its options and whether it
 trains on sequences, so that this package (which cannot import the models) validates a kind
 name in one place. Adding a kind = its module in ``models/`` (registered by name), its options
@@ -11,11 +11,11 @@ section here plus one line in `POLICY_KINDS`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
 
-from drivelab.config.base import _Section
+from drivelab.config.base import _field_error, _Section
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,34 @@ class KindSpec:
 POLICY_KINDS: dict[str, KindSpec] = {
     "stateless": KindSpec(section=None, sequences=False),
     "lstm": KindSpec(section="recurrent", sequences=True),
+    "transformer": KindSpec(section="transformer", sequences=True),
 }
+
+
+class TransformerConfig(_Section):
+    """A causal transformer encoder over the last ``window`` steps (``model.kind: transformer``).
+
+    Every step's token is the neck's output (the frame features, joined with the history branch
+    when there is one, as the LSTM's input), projected to ``width``; a learned position per
+    slot of the window. At run time the policy keeps the last ``window`` tokens as its state, so
+    the backbone sees each frame once; the ``layers`` x ``heads`` encoder reruns over the window
+    every step (cheap next to the backbone). Trains on sequences (``train.bptt``): with
+    ``mode: window`` use a ``train.bptt.window`` of at least ``window`` (a window starts with an
+    empty buffer), or ``sliding``, which carries the buffer from batch to batch.
+    """
+
+    window: PositiveInt = 8
+    layers: PositiveInt = 2
+    heads: PositiveInt = 2
+    width: PositiveInt = 64
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerConfig:
+        if self.width % self.heads:
+            raise _field_error("heads", f"{self.heads} heads do not divide width {self.width}: "
+                               "use a width that is a multiple of heads")
+        return self
 
 
 class CommandConfig(_Section):

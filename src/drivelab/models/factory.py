@@ -23,6 +23,7 @@ from drivelab.models.history import HistoryBranch
 from drivelab.models.kinds import kind_of
 from drivelab.models.policy import Policy, PolicyParts
 from drivelab.models.recurrent import LstmKind  # noqa: F401  (registers the ``lstm`` kind)
+from drivelab.models.temporal import TransformerKind  # noqa: F401  (registers ``transformer``)
 from drivelab.processor.fit import DataSpec, PolicyNeeds, check_fit
 from drivelab.runs.checkpoints import CheckpointError
 

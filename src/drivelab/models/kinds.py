@@ -12,16 +12,20 @@ policy recurrent?" asks its kind instead:
 - ``onnx_axes``: the leading axes of every graph input (``batch``, or ``batch, steps`` for a
   graph that reads sequences and takes and returns its state as ``state``/``state_out``);
 - ``step_kind``: the trainer's step kind, ``frames`` (batches of samples) or ``sequences``
-  (BPTT windows, ``train.bptt``).
+  (BPTT windows, ``train.bptt``);
+- ``check_episodes``: refuse training episodes the kind cannot learn from (the transformer's
+  window longer than every episode), before a run folder exists.
 
 A kind lives in its own module, subclasses `PolicyKind` and is registered with
 ``@register_kind``; `models.factory` imports the module (that import is the one registration
 line), and `drivelab.config`'s ``POLICY_KINDS`` names it with its options section.
-``stateless`` is in `models.policy`, ``lstm`` in `models.recurrent`.
+``stateless`` is in `models.policy`, ``lstm`` in `models.recurrent`, ``transformer`` in
+`models.temporal`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -74,6 +78,9 @@ class PolicyKind:
     def state_shape(self, policy: Policy) -> tuple[int, ...] | None:
         """The state's shape without its batch axis (the exported card's ``state_shape``)."""
         return None
+
+    def check_episodes(self, config: ModelConfig, lengths: Sequence[int], split: str) -> None:
+        """Refuse (`ConfigError`, one line) training episodes of these ``lengths`` (a sequence kind's)."""
 
 
 _KINDS: dict[str, PolicyKind] = {}

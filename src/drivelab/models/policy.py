@@ -134,6 +134,41 @@ class Policy(nn.Module):
         features = torch.cat(joined, dim=1) if len(joined) > 1 else features
         return self.neck(features), results, command
 
+    def encode_steps(
+        self, frames: torch.Tensor, history: torch.Tensor | None, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """[B, T, ...] sequences -> the neck's output at every step [B, T, F], side results, command.
+
+        What every sequence kind's core reads (the LSTM's input, the transformer's tokens). With
+        ``lengths`` ([B] valid steps per row) padded frames never reach the backbone: their
+        features are zeros and there are no side results.
+        """
+        batch, steps = frames.shape[:2]
+        flat_frames = frames.reshape(batch * steps, *self.frame_shape)
+        flat_history = None
+        if self.reads_window:
+            if history is None:
+                raise ValueError("this policy has a history branch: pass a [B, T, L, S] history")
+            flat_history = history.reshape(batch * steps, *history.shape[2:])
+        elif history is not None:
+            raise ValueError("this policy has no history branch; pass history=None")
+        # the command of every step, padding included (the heads read it; warmup discards them)
+        command = self.window.command(flat_history) if self.window is not None and flat_history is not None else None
+        valid: torch.Tensor | None = None
+        if lengths is not None:
+            # Only real frames go through the backbone; padding stays zero features.
+            positions = torch.arange(steps, device=frames.device)
+            valid = (positions[None, :] < lengths.to(frames.device)[:, None]).reshape(-1)
+            flat_frames = flat_frames[valid]
+            flat_history = flat_history[valid] if flat_history is not None else None
+        features, aux, _ = self.encode(flat_frames, flat_history)
+        if valid is not None:
+            full = features.new_zeros(batch * steps, features.shape[1])
+            full[valid] = features
+            features = full
+            aux = {}  # warmup only needs the state
+        return features.reshape(batch, steps, -1), aux, command
+
     def apply_heads(self, shared: torch.Tensor, command: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Every head on the shared features; branched heads pick the command's branch."""
         if self.command_mode == "branched":

@@ -100,7 +100,7 @@ class RecurrentPolicy(Policy):
         batch, steps = frames.shape[:2]
         if state is None:
             state = self.zero_state(batch, frames.device)
-        features, aux, command = self._step_features(frames, history, lengths)
+        features, aux, command = self.encode_steps(frames, history, lengths)
         if lengths is not None:
             results = self._packed(features, state, lengths)
         else:
@@ -114,36 +114,6 @@ class RecurrentPolicy(Policy):
         if single:
             return {k: (v if k == STATE_KEY else v[0]) for k, v in results.items()}
         return results
-
-    def _step_features(
-        self, frames: torch.Tensor, history: torch.Tensor | None, lengths: torch.Tensor | None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
-        """Backbone (+ history branch) and neck on every step: [B, T, F], side results, command."""
-        batch, steps = frames.shape[:2]
-        flat_frames = frames.reshape(batch * steps, *self.frame_shape)
-        flat_history = None
-        if self.reads_window:
-            if history is None:
-                raise ValueError("this policy has a history branch: pass a [B, T, L, S] history")
-            flat_history = history.reshape(batch * steps, *history.shape[2:])
-        elif history is not None:
-            raise ValueError("this policy has no history branch; pass history=None")
-        # the command of every step, padding included (the heads read it; warmup discards them)
-        command = self.window.command(flat_history) if self.window is not None and flat_history is not None else None
-        valid: torch.Tensor | None = None
-        if lengths is not None:
-            # Only real frames go through the backbone; padding stays zero features.
-            positions = torch.arange(steps, device=frames.device)
-            valid = (positions[None, :] < lengths.to(frames.device)[:, None]).reshape(-1)
-            flat_frames = flat_frames[valid]
-            flat_history = flat_history[valid] if flat_history is not None else None
-        features, aux, _ = self.encode(flat_frames, flat_history)
-        if valid is not None:
-            full = features.new_zeros(batch * steps, features.shape[1])
-            full[valid] = features
-            features = full
-            aux = {}  # warmup only needs the state
-        return features.reshape(batch, steps, -1), aux, command
 
     def _unrolled(
         self, features: torch.Tensor, state: torch.Tensor, keep_at: int | None

@@ -81,7 +81,7 @@ class Block:
 def architecture_blocks(
     config: Any, parts: dict[str, Any], frozen: set[str], init: dict[str, str]
 ) -> list[list[Block]]:
-    """Columns of blocks, left to right: inputs, encoders, [recurrent], neck, heads."""
+    """Columns of blocks, left to right: inputs, encoders, neck, [recurrent | temporal], heads."""
     model, data = config.model, config.data
     frames = f"{data.frames} x RGB {data.input_size[0]}x{data.input_size[1]}"
     inputs = [Block("frames", "frames", f"{frames}\n{data.normalization}")]
@@ -111,6 +111,11 @@ def architecture_blocks(
     if recurrent is not None:
         columns.append([Block("recurrent", "recurrent: LSTM", f"{recurrent.layers} x {recurrent.hidden}",
                               _params(parts, "recurrent"), "recurrent" in frozen, init.get("recurrent"))])
+    transformer = getattr(model, "transformer", None)
+    if transformer is not None:  # the temporal transformer kind: attention over the last K steps
+        columns.append([Block("temporal", "temporal: transformer", f"last {transformer.window} steps\n"
+                              f"{transformer.layers} x {transformer.width}, {transformer.heads} heads",
+                              _params(parts, "temporal"), "temporal" in frozen, init.get("temporal"))])
     heads = []
     for head in model.heads:
         key = f"heads.{head.output}"

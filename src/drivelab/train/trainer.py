@@ -41,8 +41,9 @@ from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.freezing import FreezePlan, parameter_groups, plan_freeze
 from drivelab.models.heads import StandardizedRegressionHead
+from drivelab.models.kinds import kind_of
 from drivelab.models.transfer import InitReport, initialise_from, write_init_report
-from drivelab.order.base import BatchOrder
+from drivelab.order.base import BatchOrder, episode_lengths
 from drivelab.order.build import check_order, total_batches
 from drivelab.outputs import check_output_dir
 from drivelab.processor.state import ProcessorState, TargetSteps
@@ -240,6 +241,8 @@ def _plan(
     if watch is not None:  # the player drives checkpoints: its cadence must be theirs
         watch.check(config.train)
     probe: BatchOrder = check_order(config, inputs.facts, fabric.world_size)
+    split = config.data.train_split  # the kind's own look at the episodes (a transformer window must fit)
+    kind_of(config.model).check_episodes(config.model, episode_lengths(inputs.facts, split), split)
     total = total_batches(config.train, probe)
     # Transfer learning and freezing are checked here too; sources are read for new runs only
     # (a resume takes every weight from its checkpoint).
