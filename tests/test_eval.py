@@ -176,3 +176,14 @@ def test_json_dash_puts_the_json_alone_on_stdout(tmp_path: Path, monkeypatch: py
     result = json.loads(r.stdout)
     assert result["drivers"][0]["driver"] == "random" and "driving score" in r.stderr
     assert list(tmp_path.iterdir()) == []  # no file named "-"
+
+
+def test_the_step_cap_is_said_with_the_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lap cut by --max-steps scores its completion only: the table and the JSON say so."""
+    monkeypatch.chdir(tmp_path)
+    r = run_cli_here("eval", "--baseline", "expert", "--episodes", "1", "--max-steps", "30", "--workers", "1",
+                     "--json", "-")
+    assert r.returncode == 0, r.stderr
+    (expert,) = json.loads(r.stdout)["drivers"]
+    assert expert["max_steps"] == 30 and expert["capped_episodes"] == 1
+    assert "capped at 30 steps; 1 ended by the cap" in " ".join(r.stderr.split())

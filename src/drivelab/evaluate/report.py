@@ -105,6 +105,11 @@ def render_report(console: Console, reports: Sequence[EvalReport]) -> None:
         _print_route_outcomes(console, reports)
     else:
         _print_laps(console, reports)
+    cap, capped = reports[0].max_steps, sum(r.capped for r in reports)
+    if cap is not None:  # a lap cut by the cap scores its completion only: never leave that unsaid
+        console.print(f"episodes capped at {cap} steps" + (
+            f"; {capped} ended by the cap (their score is the completion reached)" if capped else ""),
+            highlight=False, soft_wrap=True)
     for r in reports:
         if r.aggregate["failed"]:
             for row in r.rows:

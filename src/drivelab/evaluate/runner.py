@@ -133,6 +133,14 @@ class EvalReport:
     seconds: float
     interrupted: bool = False
     videos: list[str] = field(default_factory=list)
+    #: the step cap every episode ran under: a lap or route cut by it scores only its completion
+    max_steps: int | None = None
+
+    @property
+    def capped(self) -> int:
+        """Episodes the step cap ended (not a lap, an outcome, or the env's own end)."""
+        return sum(1 for r in self.rows if self.max_steps is not None and r.steps >= self.max_steps
+                   and r.lap_time_s is None and r.outcome is None and not r.failed)
 
     @property
     def complete(self) -> bool:
@@ -148,6 +156,8 @@ class EvalReport:
             "seconds": round(self.seconds, 2),
             "interrupted": self.interrupted,
             "videos": self.videos,
+            "max_steps": self.max_steps,
+            "capped_episodes": self.capped,
         }
 
 
@@ -217,4 +227,5 @@ def evaluate(
         seconds=time.perf_counter() - started,
         interrupted=interrupted,
         videos=sorted(videos),
+        max_steps=max_steps,
     )
