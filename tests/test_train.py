@@ -352,3 +352,26 @@ def test_summary_verb_prints_keras_counts(small_dataset: Path) -> None:
     assert "dataset 96x96x3" in with_data.output and "resized to 64x64" in with_data.output
     assert "history [B, 4, 3]" in with_data.output  # purpose has 2 values per step in the data
     assert "Trainable params:" in with_data.output
+
+
+def test_the_progress_bar_ends_on_the_values_the_summary_prints(small_dataset: Path, tmp_path: Path) -> None:
+    """The last numbers a user sees on the bar are the run's last train loss and final val loss."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.shown: list[dict[str, float]] = []
+
+        def start(self, total: int, done: int) -> None: ...
+
+        def advance(self, done: int) -> None: ...
+
+        def show(self, values: dict[str, float]) -> None:
+            self.shown.append(dict(values))
+
+        def close(self) -> None: ...
+
+    bar = Recorder()
+    result = train(config_for(small_dataset, "train.max_batches=6", "train.val_every=4", "train.log_every=2"),
+                   runs_root=tmp_path, progress=bar)
+    assert bar.shown[-1]["val/loss"] == pytest.approx(result.val_values["val/loss"])
+    assert bar.shown[-1]["loss"] == pytest.approx(result.train_values["loss"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from drivelab.cli.app import FORCE_OPTION, app, out
+from drivelab.cli.app import FORCE_OPTION, app, err, out
 
 
 @app.command("export")
@@ -37,10 +38,18 @@ def export(
     """Export a policy (frames in, actions out) to ONNX and check it against the torch runtime."""
     from drivelab.export import ExportRequest, export_run
 
-    result = export_run(ExportRequest(
-        ref=run, runs_root=runs, out=out_file, fmt=fmt, opset=opset, dataset=dataset, split=split,
-        frames=frames, tolerance=tolerance, force=force,
-    ))
+    started = time.monotonic()
+    # a spinner on stderr that names the slow step (tracing takes tens of seconds); transient, so
+    # a refusal after it is still the one line on stderr, and a pipe gets nothing
+    with err.status("exporting", spinner="dots") as status:
+
+        def stage(text: str) -> None:
+            status.update(f"{time.monotonic() - started:4.0f} s  {escape(text)}")
+
+        result = export_run(ExportRequest(
+            ref=run, runs_root=runs, out=out_file, fmt=fmt, opset=opset, dataset=dataset, split=split,
+            frames=frames, tolerance=tolerance, force=force,
+        ), on_stage=stage)
     card, report = result.card, result.parity
     out.print(f"parity: max |onnxruntime - torch runtime| on {report.frames} recorded frames of "
               f"{card.dataset}", markup=False, highlight=False, soft_wrap=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +78,11 @@ def _check_request(request: ExportRequest) -> None:
         raise ExportError(f"--frames must be at least 8 (got {request.frames})")
 
 
-def export_run(request: ExportRequest) -> ExportResult:
-    """Export ``request.ref`` with its input pipeline, check parity, write the file (see module)."""
+def export_run(request: ExportRequest, on_stage: Callable[[str], None] | None = None) -> ExportResult:
+    """Export ``request.ref`` with its input pipeline, check parity, write the file (see module).
+
+    ``on_stage`` hears the slow steps as they start (tracing the graph takes tens of seconds)."""
+    stage = on_stage or (lambda _text: None)
     started = time.perf_counter()
     _check_request(request)
     run, batch, weights_file = resolve_checkpoint(request.ref, request.runs_root)
@@ -101,6 +105,7 @@ def export_run(request: ExportRequest) -> ExportResult:
     _check_names(module, label)
     samples = read_samples(store, request.split or config.data.val_split or "val", processor,
                            request.frames, tuple(a.name for a in actions if a.delta is not None))
+    stage(f"tracing {label} to ONNX (torch.onnx, dynamo)")
     model = to_onnx(module, example_inputs(module, processor), request.opset, label)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     card = PolicyCard(
@@ -124,6 +129,7 @@ def export_run(request: ExportRequest) -> ExportResult:
         def run_graph(feed: dict) -> dict:
             return dict(zip(names, session.run(names, feed), strict=True))
 
+        stage(f"parity: onnxruntime against the torch runtime on up to {request.frames} recorded frames")
         check = check_recurrent_policy if module.stateful else check_frame_policy
         report = check(run_graph, reference, samples)
         report.check(request.tolerance, label)  # raises: the staged file is removed

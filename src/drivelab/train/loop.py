@@ -193,6 +193,8 @@ class TrainLoop:
             self.last_val = self.validate()
             if self.records.log is not None:
                 self.records.log.write(done, self.last_val, epoch=self.parts.order.position(done)[0])
+            if self.records.progress is not None and self.last_values:  # the bar ends on the summary's values
+                self.records.progress.show({"loss": self.last_values["loss"], **self.last_val})
         if due_checkpoint:
             self.checkpoint()
         window.reset(done)
