@@ -85,6 +85,8 @@ def inertia_track(env_id: str, spec: DriverSpec, seed: int, config: DiagnoseConf
                 if drive.done or _speed(drive.obs) < STOPPED_SPEED:
                     break
             for _ in range(steps(config.stop_hold_s)):
+                if drive.done:  # a route world ends on a crash (struck while held): no restart to test
+                    break
                 drive.step(forced=True)
             stopped = not drive.done and _speed(drive.obs) < config.moving_speed
         restart = drive.time_to_move(steps(config.start_timeout_s), config.moving_speed) if stopped else None
