@@ -214,3 +214,13 @@ def test_eval_precision_flag_is_checked_in_one_line(tmp_path: Path) -> None:
                      "--runs", str(tmp_path))
     assert result.returncode == 2 and "--precision 'fp8' is unknown" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_auto_channels_last_follows_the_measured_rule() -> None:
+    """NHWC where it was measured faster (reduced precision, CUDA), NCHW in fp32 on a CPU
+    (0.88x there), never without a convolution."""
+    from drivelab.train.speed import auto_channels_last
+
+    assert auto_channels_last(True, "bf16-mixed", "cpu") and auto_channels_last(True, "32-true", "cuda")
+    assert not auto_channels_last(True, "32-true", "cpu")
+    assert not auto_channels_last(False, "bf16-mixed", "cuda")

@@ -86,6 +86,20 @@ def has_conv2d(policy: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.Conv2d) for m in policy.modules())
 
 
+def auto_channels_last(convolutions: bool, precision: str, device: str) -> bool:
+    """``channels_last: auto``: on for a conv policy on a GPU or in reduced precision, off in
+    fp32 on a CPU.
+
+    Measured (docs/results.md, `benchmarks/trainer.py`, AMD EPYC with AVX-512 BF16): NHWC slowed
+    fp32 training to 0.88x of NCHW and sped bf16-mixed up by 1.07x (oneDNN's bf16 convolutions
+    run NHWC); on CUDA, tensor-core convolutions want NHWC. Only this CPU kind was measured: the
+    fp32 rule is the conservative one (NCHW is PyTorch's own default).
+    """
+    if not convolutions:
+        return False
+    return device == "cuda" or precision != "32-true"
+
+
 def plan_speed(
     train: TrainConfig, policy: torch.nn.Module, recorded: dict[str, Any] | None = None
 ) -> SpeedPlan:
@@ -94,7 +108,10 @@ def plan_speed(
     precision, notes = resolve_precision(
         train.precision, device, (recorded or {}).get("precision")
     )
-    channels_last = has_conv2d(policy) if train.channels_last == "auto" else bool(train.channels_last)
+    if train.channels_last == "auto":
+        channels_last = auto_channels_last(has_conv2d(policy), precision, device)
+    else:
+        channels_last = bool(train.channels_last)
     return SpeedPlan(precision, channels_last, train.compile, device, tuple(notes), train.precision)
 
 
