@@ -134,6 +134,22 @@ class Policy(nn.Module):
         features = torch.cat(joined, dim=1) if len(joined) > 1 else features
         return self.neck(features), results, command
 
+    def as_sequences(
+        self, frames: torch.Tensor, history: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+        """A sequence kind's inputs as [B, T, ...]: one step [B, ...] gets a time axis of 1.
+
+        Returns the frames, the history and whether the input was a single step (the caller
+        removes the time axis from its outputs again)."""
+        single = frames.ndim == 4
+        if single:
+            frames = frames.unsqueeze(0)
+            history = history.unsqueeze(0) if history is not None else None
+        if frames.ndim != 5 or tuple(frames.shape[2:]) != self.frame_shape:
+            raise ValueError(f"frames must be [B, T, {', '.join(map(str, self.frame_shape))}], "
+                             f"got {list(frames.shape)}")
+        return frames, history, single
+
     def encode_steps(
         self, frames: torch.Tensor, history: torch.Tensor | None, lengths: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:

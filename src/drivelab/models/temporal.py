@@ -128,13 +128,7 @@ class TemporalPolicy(Policy):
         keep_at: int | None = None,
         lengths: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        single = frames.ndim == 4
-        if single:
-            frames = frames.unsqueeze(0)
-            history = history.unsqueeze(0) if history is not None else None
-        if frames.ndim != 5 or tuple(frames.shape[2:]) != self.frame_shape:
-            raise ValueError(f"frames must be [B, T, {', '.join(map(str, self.frame_shape))}], "
-                             f"got {list(frames.shape)}")
+        frames, history, single = self.as_sequences(frames, history)
         batch, steps = frames.shape[:2]
         if state is None:
             state = self.zero_state(batch, frames.device)
