@@ -34,13 +34,14 @@ from pathlib import Path
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
+from study_runs import dagger_overrides, dagger_seeds, dataset_frames
+
 from drivelab.config import load_config
 from drivelab.data.collect import CollectPlan, collect
 from drivelab.data.loader import first_episodes
 from drivelab.data.store import DatasetStore
 from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.report import evaluate_many
-from drivelab.live.dagger import run_dagger
 from drivelab.seeds import HELD_OUT_SEED
 from drivelab.train import train
 
@@ -53,10 +54,6 @@ def overrides(dataset: Path, seed: int, batches: int, batch_size: int) -> list[s
             f"seed={seed}", f"train.max_batches={batches}", f"train.batch_size={batch_size}",
             f"train.checkpoint_every={batches}", f"train.val_every={10 * batches}", "train.log_every=50",
             "train.warmup_batches=50"]
-
-
-def dataset_frames(path: Path) -> int:
-    return sum(episode.length for episode in DatasetStore.open(path).episodes())
 
 
 def bc_runs(args: argparse.Namespace, out: Path, frames: list[int]) -> tuple[list[str], list[int], float]:
@@ -85,19 +82,12 @@ def dagger_runs(args: argparse.Namespace, out: Path, earlier: dict | None) -> tu
         return runs, [dataset_frames(args.dagger_from / f"dagger_{seed}.zarr") for seed in range(len(runs))], 0.0
     per_round = args.episodes // (args.rounds + 1)
     round_batches = args.batches // (args.rounds + 1)
-    started = time.perf_counter()
-    runs = []
-    for seed in range(args.seeds):
-        config = load_config(CONFIG, [
-            *overrides(out / f"dagger_{seed}.zarr", seed, round_batches, args.batch_size),
-            f"live.max_steps={args.max_steps}", f"live.round_episodes={per_round}",
-            f"live.round_batches={round_batches}", "live.beta.schedule=exponential",
-            "live.beta.p=0.5", "live.beta.per=step", f"live.stop.batches={args.batches}",
-            f"train.checkpoint_every={round_batches}"])
-        summary = run_dagger(config, out / "runs" / f"dagger_{seed}", args.rounds, say=print)
-        runs.append(str(summary["run"]))
-    frames = [dataset_frames(out / f"dagger_{seed}.zarr") for seed in range(args.seeds)]
-    return runs, frames, time.perf_counter() - started
+
+    def config_of(seed: int, dataset: Path):
+        return load_config(CONFIG, [*overrides(dataset, seed, round_batches, args.batch_size),
+                                    *dagger_overrides(args.max_steps, per_round, round_batches, args.batches)])
+
+    return dagger_seeds(config_of, out, args.seeds, args.rounds)
 
 
 def earlier_dagger_reports(earlier: dict) -> list[dict]:

@@ -37,13 +37,14 @@ from pathlib import Path
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
+from study_runs import dagger_overrides, dagger_seeds
+
 from drivelab.config import load_config
 from drivelab.data.collect import CollectPlan, collect
 from drivelab.data.loader import first_episodes
 from drivelab.data.store import DatasetStore
 from drivelab.evaluate.drivers import DriverSpec
 from drivelab.evaluate.report import evaluate_many
-from drivelab.live.dagger import run_dagger
 from drivelab.models.specs_table import machine
 from drivelab.seeds import HELD_OUT_SEED
 from drivelab.train import train
@@ -63,27 +64,17 @@ def overrides(args: argparse.Namespace, dataset: Path, seed: int, batches: int) 
             "train.warmup_batches=50"]
 
 
-def dataset_frames(path: Path) -> int:
-    return sum(episode.length for episode in DatasetStore.open(path).episodes())
-
-
 def dagger_runs(args: argparse.Namespace, out: Path) -> tuple[list[str], list[int], float]:
     """DAgger runs, one dataset per seed; the runs and each dataset's frames."""
     per_round = args.episodes // (args.rounds + 1)
     round_batches = args.batches // (args.rounds + 1)
-    started = time.perf_counter()
-    runs = []
-    for seed in range(args.seeds):
-        config = load_config(config_path(args.env), [
-            *overrides(args, out / f"dagger_{seed}.zarr", seed, round_batches),
-            f"live.env={args.env}", f"live.max_steps={args.max_steps}", f"live.round_episodes={per_round}",
-            f"live.round_batches={round_batches}", "live.beta.schedule=exponential",
-            "live.beta.p=0.5", "live.beta.per=step", f"live.stop.batches={args.batches}",
-            f"train.checkpoint_every={round_batches}"])
-        summary = run_dagger(config, out / "runs" / f"dagger_{seed}", args.rounds, say=print)
-        runs.append(str(summary["run"]))
-    frames = [dataset_frames(out / f"dagger_{seed}.zarr") for seed in range(args.seeds)]
-    return runs, frames, time.perf_counter() - started
+
+    def config_of(seed: int, dataset: Path):
+        return load_config(config_path(args.env), [
+            *overrides(args, dataset, seed, round_batches), f"live.env={args.env}",
+            *dagger_overrides(args.max_steps, per_round, round_batches, args.batches)])
+
+    return dagger_seeds(config_of, out, args.seeds, args.rounds)
 
 
 def bc_runs(args: argparse.Namespace, out: Path, frames: list[int]) -> tuple[dict[str, list[str]], list[int], float]:
