@@ -52,6 +52,15 @@ def _chromium(browser: str, *args: str, timeout: float = 120) -> subprocess.Comp
     return subprocess.run([browser, *common, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def take_screenshot(browser: str, url: str, screenshot: Path, width: int, height: int) -> str:
+    """Chromium's screenshot of ``url`` at ``width`` x ``height``; the file's path (or raise)."""
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    shot = _chromium(browser, f"--screenshot={screenshot.resolve()}", f"--window-size={width},{height}", url)
+    if not screenshot.is_file():
+        raise RuntimeError(f"no screenshot written (exit {shot.returncode}): {shot.stderr[-300:]}")
+    return str(screenshot)
+
+
 def external_references(html: str) -> list[str]:
     """src/href values that would need a file or the network (data: URIs and anchors are fine)."""
     refs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html) + re.findall(r'<link[^>]*\shref="([^"]*)"', html)
@@ -73,12 +82,7 @@ def check(page: Path, screenshot: Path | None, width: int = 1200, height: int = 
     result = json.loads(match.group(1).replace("&quot;", '"'))
     result["external"] = external_references(html)
     if screenshot is not None:
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        shot = _chromium(browser, f"--screenshot={screenshot.resolve()}", f"--window-size={width},{height}",
-                         page.resolve().as_uri())
-        if not screenshot.is_file():
-            raise RuntimeError(f"no screenshot written (exit {shot.returncode}): {shot.stderr[-300:]}")
-        result["screenshot"] = str(screenshot)
+        result["screenshot"] = take_screenshot(browser, page.resolve().as_uri(), screenshot, width, height)
     return result
 
 

@@ -21,7 +21,11 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from check_card_html import _chromium, find_browser  # the card check's browser runner
+from check_card_html import (  # the card check's browser runner
+    _chromium,
+    find_browser,
+    take_screenshot,
+)
 
 #: Runs of the browser before the check gives up on a probe that did not finish.
 TRIES = 3
@@ -90,13 +94,8 @@ def check(page: Path, screenshot: Path | None = None, episode: int | None = None
         and result["frame_after_slider"] == result["slider_max"]
         and result["cursor_after_slider"] > result["cursor_after_play"])
     if screenshot is not None:
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
         anchor = f"#episode={episode}&frame={frame}" if episode is not None else f"#frame={frame}"
-        shot = _chromium(browser, f"--screenshot={screenshot.resolve()}", f"--window-size={width},{height}",
-                         page.resolve().as_uri() + anchor)
-        if not screenshot.is_file():
-            raise RuntimeError(f"no screenshot written (exit {shot.returncode}): {shot.stderr[-300:]}")
-        result["screenshot"] = str(screenshot)
+        result["screenshot"] = take_screenshot(browser, page.resolve().as_uri() + anchor, screenshot, width, height)
     return result
 
 

@@ -25,6 +25,7 @@ line), and `drivelab.config`'s ``POLICY_KINDS`` names it with its options sectio
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -44,8 +45,9 @@ __all__ = ["PolicyKind", "get_kind", "kind_names", "kind_of", "register_kind"]
 Results = dict[str, torch.Tensor]
 
 
-class PolicyKind:
-    """The protocol every kind implements (defaults: a stateless frame policy)."""
+class PolicyKind(ABC):
+    """The protocol every kind implements (defaults: a stateless frame policy; `build` is each
+    kind's own, so a kind that forgets it cannot be registered: instantiating it fails)."""
 
     name: ClassVar[str] = ""
     step_kind: ClassVar[str] = "frames"
@@ -59,8 +61,9 @@ class PolicyKind:
         """
         return None
 
+    @abstractmethod
     def build(self, parts: PolicyParts, config: ModelConfig, core: nn.Module | None) -> Policy:
-        raise NotImplementedError
+        """The policy of this kind from the shared parts (backbone, history, neck, heads) and its core."""
 
     def head_inputs(self, config: ModelConfig, features: int) -> int:
         """The heads' input width given the neck's output width (a core in between changes it)."""
@@ -80,7 +83,10 @@ class PolicyKind:
         return None
 
     def check_episodes(self, config: ModelConfig, lengths: Sequence[int], split: str) -> None:
-        """Refuse (`ConfigError`, one line) training episodes of these ``lengths`` (a sequence kind's)."""
+        """Refuse (`ConfigError`, one line) training episodes of these ``lengths`` (a sequence kind's).
+
+        Every episode length fits a frame kind: the default accepts them all."""
+        return None
 
 
 _KINDS: dict[str, PolicyKind] = {}
