@@ -11,6 +11,18 @@ held-out scenarios. Variants:
 * ``speed_head``: the study's BC config plus CILRS's speed-prediction head (weight 0.5), against
   the study's BC row (no speed head).
 
+The temporal variants (issue 32's kinds study) all take the same optimiser steps and the same 64
+labelled frames per step, on `intersection_concat` (command concatenated):
+
+* ``single_b64``: one frame, batch 64 (the control at this batch);
+* ``frame_stack``: the last 4 frames stacked as channels (`data.frames=4`), batch 64;
+* ``lstm``: the LSTM kind (one layer of 64) on shuffled windows of 16 frames, 4 windows a batch;
+* ``transformer_k4`` / ``transformer_k8``: the temporal transformer over the last 4 / 8 steps, the
+  same windows.
+
+Training speed is each run's median ``samples_per_s`` from metrics.jsonl: labelled frames per
+second on this machine (a sequence order counts its windows' frames, a stack counts one).
+
 The rows print next to the study's own, mean ± std over seeds; ``OUT/variants.json`` keeps all.
 """
 
@@ -19,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 from pathlib import Path
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -36,19 +49,39 @@ VARIANTS = {
     "branched": (ROOT / "configs" / "traffic" / "intersection_branched.yaml", ["model.speed_head=null"]),
     "speed_head": (ROOT / "configs" / "traffic" / "intersection_pilotnet.yaml",
                    ["model.speed_head={weight: 0.5, widths: [64]}"]),
+    "single_b64": (ROOT / "configs" / "traffic" / "intersection_concat.yaml", ["train.batch_size=64"]),
+    "frame_stack": (ROOT / "configs" / "traffic" / "intersection_concat.yaml",
+                    ["data.frames=4", "train.batch_size=64"]),
+    "lstm": (ROOT / "configs" / "traffic" / "intersection_concat.yaml",
+             ["model.recurrent={layers: 1, hidden: 64}", "train.bptt={mode: window, window: 16}",
+              "train.batch_size=4"]),
+    "transformer_k4": (ROOT / "configs" / "traffic" / "intersection_transformer.yaml",
+                       ["model.transformer.window=4", "train.batch_size=4"]),
+    "transformer_k8": (ROOT / "configs" / "traffic" / "intersection_transformer.yaml", ["train.batch_size=4"]),
 }
+TEMPORAL = "single_b64,frame_stack,lstm,transformer_k4,transformer_k8"
+
+
+def frames_per_s(run: str) -> float:
+    """Labelled frames per second while training: the run's median samples/s."""
+    rates = [json.loads(line).get("samples_per_s") for line in (Path(run) / "metrics.jsonl").open()]
+    return statistics.median(r for r in rates if r)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--variants", default="branched,speed_head")
+    parser.add_argument("--variants", default="branched,speed_head", help=f"or the temporal set: {TEMPORAL}")
+    parser.add_argument("--batches", type=int, help="optimiser steps (default: the study's)")
+    parser.add_argument("--scenarios", type=int, help="drive only the first N of the study's scenarios")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     study = json.loads((args.study / "study.json").read_text())
     given = {k: v for k, v in study["args"].items()}
     seeds = int(given["seeds"])
+    if args.batches:
+        given["batches"] = args.batches
     budget = [int(x) for x in next(line for line in study["table"] if line.startswith("| behaviour cloning"))
               .rstrip(" |").rsplit("|", 1)[1].split(",")]  # the study's frames per seed
     args.out.mkdir(parents=True, exist_ok=False)
@@ -66,7 +99,7 @@ def main() -> None:
                 f"data.max_frames={budget[seed]}", *extra])
             runs[name].append(str(train(config, args.out / "runs" / f"{name}_{seed}").run.path))
             print(f"{name} seed {seed}: {runs[name][-1]}", flush=True)
-    scenarios = study["reports"][0]["seeds"]
+    scenarios = study["reports"][0]["seeds"][: args.scenarios]
     specs = [DriverSpec("policy", run=r) for rs in runs.values() for r in rs]
     reports = [r.to_dict() for r in evaluate_many(specs, scenarios, env=given["env"], workers=args.workers,
                                                   max_steps=int(given["max_steps"]))]
@@ -76,7 +109,10 @@ def main() -> None:
         at += len(rs)
     lines = [f"{given['env']}, scenarios {scenarios[0]}..{scenarios[-1]}; CPU {machine()['cpu']}",
              "| variant | " + " | ".join(KEYS) + " | frames per seed |", "|---" * (len(KEYS) + 2) + "|",
-             *(table_row(name, r, budget) for name, r in rows.items()), *spread_verdicts(rows)]
+             *(table_row(name, r, budget) for name, r in rows.items()), "",
+             "| variant | labelled frames/s while training (per seed) |", "|---|---|",
+             *(f"| {name} | {', '.join(f'{frames_per_s(r):.0f}' for r in rs)} |" for name, rs in runs.items()),
+             "", *spread_verdicts(rows)]
     print("\n".join(lines))
     (args.out / "variants.json").write_text(json.dumps({"runs": runs, "per_seed": rows, "reports": reports,
                                                         "table": lines}, indent=1, default=str))
