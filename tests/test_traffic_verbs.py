@@ -81,6 +81,19 @@ def test_another_world_is_refused_naming_both(demo: dict, tmp_path: Path) -> Non
     assert not (tmp_path / "demo").exists() or not any((tmp_path / "demo").iterdir())
 
 
+def test_a_resumed_runs_world_is_checked_with_the_data(demo: dict) -> None:
+    """The trainer's data check refuses data of another world than a resumed run's (the dataset
+    at its path may have been replaced), both ids named; options may differ."""
+    from drivelab.config import load_config
+    from drivelab.runs.world import WorldMismatch
+    from drivelab.train.inputs import check_data
+
+    config = load_config(demo["run"] / "config.yaml")
+    assert check_data(config, (WORLD.replace("0.5", "2"), "run_a")).facts.world == WORLD
+    with pytest.raises(WorldMismatch, match=r"run_b was trained in TrafficRoundabout-v0 .*TrafficIntersection-v0"):
+        check_data(config, ("roundabout", "run_b"))
+
+
 def test_options_may_differ_within_a_world() -> None:
     from drivelab.runs.world import WorldMismatch, env_for
     from drivelab.seeds import DEFAULT_ENV

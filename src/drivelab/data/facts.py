@@ -21,12 +21,7 @@ from drivelab.processor.statistics import needs_moments
 def read_facts(store: DatasetStore, config: ExperimentConfig) -> DatasetFacts:
     """The facts of ``store`` that ``config`` trains on (train split cut at ``data.max_frames``)."""
     data, meta = config.data, store.meta
-    world = meta.world_name()
-    live = config.live
-    if world is not None and live is not None and "env" in live.model_fields_set:
-        from drivelab.sim.registry import check_config_world  # first: "another world" says more
-
-        check_config_world(live.env, world, str(store.path))
+    world = meta.world_name()  # checked against the config's and a resumed run's by the caller
     train = store.split_episodes(data.train_split)
     if train and data.max_frames is not None:
         train = first_episodes(train, data.max_frames, f"{store.path} {data.train_split!r}")

@@ -8,7 +8,7 @@ bins live next to the head that needs them, so the trainer and the runtime agree
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ __all__ = [
     "build_head",
     "build_neck",
     "logits_to_action",
+    "set_target_statistics",
 ]
 
 
@@ -119,6 +120,20 @@ class ClassificationHead(nn.Sequential):
         self.register_buffer(
             "bin_values", torch.tensor(list(bin_values), dtype=torch.float32), persistent=False
         )
+
+
+def set_target_statistics(
+    policy: nn.Module, mean: Mapping[str, float], std: Mapping[str, float]
+) -> None:
+    """Give every standardised head of ``policy`` the training split's action mean/std.
+
+    They live in the heads' buffers, so checkpoints and every consumer carry them; a branched
+    head (one stack per command value) gets them in each branch.
+    """
+    for name, head in getattr(policy, "heads", {}).items():
+        for module in head.modules():
+            if isinstance(module, StandardizedRegressionHead):
+                module.set_target_statistics(mean[name], std[name])
 
 
 def build_head(config: HeadConfig, inputs: int, index: int) -> nn.Module:

@@ -13,8 +13,8 @@ policy recurrent?" asks its kind instead:
   graph that reads sequences and takes and returns its state as ``state``/``state_out``);
 - ``step_kind``: the trainer's step kind, ``frames`` (batches of samples) or ``sequences``
   (BPTT windows, ``train.bptt``);
-- ``check_episodes``: refuse training episodes the kind cannot learn from (the transformer's
-  window longer than every episode), before a run folder exists.
+- ``episode_need``: how long a training episode must be for the kind to learn from it (the
+  transformer's window); the batch order checks the data against it before a run folder exists.
 
 A kind lives in its own module, subclasses `PolicyKind` and is registered with
 ``@register_kind``; `models.factory` imports the module (that import is the one registration
@@ -26,7 +26,6 @@ line), and `drivelab.config`'s ``POLICY_KINDS`` names it with its options sectio
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -34,6 +33,7 @@ from torch import nn
 
 from drivelab.config import ConfigError, ModelConfig
 from drivelab.config.policy_section import POLICY_KINDS
+from drivelab.order.base import EpisodeNeed
 
 #: A built policy (`models.policy.Policy` or a subclass) and the parts it is made of
 #: (`models.policy.PolicyParts`); named loosely here: the kind modules import this one.
@@ -82,10 +82,10 @@ class PolicyKind(ABC):
         """The state's shape without its batch axis (the exported card's ``state_shape``)."""
         return None
 
-    def check_episodes(self, config: ModelConfig, lengths: Sequence[int], split: str) -> None:
-        """Refuse (`ConfigError`, one line) training episodes of these ``lengths`` (a sequence kind's).
+    def episode_need(self, config: ModelConfig) -> EpisodeNeed | None:
+        """How long some training episode must be for this kind (`drivelab.order` checks it).
 
-        Every episode length fits a frame kind: the default accepts them all."""
+        Every episode length fits a frame kind: the default needs nothing."""
         return None
 
 

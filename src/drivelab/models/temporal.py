@@ -22,17 +22,17 @@ computation as T single steps with the buffer rolled (tested step by step).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from drivelab.config import ConfigError, ModelConfig
+from drivelab.config import ModelConfig
 from drivelab.config.policy_section import TransformerConfig
 from drivelab.models.kinds import PolicyKind, register_kind
 from drivelab.models.policy import Policy, PolicyParts
 from drivelab.models.recurrent import STATE_KEY
+from drivelab.order.base import EpisodeNeed
 
 __all__ = ["TemporalEncoder", "TemporalPolicy", "TransformerKind"]
 
@@ -199,10 +199,6 @@ class TransformerKind(PolicyKind):
         assert isinstance(policy, TemporalPolicy)
         return (1, policy.temporal.window, policy.temporal.width + 1)
 
-    def check_episodes(self, config: ModelConfig, lengths: Sequence[int], split: str) -> None:
+    def episode_need(self, config: ModelConfig) -> EpisodeNeed | None:
         assert config.transformer is not None
-        window, longest = config.transformer.window, max((int(n) for n in lengths), default=0)
-        if window > longest:
-            raise ConfigError(
-                f"model.transformer.window {window} is longer than every {split!r} episode (the "
-                f"longest has {longest} frames): its window would never fill; use a window of at most {longest}")
+        return EpisodeNeed(config.transformer.window, "model.transformer.window")

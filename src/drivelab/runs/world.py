@@ -7,13 +7,15 @@ rule for an env named on top: the same *world* (the env id it builds) with other
 allowed (a density or timeout study), another world is refused naming both ids, because the
 roads, the route command and usually the signals differ; a policy would drive blind or fail
 on a signal size much later. Runs whose data has no world (imports) keep the verbs' default.
+The rule itself (`check_same_world`) is `drivelab.sim.registry`'s, beside the config-vs-data
+check, so the data reader applies both in one place.
 """
 
 from __future__ import annotations
 
 from drivelab.runs.folder import RunFolder
 from drivelab.seeds import DEFAULT_ENV
-from drivelab.sim.registry import WorldMismatch, env_world
+from drivelab.sim.registry import WorldMismatch, check_same_world
 
 
 def recorded_env(run: RunFolder) -> str | None:
@@ -21,17 +23,6 @@ def recorded_env(run: RunFolder) -> str | None:
     provenance = run.read_status().get("provenance") or {}
     env = provenance.get("env")
     return env if isinstance(env, str) and env else None
-
-
-def check_same_world(trained: str | None, given: str, who: str, what: str) -> None:
-    """Refuse ``given`` (an env name) when ``trained`` names another world; both ids named."""
-    if trained is None or env_world(trained) == env_world(given):
-        return
-    raise WorldMismatch(
-        f"{who} was trained in {env_world(trained)} ({trained}), {what} is {env_world(given)} "
-        f"({given}): use data or an env of the same world (options may differ, e.g. "
-        f"{trained.partition(':')[0]}:density=2)"
-    )
 
 
 def env_for(trained: str | None, given: str | None, who: str, flag: str = "--env") -> str:

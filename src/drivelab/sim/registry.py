@@ -83,6 +83,30 @@ def check_config_world(config_env: str | None, data_env: str | None, source: str
     )
 
 
+def check_same_world(trained: str | None, given: str, who: str, what: str) -> None:
+    """Refuse ``given`` (an env name) when ``trained`` names another world; both ids named."""
+    if trained is None or env_world(trained) == env_world(given):
+        return
+    raise WorldMismatch(
+        f"{who} was trained in {env_world(trained)} ({trained}), {what} is {env_world(given)} "
+        f"({given}): use data or an env of the same world (options may differ, e.g. "
+        f"{trained.partition(':')[0]}:density=2)"
+    )
+
+
+def check_data_world(
+    data_env: str | None, config_env: str | None, trained: tuple[str | None, str] | None, source: str
+) -> None:
+    """Refuse a dataset recorded in ``data_env`` for another world than the config's ``live.env``
+    (``config_env``, when the config sets it) or a resumed run's (``trained``: its recorded env
+    and its name); both env ids named. Data without a world (imports) passes."""
+    if data_env is None:
+        return
+    check_config_world(config_env, data_env, source)
+    if trained is not None:
+        check_same_world(trained[0], data_env, trained[1], f"the dataset {source}")
+
+
 def canonical_env(name: str) -> str:
     """``name`` as a dataset or run records it: ``make_env`` rebuilds the same world from it.
 

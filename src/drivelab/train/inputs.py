@@ -15,31 +15,41 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivelab.config import ExperimentConfig
-from drivelab.data.augment import BatchAugmenter, training_augmenter
+from drivelab.data.augment import BatchAugmenter
 from drivelab.data.facts import read_facts
 from drivelab.data.loader import DecodedEpisodes, EpisodeFrameDataset
+from drivelab.data.splits import open_splits
 from drivelab.data.store import DatasetStore
+from drivelab.errors import DrivelabError
 from drivelab.processor.completion import complete, complete_config
 from drivelab.processor.facts import DatasetFacts
 from drivelab.processor.state import ProcessorState
 
 
 @dataclass
-class TrainInputs:
-    """The completed config, its dataset's facts and samples, and the preprocessing it trains with."""
+class CheckedData:
+    """The dataset checked against the config, before any sample is opened: the completed
+    config, the dataset's facts (read once) and the preprocessing it trains with."""
 
     config: ExperimentConfig  # history sizes and class counts written out (`processor.completion`)
     facts: DatasetFacts  # what the dataset told, read once
     store: DatasetStore
-    train: EpisodeFrameDataset
-    val: EpisodeFrameDataset | None
     processor: ProcessorState  # stack, normalisation, history window, targets (train split)
-    augmenter: BatchAugmenter | None = None  # ``data.augment``, applied by the training loader
 
     @property
     def history_sizes(self) -> dict[str, int]:
         """History signal -> values per step, as the dataset records them."""
         return dict(self.processor.history.sizes)
+
+
+@dataclass
+class TrainInputs(CheckedData):
+    """`CheckedData` with its splits opened (`drivelab.data.splits`): what the training loader
+    and validation read."""
+
+    train: EpisodeFrameDataset
+    val: EpisodeFrameDataset | None
+    augmenter: BatchAugmenter | None = None  # ``data.augment``, applied by the training loader
 
     def describe(self) -> dict[str, object]:
         """What a run records about its data in ``run.json`` (its statistics: ``processor.json``)."""
@@ -52,29 +62,36 @@ class TrainInputs:
         }
 
 
-def open_inputs(config: ExperimentConfig, decoded: DecodedEpisodes | None = None) -> TrainInputs:
-    """Open and check the dataset against the config; raise one `DrivelabError` line if unfit.
+def check_data(config: ExperimentConfig, trained: tuple[str | None, str] | None = None) -> CheckedData:
+    """Read and check the dataset against the config; raise one `DrivelabError` line if unfit.
 
-    The dataset is read once (`drivelab.data.facts.read_facts`), the config completed from what
-    it told (`drivelab.processor.completion.complete`: the one fit check), then its splits are
-    opened. ``decoded``: episodes already decoded by an earlier period of this process (the live
-    trainer's), reused by the RAM cache instead of decoded again.
+    The dataset is read once (`drivelab.data.facts.read_facts`) and the config completed from
+    what it told (`drivelab.processor.completion.complete`: the one fit check). Its world must
+    be the config's ``live.env`` (when set) and a resumed run's (``trained``: the run's recorded
+    env and name): when the data is of another world, that is said instead of the misfit it causes.
     """
+    from drivelab.sim.registry import check_data_world  # the simulators load only when asked
+
     store = DatasetStore.open(config.data.path)
-    facts = read_facts(store, config)
-    config, processor = complete(config, facts)
-    augmenter = training_augmenter(config, facts)
-    data = config.data
+    world, live = store.meta.world_name(), config.live
+    config_env = live.env if live is not None and "env" in live.model_fields_set else None
+    try:
+        facts = read_facts(store, config)
+        completed, processor = complete(config, facts)
+    except DrivelabError:
+        check_data_world(world, config_env, trained, str(store.path))  # another world says more
+        raise
+    check_data_world(world, config_env, trained, str(store.path))
+    return CheckedData(completed, facts, store, processor)
 
-    def dataset(split: str, decoded: DecodedEpisodes | None = None) -> EpisodeFrameDataset:
-        return EpisodeFrameDataset.of_processor(store, split, facts.episodes[split], processor, decoded)
 
-    # val stays whole; decoded episodes are shared only by the RAM cache (it keeps them all anyway)
-    train = dataset(data.train_split, decoded if data.cache == "ram" else None)
-    if data.cache == "ram":
-        train.preload("data.cache=ram")  # before loader workers fork: they share the pages
-    val = dataset(data.val_split) if data.val_split is not None else None
-    return TrainInputs(config, facts, store, train, val, processor, augmenter)
+def open_inputs(
+    config: ExperimentConfig, decoded: DecodedEpisodes | None = None, trained: tuple[str | None, str] | None = None
+) -> TrainInputs:
+    """`check_data`, then its splits opened: the trainer's inputs in one call."""
+    data = check_data(config, trained)
+    return TrainInputs(data.config, data.facts, data.store, data.processor,
+                       *open_splits(data.store, data.facts, data.processor, data.config, decoded))
 
 
 def fit_config_to_dataset(config: ExperimentConfig, path: Path) -> tuple[ExperimentConfig, str]:
@@ -84,7 +101,12 @@ def fit_config_to_dataset(config: ExperimentConfig, path: Path) -> tuple[Experim
     The policy always sees ``data.input_size`` (frames are cropped and resized on the device),
     so the dataset decides the signal sizes and the description, never the model's frame shape.
     """
+    from drivelab.sim.registry import check_data_world
+
     store = DatasetStore.open(path)
+    live = config.live
+    check_data_world(store.meta.world_name(), live.env if live is not None and "env" in live.model_fields_set
+                     else None, None, str(path))
     height, width, channels = store.meta.frame_shape
     size = "x".join(map(str, config.data.input_size))
     crop = config.data.crop is not None

@@ -37,21 +37,22 @@ from lightning_fabric import Fabric
 
 from drivelab.config import ExperimentConfig, TrainConfig
 from drivelab.data.loader import DecodedEpisodes
+from drivelab.data.splits import open_splits
 from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.freezing import FreezePlan, parameter_groups, plan_freeze
-from drivelab.models.heads import StandardizedRegressionHead
+from drivelab.models.heads import set_target_statistics
 from drivelab.models.kinds import kind_of
 from drivelab.models.transfer import InitReport, initialise_from, write_init_report
-from drivelab.order.base import BatchOrder, episode_lengths
+from drivelab.order.base import BatchOrder
 from drivelab.order.build import check_order, total_batches
 from drivelab.outputs import check_output_dir
-from drivelab.processor.state import ProcessorState, TargetSteps
+from drivelab.processor.state import ProcessorState
 from drivelab.runs.checkpoints import restore_rng_state
 from drivelab.runs.folder import RunError, RunFolder, parse_checkpoint_ref
-from drivelab.runs.world import check_same_world, recorded_env
+from drivelab.runs.world import recorded_env
 from drivelab.train.failures import period_failed
-from drivelab.train.inputs import TrainInputs, open_inputs
+from drivelab.train.inputs import CheckedData, TrainInputs, check_data
 from drivelab.train.logs import MetricsLog
 from drivelab.train.loop import LoopRecords, ProgressSink, TrainLoop
 from drivelab.train.optimizers import build_optimizer
@@ -159,14 +160,6 @@ def run_lock(run: RunFolder) -> Iterator[None]:
         os.close(fd)
 
 
-def set_target_statistics(policy: torch.nn.Module, targets: TargetSteps) -> None:
-    """Give every standardised head the training split's action mean/std (kept in its weights)."""
-    for name, head in getattr(policy, "heads", {}).items():
-        for module in head.modules():  # the head itself, or each branch of a branched head
-            if isinstance(module, StandardizedRegressionHead):
-                module.set_target_statistics(targets.mean[name], targets.std[name])
-
-
 @dataclass
 class TrainingPlan:
     """What `train` checked before any process is launched: the policy and how to train it."""
@@ -179,6 +172,7 @@ class TrainingPlan:
     total: int
     freeze: FreezePlan | None
     init_report: InitReport | None
+    resume_at: ResumePoint | None = None  # the checkpoint a resume continues from
 
 
 def train(
@@ -199,40 +193,48 @@ def train(
     """
     started = time.perf_counter()
     check_output_dir(runs_root, "--runs")  # a typo'd --runs (a file) fails before any work
-    inputs = open_inputs(config, decoded)  # data of another world than the config's: refused first
-    config = inputs.config  # completed: history sizes, class counts (checked against the data)
-    resumed: RunFolder | None = None
-    resume_at: ResumePoint | None = None
-    if resume is not None:
-        run_path, at_batch = parse_checkpoint_ref(str(resume))
-        resumed = RunFolder.open(run_path, runs_root)
-        check_resume_config(resumed, config)
-    if resumed is not None and inputs.facts.world is not None:  # data of another world: nothing made
-        check_same_world(recorded_env(resumed), inputs.facts.world, resumed.name,
-                         f"the dataset {inputs.store.path}")
-    if resumed is not None:
-        resume_at = resume_point(resumed, at_batch)
-        if resumed.processor_path.is_file():  # continue with the statistics the run started with
-            inputs.processor = ProcessorState.from_json(
-                resumed.processor_path.read_text(), str(resumed.processor_path)
-            )
-    plan = _plan(config, inputs, resumed, runs_root, watch)
+    resumed, at_batch = _resumed_run(resume, runs_root)
+    trained = (recorded_env(resumed), resumed.name) if resumed is not None else None
+    # data of another world than the config's (or the resumed run's): refused first
+    data = check_data(config, trained)
+    config = data.config  # completed: history sizes, class counts (checked against the data)
+    plan = _plan(config, data, resumed, at_batch, runs_root, watch, decoded)
     with ExitStack() as stack:
-        setup = _launch(plan, stack, runs_root, resumed, resume_at, version)
+        setup = _launch(plan, stack, runs_root, resumed, version)
         result = _train_period(setup, progress, started, watch)
     result.init_report = plan.init_report
     result.speed = plan.speed
     return result
 
 
+def _resumed_run(resume: str | Path | None, runs_root: Path) -> tuple[RunFolder | None, int | None]:
+    """The run ``--resume RUN[@BATCH]`` names, opened (not yet checked), and its batch."""
+    if resume is None:
+        return None, None
+    run_path, at_batch = parse_checkpoint_ref(str(resume))
+    return RunFolder.open(run_path, runs_root), at_batch
+
+
 def _plan(
-    config: ExperimentConfig, inputs: TrainInputs, resumed: RunFolder | None, runs_root: Path,
-    watch: WatchOptions | None = None,
+    config: ExperimentConfig, data: CheckedData, resumed: RunFolder | None, at_batch: int | None,
+    runs_root: Path, watch: WatchOptions | None = None, decoded: DecodedEpisodes | None = None,
 ) -> TrainingPlan:
-    """Everything that can refuse, before any process is launched: one error line, once."""
+    """Everything that can refuse, before any process is launched: one error line, once.
+
+    The steps go from the trainer's own down to the data's: a resume's config and checkpoint,
+    the speed plan, the watch cadence, the policy (its kind, transfer), the batch order and
+    freezing, then the splits are opened (damaged episodes, a RAM cache that does not fit).
+    """
+    resume_at: ResumePoint | None = None
+    if resumed is not None:
+        check_resume_config(resumed, config)
+        resume_at = resume_point(resumed, at_batch)
+        if resumed.processor_path.is_file():  # continue with the statistics the run started with
+            data.processor = ProcessorState.from_json(
+                resumed.processor_path.read_text(), str(resumed.processor_path)
+            )
     seed_everything(config.seed)
-    policy = build_policy(config.model, config.frame_shape, inputs.history_sizes, config.train.batch_size)
-    set_target_statistics(policy, inputs.processor.targets)
+    policy = build_policy(config.model, config.frame_shape, data.history_sizes, config.train.batch_size)
     speed = plan_speed(config.train, policy, resumed.read_status().get("speed") if resumed else None)
     fabric = make_fabric(config.train, speed.precision)
     if fabric.is_global_zero and speed.fallback:  # said at once, not after the run
@@ -240,23 +242,24 @@ def _plan(
             print(f"note: {note}", file=sys.stderr)
     if watch is not None:  # the player drives checkpoints: its cadence must be theirs
         watch.check(config.train)
-    probe: BatchOrder = check_order(config, inputs.facts, fabric.world_size)
-    split = config.data.train_split  # the kind's own look at the episodes (a transformer window must fit)
-    kind_of(config.model).check_episodes(config.model, episode_lengths(inputs.facts, split), split)
-    total = total_batches(config.train, probe)
-    # Transfer learning and freezing are checked here too; sources are read for new runs only
-    # (a resume takes every weight from its checkpoint).
+    set_target_statistics(policy, data.processor.targets.mean, data.processor.targets.std)
+    need = kind_of(config.model).episode_need(config.model)  # a transformer's window must fill
+    # Transfer learning is checked here too; sources are read for new runs only (a resume takes
+    # every weight from its checkpoint).
     init_report = initialise_from(config.model, policy, runs_root) if resumed is None else None
+    probe: BatchOrder = check_order(config, data.facts, fabric.world_size, need)
+    total = total_batches(config.train, probe)
     freeze = plan_freeze(config.model, policy, probe.batches_per_epoch, config.train.lr)
     if freeze is not None:
         freeze.check(total, fabric.world_size)
         freeze.apply(policy, 0)
-    return TrainingPlan(config, inputs, policy, speed, fabric, total, freeze, init_report)
+    inputs = TrainInputs(config, data.facts, data.store, data.processor,
+                         *open_splits(data.store, data.facts, data.processor, config, decoded))
+    return TrainingPlan(config, inputs, policy, speed, fabric, total, freeze, init_report, resume_at)
 
 
 def _launch(
-    plan: TrainingPlan, stack: ExitStack, runs_root: Path, resumed: RunFolder | None,
-    resume_at: ResumePoint | None, version: int | None = None,
+    plan: TrainingPlan, stack: ExitStack, runs_root: Path, resumed: RunFolder | None, version: int | None = None,
 ) -> PeriodSetup:
     """Lock and read the resumed run, launch the processes, set the model and optimizer up."""
     fabric, config, policy, freeze = plan.fabric, plan.config, plan.policy, plan.freeze
@@ -264,9 +267,9 @@ def _launch(
     if resumed is not None:
         if fabric.is_global_zero:
             stack.enter_context(run_lock(resumed))
-        assert resume_at is not None
+        assert plan.resume_at is not None
         state = load_resume_state(
-            resumed, resume_at, policy, fabric.world_size, plan.total, set_aside=fabric.is_global_zero
+            resumed, plan.resume_at, policy, fabric.world_size, plan.total, set_aside=fabric.is_global_zero
         )
     launch(fabric, config.train)
     if fabric.device.type == "cuda":
