@@ -20,17 +20,21 @@ from drivelab.config.base import _field_error, _Section
 
 @dataclass(frozen=True)
 class KindSpec:
-    """What the config must know of a policy kind: its options field, its training step kind."""
+    """What the config must know of a policy kind: its options field, its training step kind,
+    and the option (if any) that some training episode must be long enough for."""
 
     section: str | None  # the ModelConfig field holding the kind's options (None: it has none)
     sequences: bool  # trains on sequences (train.bptt) rather than batches of frames
+    #: The section's option counting the steps the kind reads at once (a transformer's window):
+    #: the batch order refuses data whose every training episode is shorter.
+    window: str | None = None
 
 
 #: Every policy kind by name; `drivelab.models.kinds` registers a class for each one.
 POLICY_KINDS: dict[str, KindSpec] = {
     "stateless": KindSpec(section=None, sequences=False),
     "lstm": KindSpec(section="recurrent", sequences=True),
-    "transformer": KindSpec(section="transformer", sequences=True),
+    "transformer": KindSpec(section="transformer", sequences=True, window="window"),
 }
 
 

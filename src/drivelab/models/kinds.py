@@ -13,8 +13,8 @@ policy recurrent?" asks its kind instead:
   graph that reads sequences and takes and returns its state as ``state``/``state_out``);
 - ``step_kind``: the trainer's step kind, ``frames`` (batches of samples) or ``sequences``
   (BPTT windows, ``train.bptt``);
-- ``episode_need``: how long a training episode must be for the kind to learn from it (the
-  transformer's window); the batch order checks the data against it before a run folder exists.
+- what a kind needs of the training episodes (the transformer's window) is declared with its
+  config section (`drivelab.config.KindSpec.window`), so the batch order checks it from the config.
 
 A kind lives in its own module, subclasses `PolicyKind` and is registered with
 ``@register_kind``; `models.factory` imports the module (that import is the one registration
@@ -33,7 +33,6 @@ from torch import nn
 
 from drivelab.config import ConfigError, ModelConfig
 from drivelab.config.policy_section import POLICY_KINDS
-from drivelab.order.base import EpisodeNeed
 
 #: A built policy (`models.policy.Policy` or a subclass) and the parts it is made of
 #: (`models.policy.PolicyParts`); named loosely here: the kind modules import this one.
@@ -80,12 +79,6 @@ class PolicyKind(ABC):
 
     def state_shape(self, policy: Policy) -> tuple[int, ...] | None:
         """The state's shape without its batch axis (the exported card's ``state_shape``)."""
-        return None
-
-    def episode_need(self, config: ModelConfig) -> EpisodeNeed | None:
-        """How long some training episode must be for this kind (`drivelab.order` checks it).
-
-        Every episode length fits a frame kind: the default needs nothing."""
         return None
 
 

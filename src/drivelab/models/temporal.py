@@ -32,7 +32,6 @@ from drivelab.config.policy_section import TransformerConfig
 from drivelab.models.kinds import PolicyKind, register_kind
 from drivelab.models.policy import Policy, PolicyParts
 from drivelab.models.recurrent import STATE_KEY
-from drivelab.order.base import EpisodeNeed
 
 __all__ = ["TemporalEncoder", "TemporalPolicy", "TransformerKind"]
 
@@ -199,6 +198,3 @@ class TransformerKind(PolicyKind):
         assert isinstance(policy, TemporalPolicy)
         return (1, policy.temporal.window, policy.temporal.width + 1)
 
-    def episode_need(self, config: ModelConfig) -> EpisodeNeed | None:
-        assert config.transformer is not None
-        return EpisodeNeed(config.transformer.window, "model.transformer.window")

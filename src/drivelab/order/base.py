@@ -9,7 +9,6 @@ the batch a (resumed) period starts at, the seed, the global batch and the rank'
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -75,18 +74,6 @@ class RankedOrder:
 
     def state(self, batches_done: int) -> dict[str, Any] | None:
         return None  # the position is a pure function of batches_done
-
-
-@dataclass(frozen=True)
-class EpisodeNeed:
-    """What a policy kind needs of its training episodes: ``frames`` long, for ``setting``.
-
-    The kind says it (`drivelab.models.kinds.PolicyKind.episode_need`, the transformer's window);
-    the order, which owns the episodes, checks it (`drivelab.order.build.check_order`).
-    """
-
-    frames: int
-    setting: str  # the config key asking, e.g. ``model.transformer.window``
 
 
 def episode_lengths(facts: DatasetFacts, split: str) -> np.ndarray:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from drivelab.config import ConfigError, ExperimentConfig, TrainConfig
+from drivelab.config.policy_section import POLICY_KINDS
 from drivelab.order.balance import (
     BinnedLabels,
     balance_v1,
@@ -29,7 +30,7 @@ from drivelab.order.balance import (
     inverse_frequency,
     normalized_output,
 )
-from drivelab.order.base import BatchOrder, EpisodeNeed, episode_lengths
+from drivelab.order.base import BatchOrder, episode_lengths
 from drivelab.order.buffers import BufferBatchSampler, mix_seed
 from drivelab.order.epochs import EpochBatchSampler, SchemeBatchSampler
 from drivelab.order.labels import binned_train_labels
@@ -66,14 +67,13 @@ def build_order(
     return frame_order(config, facts, rank, world_size, done, state.get("sampler") if state else None)
 
 
-def check_order(
-    config: ExperimentConfig, facts: DatasetFacts, world_size: int, need: EpisodeNeed | None = None
-) -> BatchOrder:
+def check_order(config: ExperimentConfig, facts: DatasetFacts, world_size: int) -> BatchOrder:
     """Rank 0's order of a new run, checked: what `train` sizes the run with before launching.
 
     Sequences must pass the frame order's checks too (enough samples for one batch), and
-    ``full``/``cut`` warns when it would drop many frames. ``need``: what the policy kind needs
-    of every training episode (a transformer's window must fill in at least one).
+    ``full``/``cut`` warns when it would drop many frames. A policy kind that reads a window of
+    steps (`drivelab.config.KindSpec.window`: the transformer's) needs one training episode at
+    least that long, or the window would never fill.
     """
     frames = frame_order(config, facts, 0, world_size)
     if config.train.bptt.mode == "none":
@@ -82,13 +82,15 @@ def check_order(
         order = build_order(config, facts, 0, world_size)
         if isinstance(order, FullSampler):
             warn_if_cut_drops(order)
-    if need is not None:
+    kind = POLICY_KINDS[config.model.kind_name]
+    if kind.window is not None and kind.section is not None:
+        steps = int(getattr(getattr(config.model, kind.section), kind.window))
         split = config.data.train_split
         longest = int(max(episode_lengths(facts, split), default=0))
-        if need.frames > longest:
+        if steps > longest:
             raise ConfigError(
-                f"{need.setting} {need.frames} is longer than every {split!r} episode (the longest has "
-                f"{longest} frames): its window would never fill; use a window of at most {longest}")
+                f"model.{kind.section}.{kind.window} {steps} is longer than every {split!r} episode (the "
+                f"longest has {longest} frames): its window would never fill; use a window of at most {longest}")
     return order
 
 

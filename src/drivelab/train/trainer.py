@@ -42,7 +42,6 @@ from drivelab.errors import DrivelabError
 from drivelab.models import build_policy
 from drivelab.models.freezing import FreezePlan, parameter_groups, plan_freeze
 from drivelab.models.heads import set_target_statistics
-from drivelab.models.kinds import kind_of
 from drivelab.models.transfer import InitReport, initialise_from, write_init_report
 from drivelab.order.base import BatchOrder
 from drivelab.order.build import check_order, total_batches
@@ -242,13 +241,12 @@ def _plan(
             print(f"note: {note}", file=sys.stderr)
     if watch is not None:  # the player drives checkpoints: its cadence must be theirs
         watch.check(config.train)
+    probe: BatchOrder = check_order(config, data.facts, fabric.world_size)  # a window must fill too
+    total = total_batches(config.train, probe)
     set_target_statistics(policy, data.processor.targets.mean, data.processor.targets.std)
-    need = kind_of(config.model).episode_need(config.model)  # a transformer's window must fill
     # Transfer learning is checked here too; sources are read for new runs only (a resume takes
     # every weight from its checkpoint).
     init_report = initialise_from(config.model, policy, runs_root) if resumed is None else None
-    probe: BatchOrder = check_order(config, data.facts, fabric.world_size, need)
-    total = total_batches(config.train, probe)
     freeze = plan_freeze(config.model, policy, probe.batches_per_epoch, config.train.lr)
     if freeze is not None:
         freeze.check(total, fabric.world_size)
