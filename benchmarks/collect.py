@@ -1,18 +1,24 @@
 """Collection throughput: worker scaling and recorder overhead.
 
-    python benchmarks/collect.py [--episodes 4] [--max-steps 500] [--repeats 3]
+    python benchmarks/collect.py [--episodes 4] [--max-steps 500] [--repeats 3] [--profile]
 
 1. frames/s of `collect` with 1 and with 2 workers on the same episodes, and the ratio (goal on a
    2-core machine: >= 1.7x). Includes process start-up, as a user sees it.
 2. recorder overhead: the same expert episodes driven in this process with a bare loop (env step +
    expert, nothing kept) vs `drive_episode` + `write_episode` (record, compress, commit to Zarr).
    Goal: <= 10 %. Medians over repeats; the machine is noisy.
+3. the road renderer: bare stepping with gymnasium's own ``_render_road`` vs drivelab's
+   (`drivelab.sim.carracing_render`, same frames), alternated, medians.
+4. ``--profile``: where a recorded step's time goes (cProfile over one recorded and committed
+   episode): the road drawing, the rest of rendering, Box2D physics, the expert, the Zarr write.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import statistics
 import tempfile
 import time
@@ -46,11 +52,41 @@ def bare_episode(env, expert, plan: CollectPlan, index: int) -> int:
     return steps
 
 
+def stock_renderer(env) -> None:
+    """Give ``env`` back gymnasium's own road renderer (drivelab's is an instance attribute)."""
+    env._core.__dict__.pop("_render_road", None)
+
+
+def profile_recorded_step(plan: CollectPlan, store) -> None:
+    """Shares of one recorded, committed episode's time, from cProfile's cumulative times."""
+    env = make_env(plan.env, max_steps=plan.max_steps)
+    expert = make_expert(env)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    record = drive_episode(env, plan, 7, expert)
+    write_episode(store, 999, record)
+    profiler.disable()
+    env.close()
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+    def cumulative(*names: str) -> float:
+        return sum(v[3] for k, v in stats.items() if any(k[2] == n or k[2].endswith(f".{n}>") for n in names))
+    total = cumulative("drive_episode") + cumulative("write_episode")
+    road = cumulative("fast_render_road", "_render_road")
+    render = cumulative("_render")
+    parts = {"road drawing": road, "rest of rendering": render - road,
+             "Box2D physics (b2World_Step)": cumulative("b2World_Step"), "expert": cumulative("act"),
+             "Zarr write + commit": cumulative("write_episode")}
+    print(f"profile of one recorded episode ({len(record)} steps, {total / len(record) * 1e3:.2f} ms a step):")
+    for name, seconds in parts.items():
+        print(f"  {name:30s} {seconds / total:6.1%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=4)
     ap.add_argument("--max-steps", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="Where a recorded step's time goes.")
     args = ap.parse_args()
     plan = CollectPlan(env="carracing", seed=100, noise=0.0, max_steps=args.max_steps)
 
@@ -81,6 +117,24 @@ def main() -> None:
         print(f"recorded + committed     : {1 / rec:8.1f} steps/s  (of which Zarr write "
               f"{write / rec:.1%})")
         print(f"recorder overhead        : {rec / bare - 1:+.1%}   (goal <= +10%)")
+
+        # ---- the road renderer: gymnasium's vs drivelab's (same frames), alternated
+        per_step: dict[str, list[float]] = {"stock": [], "fast": []}
+        for r in range(args.repeats):
+            for name in ("stock", "fast"):
+                env = make_env(plan.env, max_steps=plan.max_steps)
+                if name == "stock":
+                    stock_renderer(env)
+                expert = make_expert(env)
+                t0 = time.perf_counter()
+                steps = bare_episode(env, expert, plan, r)
+                per_step[name].append((time.perf_counter() - t0) / steps)
+                env.close()
+        stock, fast = (statistics.median(per_step[k]) for k in ("stock", "fast"))
+        print(f"bare stepping, gymnasium's road renderer: {1 / stock:8.1f} steps/s")
+        print(f"bare stepping, drivelab's road renderer : {1 / fast:8.1f} steps/s  ({stock / fast:.2f}x)")
+        if args.profile:
+            profile_recorded_step(plan, store)
 
         # ---- worker scaling, through the real `collect`
         rates: dict[int, list[float]] = {1: [], 2: []}

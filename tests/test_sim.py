@@ -140,6 +140,41 @@ def test_determinism_same_seed_same_actions() -> None:
         np.testing.assert_array_equal(x, z)
 
 
+def test_fast_road_renderer_draws_gymnasiums_frames() -> None:
+    """`sim.carracing_render` must change nothing but the time: the same frames as gymnasium's
+    own renderer over an expert drive with noise (tiles change colour as they are visited, the
+    start zoom animates, the car turns through every quarter), pixel for pixel."""
+    import pygame
+
+    from drivelab.sim.carracing_render import rotate
+
+    fast, stock = CarRacingEnv(max_steps=160), CarRacingEnv(max_steps=160)
+    del stock._core._render_road  # the instance's fast method; the class's own remains
+    try:
+        frames = []
+        for env in (fast, stock):
+            expert, rng = make_expert(env), np.random.default_rng(3)
+            shown = [env.reset(seed=4).frame]
+            for _ in range(160):
+                action = np.asarray(expert.act(env), np.float32) + rng.normal(0, 0.3, 2).astype(np.float32)
+                result = env.step(np.clip(action, -1, 1))
+                shown.append(result.observation.frame)
+                if result.done:
+                    break
+            frames.append(np.stack(shown))
+    finally:
+        fast.close()
+        stock.close()
+    assert frames[0].shape == frames[1].shape and len(frames[0]) > 100
+    np.testing.assert_array_equal(frames[0], frames[1])
+    # pygame's rotation, bit for bit, at random angles and at and near the exact quarter turns
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-300, 300, (64, 2))
+    for angle in [*rng.uniform(-20, 20, 64), 0.0, 1e-7, -1e-7, 2e-6, math.pi / 2, -math.pi, 2 * math.pi]:
+        expected = [tuple(pygame.math.Vector2(*p).rotate_rad(float(angle))) for p in points.tolist()]
+        assert [tuple(p) for p in rotate(points, float(angle)).tolist()] == expected
+
+
 def test_off_track_detected_when_leaving_the_road(env: CarRacingEnv) -> None:
     env.reset(seed=0)
     flags = []

@@ -26,6 +26,8 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 import gymnasium as gym
 from gymnasium.envs.box2d.car_dynamics import Car
 
+from drivelab.sim.carracing_render import install as install_fast_road
+
 GYM_ID = "CarRacing-v3"
 FPS = 50.0
 FRAME_SHAPE = (96, 96, 3)
@@ -141,6 +143,7 @@ class CarRacingEnv:
             max_episode_steps=self.max_steps,
             disable_env_checker=True,
         )
+        install_fast_road(self._gym.unwrapped)  # same frames, ~1.7x the steps/s (carracing_render)
         self._track: Track | None = None
         self._last_action = np.zeros(2, dtype=np.float32)
         self._steps = 0
