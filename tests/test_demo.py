@@ -19,6 +19,11 @@ def test_demo_end_to_end_small(tmp_path: Path) -> None:
     assert (folder / "report.md").read_text().startswith("# drivelab demo")
     assert (folder / "histograms.png").exists()
     assert "driving score" in r.stdout and "where things are" in r.stdout
+    # the last line says where the minutes went, stage by stage, and in the report too
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("where the minutes went") and all(
+        f"{stage} " in last for stage in ("collect", "train", "evaluate", "total")), last
+    assert set(report["stage_seconds"]) == {"collect", "train", "evaluate", "total"}
     # the demo's evaluation is kept with its run, where `runs` and the card read it
     (run,) = (folder / "runs").glob("*/*_v1")
     (kept,) = (run / "eval").glob("closed_loop_*.json")

@@ -111,6 +111,18 @@ def test_bf16_run_is_recorded_kept_fp32_and_resumes_bit_identically(
     assert resumed.speed is not None and resumed.speed.precision == "bf16-mixed"
 
 
+def test_compile_auto_follows_the_measured_break_even() -> None:
+    """``compile: auto`` compiles only runs whose work passes the measured break-even: the old
+    demo (6,000 x 64 at 96x96) yes, the demo recipe (1,500 x 32 at 64x64) and epoch runs no."""
+    from drivelab.train.speed import COMPILE_PAYS_AFTER, auto_compile
+
+    assert auto_compile(6000, 64, (96, 96)) and not auto_compile(1500, 32, (64, 64))
+    assert not auto_compile(None, 64, (96, 96))
+    at = COMPILE_PAYS_AFTER // (64 * 96 * 96)
+    assert auto_compile(at, 64, (96, 96)) and not auto_compile(at - 1, 64, (96, 96))
+    assert load_config(CONFIG).train.compile == "auto"
+
+
 def test_unsupported_bf16_falls_back_with_one_line(
     small_dataset: Path, tmp_path: Path, fp32_cpu: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -122,6 +122,7 @@ def run_demo(
     config = load_config(options.config, overrides)  # config mistakes fail before any work
     stage = on_stage or (lambda _name: None)
     times: dict[str, float] = {}
+    started = time.perf_counter()
     folder = new_demo_folder(options.out)
     dataset = folder / "data.zarr"
 
@@ -170,8 +171,14 @@ def run_demo(
     result.run_eval = save_run_eval(str(result.run), folder / "runs", {
         "env": options.env, "max_steps": options.max_steps, "tracks": seeds,
         "drivers": [r.to_dict() for r in result.reports]})
+    times["total"] = time.perf_counter() - started  # the stages plus checks, histograms, saving
     result.report_path = write_report(result, options)
     return result
+
+
+def phase_times(seconds: dict[str, float]) -> str:
+    """``collect 1:02, train 0:31, evaluate 0:45, total 2:30``: where a demo's minutes went."""
+    return ", ".join(f"{name} {int(s // 60)}:{int(s % 60):02d}" for name, s in seconds.items())
 
 
 def demo_dagger(config: Any, options: DemoOptions, runs_root: Path, bc_run: Path) -> Path:
@@ -209,7 +216,7 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
     ratio = result.reports[0].aggregate.get("score_ratio_to_expert") if result.reports else None
     if ratio is not None:
         lines += ["", f"Policy driving score / expert driving score: **{ratio:.3f}**"]
-    lines += ["", "Stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items()),
+    lines += ["", "Stage times (m:ss): " + phase_times(result.stage_seconds),
               "", "![histograms](histograms.png)", ""]
     path = write_text(result.folder / "report.md", "\n".join(lines))
     write_text(result.folder / "report.json", json.dumps({

@@ -36,7 +36,7 @@ def demo(
     dagger_rounds: Annotated[int, typer.Option("--dagger-rounds", help="DAgger rounds with --dagger.")] = 2,
 ) -> None:
     """The main job end to end: collect expert data, train, drive on held-out tracks."""
-    from drivelab.demo import DemoOptions, default_config, run_demo
+    from drivelab.demo import DemoOptions, default_config, phase_times, run_demo
     from drivelab.evaluate.report import render_report
     from drivelab.train.progress import RichProgress
 
@@ -68,10 +68,10 @@ def demo(
     table.add_row("histograms", escape(str(result.histogram)))
     table.add_row("policy run", escape(f"{result.run} (TensorBoard: {result.run}/tb)"))
     table.add_row("report", escape(str(result.report_path)))
-    table.add_row("time", ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items()))
     out.print(table)
     ratio = result.reports[0].aggregate.get("score_ratio_to_expert", float("nan"))
     out.print(f"[green]done[/]: policy driving score {result.reports[0].aggregate['score_mean']:.3f} "
               f"= {ratio:.2f} x the expert's on the same held-out tracks")
+    out.print(f"where the minutes went (m:ss): {phase_times(result.stage_seconds)}")
 
 

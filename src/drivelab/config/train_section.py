@@ -196,9 +196,10 @@ class TrainConfig(_Section):
     #: Conv weights and frames in NHWC: faster convolutions on CPUs (oneDNN) and tensor cores.
     #: ``auto`` = on when the policy has 2-D convolutions.
     channels_last: bool | Literal["auto"] = "auto"
-    #: torch.compile the policy: costs seconds of compilation at the start of every period,
-    #: pays only in long runs (benchmarks/trainer.py measures the break-even), so off by default.
-    compile: bool = False
+    #: torch.compile the policy: costs ~25 s of compilation at the start of every period and
+    #: pays only in long runs (benchmarks/trainer.py measures the break-even). ``auto``: on when
+    #: the run's work passes the measured break-even (`drivelab.train.speed.auto_compile`).
+    compile: bool | Literal["auto"] = "auto"
     #: Sequence training for a recurrent policy (``model.recurrent``); see BPTTConfig.
     bptt: BPTTConfig = Field(default_factory=BPTTConfig)
 

@@ -100,8 +100,26 @@ def auto_channels_last(convolutions: bool, precision: str, device: str) -> bool:
     return device == "cuda" or precision != "32-true"
 
 
+#: ``compile: auto`` compiles a run whose work (batches x batch size x input pixels) is at least
+#: this: the larger break-even `benchmarks/trainer.py` measured (PilotNet, batch 64 at 96x96):
+#: ~940 batches on an AVX2-only EPYC in fp32 (compile 24.9 s, then 1.24x) and ~3,100 on a Zen 4
+#: EPYC in bf16-mixed (26.3 s, then 1.11x over the best eager setting): 3,100 x 64 x 96 x 96.
+#: Below it the compile costs more than it saves. No GPU was measured; the rule is the same there.
+COMPILE_PAYS_AFTER = 3_100 * 64 * 96 * 96
+
+
+def auto_compile(max_batches: int | None, batch_size: int, input_size: tuple[int, int] | list[int]) -> bool:
+    """``compile: auto``: on for a run long enough to pay its compilation (`COMPILE_PAYS_AFTER`).
+
+    A run measured in epochs (``max_batches`` None) is not sized before its data: left eager."""
+    if max_batches is None:
+        return False
+    return max_batches * batch_size * int(input_size[0]) * int(input_size[1]) >= COMPILE_PAYS_AFTER
+
+
 def plan_speed(
-    train: TrainConfig, policy: torch.nn.Module, recorded: dict[str, Any] | None = None
+    train: TrainConfig, policy: torch.nn.Module, recorded: dict[str, Any] | None = None,
+    input_size: tuple[int, int] | list[int] = (96, 96),
 ) -> SpeedPlan:
     """Resolve precision, channels_last and compile for this run on this machine."""
     device = device_type(train)
@@ -112,7 +130,11 @@ def plan_speed(
         channels_last = auto_channels_last(has_conv2d(policy), precision, device)
     else:
         channels_last = bool(train.channels_last)
-    return SpeedPlan(precision, channels_last, train.compile, device, tuple(notes), train.precision)
+    if train.compile == "auto":  # recorded in run.json as the plan's ``compile``
+        compiled = auto_compile(train.max_batches, train.batch_size, input_size)
+    else:
+        compiled = bool(train.compile)
+    return SpeedPlan(precision, channels_last, compiled, device, tuple(notes), train.precision)
 
 
 def prepare_policy(policy: torch.nn.Module, plan: SpeedPlan) -> torch.nn.Module:

@@ -234,7 +234,8 @@ def _plan(
             )
     seed_everything(config.seed)
     policy = build_policy(config.model, config.frame_shape, data.history_sizes, config.train.batch_size)
-    speed = plan_speed(config.train, policy, resumed.read_status().get("speed") if resumed else None)
+    speed = plan_speed(config.train, policy, resumed.read_status().get("speed") if resumed else None,
+                       config.data.input_size)
     fabric = make_fabric(config.train, speed.precision)
     if fabric.is_global_zero and speed.fallback:  # said at once, not after the run
         for note in speed.notes:
