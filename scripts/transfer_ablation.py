@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from drivelab.evaluate.offline import OfflineJob, OfflineReport
-from drivelab.train.inputs import make_loader
+from drivelab.data.batch_loader import make_loader
 
 MODES = ("intact", "frames_shuffled", "history_shuffled", "frames_zeroed", "history_zeroed")
 
