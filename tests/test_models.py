@@ -298,7 +298,7 @@ def test_carracing_default_is_small_and_runs() -> None:
     config = load_config(CONFIGS / "carracing" / "pilotnet.yaml")
     summary = summarize_config(config, {"speed": 1, "steering": 1, "accel_brake": 1})
     assert summary.total_params < 1_000_000
-    assert summary.input_shapes == {"frames": (3, 96, 96), "history": (4, 1)}
+    assert summary.input_shapes == {"frames": (3, 64, 64), "history": (4, 1)}
     assert summary.output_shapes == {"steering": (), "accel_brake": ()}
 
 
