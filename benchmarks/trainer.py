@@ -76,6 +76,15 @@ def drivelab_run(cfg: ExperimentConfig, root: Path, allow_emulated: bool = False
     return [r["samples_per_s"] for r in rows], [r["data_wait_share"] for r in rows]
 
 
+def to_input_size(frames: torch.Tensor, cfg: ExperimentConfig) -> torch.Tensor:
+    """Frames resized to ``data.input_size`` as drivelab's input pipeline does (on the device,
+    bilinear with antialiasing) when the dataset's frames are another size."""
+    size = tuple(cfg.data.input_size)
+    if tuple(frames.shape[-2:]) == size:
+        return frames
+    return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 def bare_run(cfg: ExperimentConfig, batches: int, bf16: bool, channels_last: bool,
              compile_model: bool = False) -> tuple[list[float], float]:
     """The same training written by hand: (samples/s of each window after the first, s of step 1)."""
@@ -107,7 +116,7 @@ def bare_run(cfg: ExperimentConfig, batches: int, bf16: bool, channels_last: boo
     while done < batches:
         for batch in loader:
             t0 = time.perf_counter()
-            frames = batch["frames"].float().div_(255.0).sub_(0.5)
+            frames = to_input_size(batch["frames"].float().div_(255.0).sub_(0.5), cfg)
             if channels_last:
                 frames = frames.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
@@ -140,7 +149,7 @@ def flops_per_sample(cfg: ExperimentConfig, dataset: Path) -> float:
     cfg = inputs.config
     model = build_policy(cfg.model, cfg.frame_shape, inputs.history_sizes)
     batch = collate_batch(inputs.train.__getitems__(list(range(16))))
-    frames = batch["frames"].float() / 255.0
+    frames = to_input_size(batch["frames"].float() / 255.0, cfg)
     with FlopCounterMode(display=False) as counter:
         predictions = model(frames, batch["history"])
         sum(v.float().pow(2).mean() for v in predictions.values()).backward()
@@ -241,7 +250,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=60, help="Training batches per run.")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="Loader worker processes (trainer rows).")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, help="Default: the config's train.batch_size.")
     ap.add_argument("--quick", action="store_true", help="1 repeat, 40 batches, no compile row.")
     args = ap.parse_args()
     if args.quick:
@@ -257,8 +266,11 @@ def main() -> None:
             print("collecting a small CarRacing dataset (4 episodes x 300 steps) ...")
             collect(dataset, CollectPlan(env="carracing", seed=42, noise=0.1, max_steps=300),
                     episodes=4, workers=2, val_episodes=1)
+        if args.batch_size is None:
+            args.batch_size = load_config(CONFIG).train.batch_size
         base = [
             f"data.path={dataset}",
+            "data.balance.scheme=none",  # the bare loop shuffles plainly too
             f"data.workers={args.workers}",
             "data.cache=none",
             f"train.batch_size={args.batch_size}",

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from drivelab.evaluate.offline import OfflineJob, OfflineReport
 from drivelab.data.batch_loader import make_loader
+from drivelab.evaluate.offline import OfflineJob, OfflineReport
 
 MODES = ("intact", "frames_shuffled", "history_shuffled", "frames_zeroed", "history_zeroed")
 
