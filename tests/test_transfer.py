@@ -223,7 +223,7 @@ def bn_config(dataset: Path, *extra: str) -> ExperimentConfig:
         dataset, "data.input_size=[32,32]", "train.batch_size=4",
         "model.backbone.name=test_efficientnet", "model.backbone.pool=avg",
         "train.optimizer=adamw", "train.weight_decay=0.1",
-        "model.freeze=[backbone.*]", *extra,
+        "model.freeze=[backbone.*]", "train.schedule=constant", *extra,
     )
 
 
