@@ -46,6 +46,13 @@ class ExperimentConfig(_Section):
     live: LiveConfig | None = None
 
     @property
+    def world_env(self) -> str | None:
+        """The env this config names for its world (``live.env`` when set explicitly), else None:
+        data of another world is refused; without it, any data's world is accepted."""
+        live = self.live
+        return live.env if live is not None and "env" in live.model_fields_set else None
+
+    @property
     def frame_shape(self) -> tuple[int, int, int]:
         """The policy's frame input [C, H, W]: stacked frames after crop and resize."""
         height, width = self.data.input_size

@@ -73,8 +73,7 @@ def check_data(config: ExperimentConfig, trained: tuple[str | None, str] | None 
     from drivelab.sim.registry import check_data_world  # the simulators load only when asked
 
     store = DatasetStore.open(config.data.path)
-    world, live = store.meta.world_name(), config.live
-    config_env = live.env if live is not None and "env" in live.model_fields_set else None
+    world, config_env = store.meta.world_name(), config.world_env
     try:
         facts = read_facts(store, config)
         completed, processor = complete(config, facts)
@@ -104,9 +103,7 @@ def fit_config_to_dataset(config: ExperimentConfig, path: Path) -> tuple[Experim
     from drivelab.sim.registry import check_data_world
 
     store = DatasetStore.open(path)
-    live = config.live
-    check_data_world(store.meta.world_name(), live.env if live is not None and "env" in live.model_fields_set
-                     else None, None, str(path))
+    check_data_world(store.meta.world_name(), config.world_env, None, str(path))
     height, width, channels = store.meta.frame_shape
     size = "x".join(map(str, config.data.input_size))
     crop = config.data.crop is not None
