@@ -117,8 +117,8 @@ def bare_run(cfg: ExperimentConfig, batches: int, bf16: bool, channels_last: boo
         for batch in loader:
             t0 = time.perf_counter()
             frames = to_input_size(batch["frames"].float().div_(255.0).sub_(0.5), cfg)
-            if channels_last:
-                frames = frames.contiguous(memory_format=torch.channels_last)
+            # the loader's [B, C, H, W] frames are HWC in memory: make the layout explicit both ways
+            frames = frames.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
             with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 predictions = forward(frames, batch["history"])
                 loss = sum(

@@ -76,8 +76,10 @@ def run_cli_here(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_config_home(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Per-user files drivelab makes (the sweep trust key) go to a test folder, not ``~``."""
+    """Per-user files drivelab makes (the sweep trust key, the layout probe's cache) go to test
+    folders, not ``~``."""
     os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache-home"))
 
 
 @pytest.fixture(scope="session")

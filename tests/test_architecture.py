@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "drivelab"
 
 LAYERS: dict[str, int] = {
     "drivelab.errors": 0, "drivelab.memory": 0, "drivelab.outputs": 0, "drivelab.seeds": 0,
-    "drivelab.precision": 0, "drivelab.backbone_registry": 0, "drivelab.workers": 0, "drivelab.media": 0,
+    "drivelab.precision": 0, "drivelab.machine": 0, "drivelab.backbone_registry": 0, "drivelab.workers": 0, "drivelab.media": 0,
     "drivelab.extras": 0,  # which pip extra a verb needs, checked before it imports one
     "drivelab.api": 10,  # the Python API: collect, train, evaluate, export, load_policy
     "drivelab.config": 1,

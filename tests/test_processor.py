@@ -161,6 +161,21 @@ def test_input_pipeline_follows_the_state(small_dataset: Path) -> None:
     assert torch.allclose(history[0, 0], -torch.tensor(state.history.mean) / torch.tensor(state.history.std))
 
 
+def test_input_pipeline_gives_the_trainers_layout_whatever_the_loaders(small_dataset: Path) -> None:
+    """The loader's [B, C, H, W] frames are HWC in memory (NHWC already). A convolution runs NHWC
+    when its input is, so NCHW training needs the copy; inference (None) keeps what it gets."""
+    state = open_inputs(config_for(small_dataset)).processor
+    hwc = torch.randint(0, 255, (2, 96, 96, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+    assert hwc.is_contiguous(memory_format=torch.channels_last)
+    nchw = InputPipeline(state, channels_last=False).frames(hwc)
+    nhwc = InputPipeline(state, channels_last=True).frames(hwc)
+    kept = InputPipeline(state).frames(hwc)
+    assert nchw.is_contiguous() and not nchw.is_contiguous(memory_format=torch.channels_last)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and not nhwc.is_contiguous()
+    assert kept.stride() == InputPipeline(state).frames(hwc).stride()
+    assert torch.equal(nchw, nhwc) and torch.equal(nchw, kept)
+
+
 # ---------------------------------------------------------------------------- check_fit
 def test_check_fit_names_what_differs(small_dataset: Path) -> None:
     config = config_for(small_dataset)

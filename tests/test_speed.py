@@ -4,6 +4,7 @@ and bf16 inference: resolved once, recorded, resumable bit-identically, refused 
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -229,10 +230,90 @@ def test_eval_precision_flag_is_checked_in_one_line(tmp_path: Path) -> None:
 
 
 def test_auto_channels_last_follows_the_measured_rule() -> None:
-    """NHWC where it was measured faster (reduced precision, CUDA), NCHW in fp32 on a CPU
-    (0.88x there), never without a convolution."""
+    """Where no probe runs: NHWC for a conv policy (measured faster in every row of
+    benchmarks/layout.py), never without a convolution."""
     from drivelab.train.speed import auto_channels_last
 
     assert auto_channels_last(True, "bf16-mixed", "cpu") and auto_channels_last(True, "32-true", "cuda")
-    assert not auto_channels_last(True, "32-true", "cpu")
+    assert auto_channels_last(True, "32-true", "cpu")
     assert not auto_channels_last(False, "bf16-mixed", "cuda")
+
+
+def _small_policy() -> torch.nn.Module:
+    from drivelab.models.factory import build_policy
+
+    cfg = load_config(CONFIG, ["data.input_size=[64,64]", "model.history=null"])
+    return build_policy(cfg.model, cfg.frame_shape)
+
+
+def test_the_layout_probe_times_both_formats_once_per_machine_and_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run of a shape times NCHW and NHWC and caches the speed-up; the next reads it.
+    Neither changes torch's random state, so a cached and a probed run train the same policy."""
+    from drivelab.train import layout_probe
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    policy = _small_policy()
+    shape = (4, *policy.frame_shape)
+    rng = torch.get_rng_state()
+    first = layout_probe.probe_channels_last(policy.backbone, shape, "32-true", "cpu", default=False)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert not first.cached and first.speedup > 0
+    entries = json.loads((tmp_path / "drivelab" / "layout_probe.json").read_text())
+    (key, entry), = entries.items()
+    assert "x".join(map(str, shape)) in key and "32-true" in key and entry["nhwc_speedup"] == round(first.speedup, 4)
+    again = layout_probe.probe_channels_last(policy.backbone, shape, "32-true", "cpu", default=False)
+    assert again.cached and again.speedup == round(first.speedup, 4)
+    assert again.channels_last == first.channels_last
+    assert "cached probe" in again.note("32-true", shape)
+    other = layout_probe.probe_channels_last(policy.backbone, (8, *policy.frame_shape), "32-true", "cpu", False)
+    assert not other.cached and len(json.loads((tmp_path / "drivelab" / "layout_probe.json").read_text())) == 2
+
+
+@pytest.mark.parametrize(("speedup", "default", "chosen"), [
+    (1.30, False, True), (0.70, True, False), (1.02, False, False), (0.98, True, True)])
+def test_the_probe_overrules_the_rule_only_beyond_its_margin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, speedup: float, default: bool, chosen: bool
+) -> None:
+    from drivelab.train import layout_probe
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(layout_probe, "time_formats", lambda *_a: speedup)
+    verdict = layout_probe.probe_channels_last(_small_policy().backbone, (4, 3, 64, 64), "32-true", "cpu", default)
+    assert verdict.channels_last is chosen and verdict.speedup == speedup
+
+
+def test_an_unreadable_cache_costs_a_probe_not_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from drivelab.train import layout_probe
+
+    (tmp_path / "drivelab").mkdir()
+    (tmp_path / "drivelab" / "layout_probe.json").write_text("{not json")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(layout_probe, "time_formats", lambda *_a: 1.5)
+    assert layout_probe.probe_channels_last(_small_policy().backbone, (4, 3, 64, 64), "32-true", "cpu", False).channels_last
+    assert len(json.loads((tmp_path / "drivelab" / "layout_probe.json").read_text())) == 1
+
+
+def test_channels_last_auto_is_probed_recorded_and_kept_on_resume(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fp32_cpu: None
+) -> None:
+    """A probe that finds NCHW faster turns NHWC off (the rule's choice), run.json says why, and
+    a resume keeps the recorded layout whatever the cache says later."""
+    from drivelab.train import layout_probe
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(layout_probe, "time_formats", lambda *_a: 0.8)
+    cfg = load_config(CONFIG, tiny(small_dataset, "train.max_batches=4", "train.checkpoint_every=2",
+                                   "train.precision=32-true"))
+    result = train(cfg, runs_root=tmp_path / "runs")
+    assert result.speed is not None and not result.speed.channels_last
+    status = result.run.read_status()["speed"]
+    assert status["channels_last"] is False and any("NHWC 0.80x NCHW" in n for n in status["notes"])
+    shutil.rmtree(tmp_path / "cache")
+    monkeypatch.setattr(layout_probe, "time_formats", lambda *_a: 2.0)
+    for later in result.run.checkpoints.glob("batch_4*"):  # cut after batch 2, as a crash would
+        later.unlink()
+    resumed = train(cfg, runs_root=tmp_path / "runs", resume=result.run.path)
+    assert resumed.speed is not None and not resumed.speed.channels_last
+    assert "recorded off" in " ".join(resumed.speed.notes)

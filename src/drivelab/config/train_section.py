@@ -193,8 +193,9 @@ class TrainConfig(_Section):
     precision: Literal[
         "auto", "32-true", "64-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed"
     ] = "32-true"
-    #: Conv weights and frames in NHWC: faster convolutions on CPUs (oneDNN) and tensor cores.
-    #: ``auto`` = on when the policy has 2-D convolutions.
+    #: Conv weights and frames in NHWC (True) or NCHW (False). ``auto``: the faster one for this
+    #: backbone, batch shape and precision on this machine, timed once and cached
+    #: (`drivelab.train.layout_probe`); NHWC for a conv policy where nothing is timed.
     channels_last: bool | Literal["auto"] = "auto"
     #: torch.compile the policy: costs ~25 s of compilation at the start of every period and
     #: pays only in long runs (benchmarks/trainer.py measures the break-even). ``auto``: on when

@@ -11,13 +11,12 @@ import csv
 import io
 import json
 import os
-import platform
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
+from drivelab.machine import cpu_model
 from drivelab.models.specs import BackboneSpecs, SpecsPlan
 
 __all__ = ["COLUMNS", "CONSOLE_COLUMNS", "console_table", "describe", "headers", "machine", "table_rows", "to_csv", "to_json", "to_markdown"]
@@ -88,14 +87,7 @@ def console_table(rows: Sequence[BackboneSpecs], plan: SpecsPlan) -> tuple[list[
 def machine() -> dict[str, object]:
     """What the rates were measured on: CPU model and threads, GPU, torch version, and the
     1-minute load average (ours included): on a shared machine it says how far to trust them."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     return {"cpu": cpu, "threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__,

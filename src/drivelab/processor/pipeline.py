@@ -44,21 +44,31 @@ def normalize_frames(
     raise ProcessorError(f"unknown normalization {mode!r}: use one of {', '.join(NORMALIZATIONS)}")
 
 
-def to_memory_format(frames: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """Frames [B, C, H, W] in NHWC when the policy's convolutions are (no copy otherwise)."""
-    if channels_last and frames.dim() == 4:
-        return frames.contiguous(memory_format=torch.channels_last)
-    return frames
+def to_memory_format(frames: torch.Tensor, channels_last: bool | None) -> torch.Tensor:
+    """Frames [B, C, H, W] in the layout the policy's convolutions run in: NHWC (True), NCHW
+    (False), or as they came (None: no copy).
+
+    Why False copies: a batch's frames are stored HWC, so the [B, C, H, W] view the loader
+    gives is already NHWC in memory, and a convolution runs NHWC when its input is, whatever
+    its weights' layout. Without this copy ``channels_last: false`` would still train NHWC.
+    """
+    if channels_last is None:
+        return frames
+    if frames.dim() == 4:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        return frames.contiguous(memory_format=layout)
+    return frames if channels_last else frames.contiguous()
 
 
 class InputPipeline:
     """A batch on the device -> the policy's inputs (frames, history).
 
-    Frames: uint8 [B, 3k, H, W] -> crop, normalise, resize (NHWC for NHWC convolutions, the
-    trainer's ``train.channels_last``). History: float [B, T, S] -> standardised.
+    Frames: uint8 [B, 3k, H, W] -> crop, normalise, resize, then the trainer's layout
+    (``train.channels_last``: NHWC or NCHW; None, for inference, leaves the frames' own).
+    History: float [B, T, S] -> standardised.
     """
 
-    def __init__(self, state: ProcessorState, channels_last: bool = False) -> None:
+    def __init__(self, state: ProcessorState, channels_last: bool | None = None) -> None:
         steps = state.frames
         self.channels_last = channels_last
         self.mode = steps.normalization

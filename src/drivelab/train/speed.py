@@ -6,10 +6,13 @@ without bf16 units emulates it (measured ~10x *slower* than fp32 on an AVX2-only
 explicit ``bf16-mixed`` there falls back to fp32 with one line saying why. The resolved plan is
 recorded in ``run.json`` and per period; a resume reuses the recorded precision where the
 device supports it, so a continued run computes exactly what an uninterrupted one would.
+``channels_last: auto`` is timed on this machine (`layout_probe`) and a resume keeps the
+recorded layout for the same reason; ``compile: auto`` follows the measured break-even.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +20,7 @@ import torch
 
 from drivelab.config import TrainConfig
 from drivelab.precision import bf16_support
+from drivelab.train.layout_probe import probe_channels_last
 
 #: precisions that autocast to bf16 (they need bf16 arithmetic to be fast)
 BF16 = ("bf16-mixed", "bf16-true")
@@ -87,17 +91,18 @@ def has_conv2d(policy: torch.nn.Module) -> bool:
 
 
 def auto_channels_last(convolutions: bool, precision: str, device: str) -> bool:
-    """``channels_last: auto``: on for a conv policy on a GPU or in reduced precision, off in
-    fp32 on a CPU.
+    """The rule ``channels_last: auto`` falls back on where it does not probe (several
+    processes, a policy without a backbone) and within the probe's margin: NHWC for any policy
+    with 2-D convolutions.
 
-    Measured (docs/results.md, `benchmarks/trainer.py`, AMD EPYC with AVX-512 BF16): NHWC slowed
-    fp32 training to 0.88x of NCHW and sped bf16-mixed up by 1.07x (oneDNN's bf16 convolutions
-    run NHWC); on CUDA, tensor-core convolutions want NHWC. Only this CPU kind was measured: the
-    fp32 rule is the conservative one (NCHW is PyTorch's own default).
+    Measured (docs/results.md, `benchmarks/layout.py`, Zen 4 EPYC with AVX-512 BF16): NHWC
+    trained 1.10-1.42x faster than NCHW in fp32 and 1.38-3.0x in bf16-mixed at 64-128 px; on
+    CUDA, tensor-core convolutions want NHWC too. It is also what every run trained in before
+    NCHW was made real (the loader's frames are NHWC in memory). ``precision`` and ``device``
+    are kept for a kind where NCHW wins: the probe finds that, this rule has no measurement of it.
     """
-    if not convolutions:
-        return False
-    return device == "cuda" or precision != "32-true"
+    del precision, device
+    return convolutions
 
 
 #: ``compile: auto`` compiles a run whose work (batches x batch size x input pixels) is at least
@@ -117,6 +122,34 @@ def auto_compile(max_batches: int | None, batch_size: int, input_size: tuple[int
     return max_batches * batch_size * int(input_size[0]) * int(input_size[1]) >= COMPILE_PAYS_AFTER
 
 
+def single_process(train: TrainConfig) -> bool:
+    """One training process on one device: where a probe's verdict cannot differ across ranks."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return False
+    devices = train.devices
+    return devices == 1 or (isinstance(devices, list) and len(devices) == 1)
+
+
+def choose_channels_last(
+    train: TrainConfig, policy: torch.nn.Module, precision: str, device: str,
+    recorded: dict[str, Any] | None,
+) -> tuple[bool, list[str]]:
+    """``channels_last: auto`` -> on/off: a resume keeps its recorded layout, a single-process
+    run with a conv backbone asks the probe (`layout_probe`), anything else takes the rule."""
+    if isinstance((recorded or {}).get("channels_last"), bool):
+        layout = bool(recorded["channels_last"])  # type: ignore[index]
+        return layout, [f"channels_last: resuming with the run's recorded {'on' if layout else 'off'}"]
+    convolutions = has_conv2d(policy)
+    rule = auto_channels_last(convolutions, precision, device)
+    backbone = getattr(policy, "backbone", None)
+    shape = getattr(policy, "frame_shape", None)
+    if not convolutions or backbone is None or shape is None or not single_process(train):
+        return rule, []
+    full_shape = (train.batch_size, *(int(x) for x in shape))
+    verdict = probe_channels_last(backbone, full_shape, precision, device, default=rule)
+    return verdict.channels_last, [verdict.note(precision, full_shape)]
+
+
 def plan_speed(
     train: TrainConfig, policy: torch.nn.Module, recorded: dict[str, Any] | None = None,
     input_size: tuple[int, int] | list[int] = (96, 96),
@@ -127,7 +160,8 @@ def plan_speed(
         train.precision, device, (recorded or {}).get("precision")
     )
     if train.channels_last == "auto":
-        channels_last = auto_channels_last(has_conv2d(policy), precision, device)
+        channels_last, layout_notes = choose_channels_last(train, policy, precision, device, recorded)
+        notes.extend(layout_notes)
     else:
         channels_last = bool(train.channels_last)
     if train.compile == "auto":  # recorded in run.json as the plan's ``compile``
