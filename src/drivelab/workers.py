@@ -4,7 +4,8 @@ A *job* is a picklable object sent to every spawned worker: `open()` builds the 
 (env, expert, policy) once inside the worker, `run(task, report)` drives one episode, `close()`
 tidies up. Workers pull task numbers from a queue, so faster workers take more episodes, and
 every result is keyed by its task, so the outcome never depends on which worker ran what.
-Spawned (not forked) processes keep pygame, Box2D and torch state out of the parent.
+The calling process is one of the workers; the others are spawned (not forked) processes, which
+keep pygame, Box2D and torch state out of the parent.
 """
 
 from __future__ import annotations
@@ -70,6 +71,47 @@ def _worker_main(job: EpisodeJob, tasks: Any, events: Any) -> None:
         job.close()
 
 
+class _Stop(Exception):
+    """``on_error`` said stop: unwinds this process's own episode and the event loop."""
+
+
+class _Outcomes:
+    """Every worker's events (this process's own included) delivered to the caller's callbacks
+    in one place, with the count of finished tasks."""
+
+    def __init__(self, total: int, on_progress: Callable[[int], None] | None,
+                 on_done: Callable[[int, Any], None] | None,
+                 on_error: Callable[[int, str, str], bool] | None) -> None:
+        self.total, self.finished = total, 0
+        self._progress, self._done, self._error = on_progress, on_done, on_error
+
+    def handle(self, event: tuple[Any, ...]) -> None:
+        """One event from a worker; raises `_Stop` when a failure must end the run."""
+        kind = event[0]
+        if kind == "progress":
+            if self._progress:
+                self._progress(event[1])
+        elif kind == "done":
+            self.finished += 1
+            if self._done:
+                self._done(event[1], event[2])
+        else:
+            _, task, message, trace = event
+            if not (self._error and self._error(task, message, trace)):
+                raise _Stop
+            if task != -1:  # -1: a worker that never opened; the others carry on
+                self.finished += 1
+
+    def drain(self, events: Any) -> None:
+        """Deliver what the other workers sent while this process drove (never waits)."""
+        while events is not None:
+            try:
+                event = events.get_nowait()
+            except queue.Empty:
+                return
+            self.handle(event)
+
+
 def run_jobs(
     job: EpisodeJob,
     tasks: Sequence[int],
@@ -78,56 +120,56 @@ def run_jobs(
     on_done: Callable[[int, Any], None] | None = None,
     on_error: Callable[[int, str, str], bool] | None = None,
 ) -> None:
-    """Run ``job`` on every task in ``workers`` processes.
+    """Run ``job`` on every task in ``workers`` processes, this one being one of them.
 
     ``on_error(task, message, traceback)`` decides what a failed task means: return True to go on
     with the others (evaluation marks the episode failed), False to stop everything (collection).
-    A task of -1 is a worker that could not even open its job. One worker runs the job in this
-    process (`_run_here`): no process is spawned, so a caller's script without a main guard is
-    never re-executed.
+    A task of -1 is a worker that could not even open its job.
+
+    This process drives episodes too (`_work_here`) and delivers the others' events between its
+    own steps: it would otherwise sit idle while ``workers`` spawned processes paid their start-up
+    (~0.6 s of imports each), and with one worker nothing is spawned at all, so a caller's script
+    without a main guard is never re-executed.
     """
     n_workers = max(1, min(workers, len(tasks)))
+    outcomes = _Outcomes(len(tasks), on_progress, on_done, on_error)
     if n_workers == 1:
-        _run_here(job, tasks, on_progress, on_done, on_error)
+        pending = iter([*tasks, None])
+        try:
+            _work_here(job, lambda: next(pending), None, outcomes)
+        except _Stop:
+            return
+        if outcomes.finished < len(tasks):
+            raise WorkersDied(f"all workers exited with {len(tasks) - outcomes.finished} task(s) left")
         return
     ctx = mp.get_context("spawn")
     task_q, events = ctx.Queue(), ctx.Queue()
     for t in tasks:
         task_q.put(t)
-    for _ in range(n_workers):
+    for _ in range(n_workers):  # one stop per worker, this process included
         task_q.put(None)
     procs = [
         ctx.Process(target=_worker_main, args=(job, task_q, events), daemon=True)
-        for _ in range(n_workers)
+        for _ in range(n_workers - 1)
     ]
     for p in procs:
         p.start()
-    finished = 0
     try:
-        while finished < len(tasks):
+        _work_here(job, task_q.get, events, outcomes)
+        while outcomes.finished < len(tasks):
             try:
                 event = events.get(timeout=1.0)
             except queue.Empty:
                 if not any(p.is_alive() for p in procs):
-                    raise WorkersDied(f"all workers exited with {len(tasks) - finished} task(s) left") from None
+                    left = len(tasks) - outcomes.finished
+                    raise WorkersDied(f"all workers exited with {left} task(s) left") from None
                 continue
-            kind = event[0]
-            if kind == "progress":
-                if on_progress:
-                    on_progress(event[1])
-            elif kind == "done":
-                finished += 1
-                if on_done:
-                    on_done(event[1], event[2])
-            else:
-                _, task, message, trace = event
-                if not (on_error and on_error(task, message, trace)):
-                    return
-                if task != -1:  # -1: a worker that never opened; the others carry on
-                    finished += 1
+            outcomes.handle(event)
+    except _Stop:
+        return
     finally:
         for p in procs:
-            if finished < len(tasks):
+            if outcomes.finished < len(tasks):
                 p.terminate()  # stopping early: do not wait for episodes nobody will read
             p.join(timeout=10)
             if p.is_alive():
@@ -138,39 +180,36 @@ def run_jobs(
             q.close()
 
 
-def _run_here(
-    job: EpisodeJob,
-    tasks: Sequence[int],
-    on_progress: Callable[[int], None] | None,
-    on_done: Callable[[int, Any], None] | None,
-    on_error: Callable[[int, str, str], bool] | None,
-) -> None:
-    """`run_jobs` with one worker, in this process: the same callbacks in the same order.
+def _work_here(job: EpisodeJob, next_task: Callable[[], int | None], events: Any, outcomes: _Outcomes) -> None:
+    """This process as one worker: the same job, the same callbacks, until its stop arrives.
 
-    A spawned worker re-imports the caller's ``__main__``; a notebook or a script without an
-    ``if __name__ == "__main__"`` guard would run again in it (training anew, then "workers
-    died"). A job's ``open()`` may set torch's thread count for a worker process: it is put back.
+    A job's ``open()`` may set torch's thread count for a worker process: it is put back.
     """
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # as in a worker: no window for a headless env
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
+
+    def report(n: int) -> None:
+        outcomes.handle(("progress", n))
+        outcomes.drain(events)
+
     try:
         try:
             job.open()
         except Exception as exc:
-            if not (on_error and on_error(-1, f"{type(exc).__name__}: {exc}", traceback.format_exc())):
-                return
-            raise WorkersDied(f"all workers exited with {len(tasks)} task(s) left") from None
+            outcomes.handle(("error", -1, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            return  # the other workers carry on, if there are any
         try:
-            for task in tasks:
+            while (task := next_task()) is not None:
                 try:
-                    result = job.run(task, on_progress or (lambda _n: None))
+                    result = job.run(task, report)
+                except _Stop:
+                    raise
                 except Exception as exc:
-                    if not (on_error and on_error(task, f"{type(exc).__name__}: {exc}", traceback.format_exc())):
-                        return
+                    outcomes.handle(("error", task, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
                     continue
-                if on_done:
-                    on_done(task, result)
+                outcomes.handle(("done", task, result))
+                outcomes.drain(events)
         finally:
             job.close()
     finally:
