@@ -168,3 +168,22 @@ def test_one_worker_runs_in_this_process_with_the_pools_callbacks() -> None:
     done.clear()
     run_jobs(_HereJob(), [2, 3], workers=1, on_done=done.__setitem__, on_error=lambda *_: False)
     assert done == {}  # stopped at the first failure, as collection asks
+
+
+def test_the_calling_process_is_one_of_the_workers() -> None:
+    """With two workers this process drives episodes while the spawned one starts up (it takes
+    the first task before any worker could have imported drivelab), and it still gets every
+    other worker's results and failures; its torch threads are put back."""
+    import torch
+
+    from drivelab.workers import run_jobs
+
+    threads = torch.get_num_threads()
+    done: dict[int, tuple[int, int]] = {}
+    failed: list[int] = []
+    steps: list[int] = []
+    run_jobs(_HereJob(), [1, 2, 3, 4, 5, 6], workers=2, on_progress=steps.append, on_done=done.__setitem__,
+             on_error=lambda task, _m, _t: failed.append(task) is None)
+    assert torch.get_num_threads() == threads
+    assert sorted(done) == [1, 3, 4, 5, 6] and failed == [2] and steps == [5] * 6
+    assert done[1][1] == os.getpid() and {task for task, _pid in done.values()} == {1, 3, 4, 5, 6}
