@@ -6,9 +6,10 @@
    setting — fp32, fp32 + channels_last, bf16-mixed, bf16-mixed + channels_last, and the best
    of those + torch.compile — next to a bare hand-written loop with the same setting (same
    model, seed, data, batch size, optimizer, loss, clipping, loader) in this process. Goal:
-   drivelab / bare >= 0.97x in every row. On a CPU without AMX / AVX-512 BF16, bf16 is
-   emulated (that is why `train.precision: auto` picks fp32 there); its rows are measured over
-   fewer batches and marked.
+   drivelab / bare >= 0.97x in every row, read from the median of the per-repeat ratios (each
+   repeat runs the two loops back to back, so a drift of the machine's speed cancels in it).
+   On a CPU without AMX / AVX-512 BF16, bf16 is emulated (that is why `train.precision: auto`
+   picks fp32 there); its rows are measured over fewer batches and marked.
 2. The hardware limit of the same sitting: FLOPs per sample of forward + backward (PyTorch's
    FlopCounterMode) and the measured 2048x2048 matmul peak in fp32 and bf16, so every
    samples/s is also a share of "peak GFLOP/s / FLOP per sample".
@@ -252,6 +253,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="Loader worker processes (trainer rows).")
     ap.add_argument("--batch-size", type=int, help="Default: the config's train.batch_size.")
     ap.add_argument("--quick", action="store_true", help="1 repeat, 40 batches, no compile row.")
+    ap.add_argument("--rows-only", action="store_true", help="Only the setting rows: no compile row, no loader.")
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.batches = 1, 40
@@ -295,24 +297,31 @@ def main() -> None:
             batches = args.batches if native or not bf16 else max(2 * WINDOW + 2, args.batches // 4)
             ours: list[float] = []
             bare: list[float] = []
+            paired: list[float] = []  # each repeat's drivelab / bare, the two run back to back
             for r in range(args.repeats):
                 cfg = variant_config(base, precision, channels_last, False, batches)
                 run_bare = functools.partial(bare_run, cfg, batches, bf16, channels_last)
                 if r % 2:  # alternate which loop goes first: a drift in load hits both alike
-                    bare += run_bare()[0]
-                ours += drivelab_run(cfg, tmp / f"runs_{len(rows)}_{r}", allow_emulated=bf16 and not native)[0]
+                    bare_rates = run_bare()[0]
+                ours_rates = drivelab_run(cfg, tmp / f"runs_{len(rows)}_{r}", allow_emulated=bf16 and not native)[0]
                 if not r % 2:
-                    bare += run_bare()[0]
+                    bare_rates = run_bare()[0]
+                ours += ours_rates
+                bare += bare_rates
+                paired.append(statistics.median(ours_rates) / statistics.median(bare_rates))
             o, b = statistics.median(ours), statistics.median(bare)
             rows[label] = (o, b)
             peak = bf16_peak if bf16 else fp32_peak
             print(f"{label + ('' if native or not bf16 else ' (emulated)'):36s}: drivelab {o:7.1f} samples/s, "
-                  f"bare {b:7.1f}, ratio {o / b:.3f}x, {o / rows.get('fp32', (o, b))[0]:.2f}x fp32; "
+                  f"bare {b:7.1f}, ratio {o / b:.3f}x (paired per repeat: median {statistics.median(paired):.3f}x "
+                  f"of {', '.join(f'{x:.3f}' for x in paired)}), {o / rows.get('fp32', (o, b))[0]:.2f}x fp32; "
                   + (f"{o * flops / 1e9:.0f} GFLOP/s = {o * flops / 1e9 / peak:.0%} of this sitting's "
                      f"{'bf16' if bf16 else 'fp32'} matmul peak" if native or not bf16 else
                      f"{o * flops / 1e9:.0f} GFLOP/s (no bf16 peak to compare: emulated)"))
 
         best = max(rows, key=lambda k: rows[k][0])
+        if args.rows_only:
+            return
         if not args.quick:
             precision, channels_last, _ = VARIANTS[best]
             bf16 = precision.startswith("bf16")
