@@ -30,7 +30,7 @@ from drivelab.config import load_config
 from drivelab.machine import cpu_summary
 from drivelab.models import build_policy
 from drivelab.precision import bf16_support
-from drivelab.train.layout_probe import MARGIN, time_formats
+from drivelab.train.layout_probe import MARGIN, choose, time_formats
 from drivelab.train.speed import auto_channels_last
 
 SETTINGS = ((64, 32), (96, 64), (128, 32))  # (input side, batch): the demo's, the old demo's, larger
@@ -72,7 +72,7 @@ def main() -> None:
                 nchw, nhwc = statistics.median(rates[False]), statistics.median(rates[True])
                 measured = nhwc / nchw
                 rule = auto_channels_last(True, precision, "cpu")
-                picks = predicted >= 1 + MARGIN or (rule and predicted > 1 - MARGIN)
+                picks = choose(predicted, default=rule)
                 faster = measured > 1
                 verdict = "yes" if picks == faster else ("tie" if abs(measured - 1) < MARGIN else "NO")
                 print(f"| {side}x{side} x {batch} | {precision} | {predicted:.2f}x ({probe_s:.1f} s) | "

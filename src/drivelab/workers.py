@@ -51,24 +51,43 @@ def _worker_main(job: EpisodeJob, tasks: Any, events: Any) -> None:
     # Stopped early (terminate): unwind like a normal exit, so multiprocessing's finalizers
     # release the semaphores this process made (numcodecs' lock) instead of leaking them.
     signal.signal(signal.SIGTERM, _exit_on_terminate)
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    _drive(job, tasks.get, events.put, lambda: None)
+
+
+def _drive(job: EpisodeJob, next_task: Callable[[], int | None], emit: Callable[[tuple[Any, ...]], None],
+           between: Callable[[], None]) -> None:
+    """One worker's life, in a spawned process or in this one: open the job, run tasks until
+    the stop (None), close. Every outcome goes to ``emit`` (the event queue, or this process's
+    `_Outcomes`); ``between`` runs after each report and each task (this process: hand on the
+    other workers' events)."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # no window for a headless env
     try:
         job.open()
     except Exception as exc:
-        events.put(("error", -1, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        emit(_failure(-1, exc))
         return
+
+    def report(n: int) -> None:
+        emit(("progress", n))
+        between()
+
     try:
-        while True:
-            task = tasks.get()
-            if task is None:
-                return
+        while (task := next_task()) is not None:
             try:
-                result = job.run(task, lambda n: events.put(("progress", n)))
-                events.put(("done", task, result))
+                result = job.run(task, report)
+            except _Stop:
+                raise
             except Exception as exc:
-                events.put(("error", task, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+                emit(_failure(task, exc))
+                continue
+            emit(("done", task, result))
+            between()
     finally:
         job.close()
+
+
+def _failure(task: int, exc: Exception) -> tuple[str, int, str, str]:
+    return ("error", task, f"{type(exc).__name__}: {exc}", traceback.format_exc())
 
 
 class _Stop(Exception):
@@ -84,6 +103,11 @@ class _Outcomes:
                  on_error: Callable[[int, str, str], bool] | None) -> None:
         self.total, self.finished = total, 0
         self._progress, self._done, self._error = on_progress, on_done, on_error
+
+    @property
+    def left(self) -> int:
+        """Tasks neither done nor failed yet."""
+        return self.total - self.finished
 
     def handle(self, event: tuple[Any, ...]) -> None:
         """One event from a worker; raises `_Stop` when a failure must end the run."""
@@ -139,8 +163,8 @@ def run_jobs(
             _work_here(job, lambda: next(pending), None, outcomes)
         except _Stop:
             return
-        if outcomes.finished < len(tasks):
-            raise WorkersDied(f"all workers exited with {len(tasks) - outcomes.finished} task(s) left")
+        if outcomes.left:
+            raise WorkersDied(f"all workers exited with {outcomes.left} task(s) left")
         return
     ctx = mp.get_context("spawn")
     task_q, events = ctx.Queue(), ctx.Queue()
@@ -156,20 +180,19 @@ def run_jobs(
         p.start()
     try:
         _work_here(job, task_q.get, events, outcomes)
-        while outcomes.finished < len(tasks):
+        while outcomes.left:
             try:
                 event = events.get(timeout=1.0)
             except queue.Empty:
                 if not any(p.is_alive() for p in procs):
-                    left = len(tasks) - outcomes.finished
-                    raise WorkersDied(f"all workers exited with {left} task(s) left") from None
+                    raise WorkersDied(f"all workers exited with {outcomes.left} task(s) left") from None
                 continue
             outcomes.handle(event)
     except _Stop:
         return
     finally:
         for p in procs:
-            if outcomes.finished < len(tasks):
+            if outcomes.left:
                 p.terminate()  # stopping early: do not wait for episodes nobody will read
             p.join(timeout=10)
             if p.is_alive():
@@ -181,37 +204,13 @@ def run_jobs(
 
 
 def _work_here(job: EpisodeJob, next_task: Callable[[], int | None], events: Any, outcomes: _Outcomes) -> None:
-    """This process as one worker: the same job, the same callbacks, until its stop arrives.
-
-    A job's ``open()`` may set torch's thread count for a worker process: it is put back.
-    """
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # as in a worker: no window for a headless env
+    """This process as one worker (`_drive`), delivering its own outcomes and, between its
+    steps, the other workers'. A job's ``open()`` may set torch's thread count for a worker
+    process: it is put back."""
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
-
-    def report(n: int) -> None:
-        outcomes.handle(("progress", n))
-        outcomes.drain(events)
-
     try:
-        try:
-            job.open()
-        except Exception as exc:
-            outcomes.handle(("error", -1, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-            return  # the other workers carry on, if there are any
-        try:
-            while (task := next_task()) is not None:
-                try:
-                    result = job.run(task, report)
-                except _Stop:
-                    raise
-                except Exception as exc:
-                    outcomes.handle(("error", task, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-                    continue
-                outcomes.handle(("done", task, result))
-                outcomes.drain(events)
-        finally:
-            job.close()
+        _drive(job, next_task, outcomes.handle, lambda: outcomes.drain(events))
     finally:
         if threads is not None and sys.modules.get("torch") is not None:
             sys.modules["torch"].set_num_threads(threads)

@@ -157,10 +157,11 @@ def probe_channels_last(
     else:
         speedup = time_formats(backbone, shape, precision, device)
         _write_cache(path, key, speedup)
-    if speedup >= 1 + MARGIN:
-        choice = True
-    elif speedup <= 1 - MARGIN:
-        choice = False
-    else:
-        choice = default
-    return LayoutVerdict(choice, speedup, cached)
+    return LayoutVerdict(choose(speedup, default), speedup, cached)
+
+
+def choose(speedup: float, default: bool) -> bool:
+    """NHWC (True) or NCHW from NHWC's measured speed-up: ``default`` unless one wins by `MARGIN`."""
+    if abs(speedup - 1) < MARGIN:
+        return default
+    return speedup > 1
